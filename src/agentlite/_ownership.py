@@ -1,0 +1,351 @@
+"""Who owns a box: heartbeat records, the host's kernel lease, and the verdict on an owner.
+
+A host that runs a box publishes ``<home>/agentlite-active-boxes/<box name>.json``::
+
+    {"name", "pid", "boot_id", "machine_boot_id", "lease", "started_at", "updated_at"}
+
+before it creates the box, refreshes it every 5 s while the box lives, and deletes it on every
+teardown path. ``boot_id`` is ``"<pid>:<process start ms>"`` (a reused pid has another start time);
+``machine_boot_id`` is the kernel's boot id, so a record from before a reboot is never live.
+
+Each host process also holds an exclusive ``flock`` on its own lease file for its whole life. The
+kernel drops the lock however the process dies, so "is the lease still locked?" answers "is the
+owner alive?" without clocks or pid arithmetic. Records without a lease fall back to the original
+rules: updated within 30 s, pid alive with a start time within 2 s.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import fcntl
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from agentlite._atomic import create_atomic, write_atomic
+from agentlite._procs import start_time
+
+log = logging.getLogger("agentlite.ownership")
+
+RECORDS_DIR = "agentlite-active-boxes"
+HEARTBEAT_INTERVAL = 5.0
+STALE_AFTER = 30.0
+START_TIME_TOLERANCE = 2.0
+
+
+def machine_boot_id() -> str:
+    """The kernel's id of the current boot (changes at every reboot)."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+def process_boot_id(pid: int) -> str | None:
+    """``"<pid>:<start ms>"`` for a live process, else ``None``."""
+    started = start_time(pid)
+    return None if started is None else f"{pid}:{int(started * 1000)}"
+
+
+def safe_record_name(box_name: str) -> str:
+    return "".join(c if c.isalnum() or c in "_.-" else "_" for c in box_name)
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class OwnerRecord(BaseModel):
+    """The content of one ownership record file."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
+
+    name: str
+    pid: int
+    boot_id: str
+    updated_at: str
+    machine_boot_id: str | None = None
+    lease: str | None = None
+    started_at: str | None = None
+
+    def heartbeat_age(self, now: float) -> float | None:
+        try:
+            updated = datetime.fromisoformat(self.updated_at.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return now - updated.timestamp()
+
+
+class Verdict(enum.StrEnum):
+    """What a reader concludes about a box's owner."""
+
+    # The owner's lease is locked (or, without a lease, pid, start time and heartbeat all check out).
+    LIVE = "live"
+    # The owner's lease is locked but its heartbeat is older than 30 s: a stalled or suspended host.
+    STALE = "stale"
+    # The record names an owner that is gone: lease released, pid gone or reused, older boot.
+    DEAD = "dead"
+    # No usable record: missing, truncated, corrupt, wrong name or missing fields.
+    NONE = "none"
+
+    @property
+    def keeps_box(self) -> bool:
+        return self in (Verdict.LIVE, Verdict.STALE)
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """A verdict on one box's owner, with the record it was read from and a reason for people."""
+
+    verdict: Verdict
+    reason: str
+    record: OwnerRecord | None = None
+    heartbeat_age: float | None = None
+
+
+class RecordStore:
+    """The ownership records and leases under one home folder."""
+
+    def __init__(self, home: Path) -> None:
+        self.dir = Path(home).resolve() / RECORDS_DIR
+        self.lease_dir = self.dir / "leases"
+
+    def path(self, box_name: str) -> Path:
+        return self.dir / f"{safe_record_name(box_name)}.json"
+
+    def read_raw(self, box_name: str) -> bytes | None:
+        try:
+            return self.path(box_name).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def record_names(self) -> list[str]:
+        """Box names of every record file (from the file name; the content may be unusable)."""
+        if not self.dir.is_dir():
+            return []
+        return sorted(p.name[: -len(".json")] for p in self.dir.glob("*.json") if not p.name.startswith("."))
+
+    def delete(self, box_name: str) -> bool:
+        try:
+            self.path(box_name).unlink()
+            return True
+        except FileNotFoundError:
+            return False
+
+    def judge(self, box_name: str, now: float | None = None) -> Judgement:
+        """Decide whether the owner of ``box_name`` is alive. Reads only; changes nothing."""
+        now = time.time() if now is None else now
+        raw = self.read_raw(box_name)
+        if raw is None:
+            return Judgement(Verdict.NONE, "no record")
+        try:
+            record = OwnerRecord.model_validate_json(raw)
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            where = ".".join(str(p) for p in problem["loc"]) or "record"
+            return Judgement(Verdict.NONE, f"unusable record ({where}: {problem['msg'].lower()})")
+        if record.name != box_name:
+            return Judgement(Verdict.NONE, f"record names another box ({record.name!r})", record)
+        age = record.heartbeat_age(now)
+        if age is None:
+            return Judgement(Verdict.NONE, f"record has a bad updated_at ({record.updated_at!r})", record)
+        ago = f"heartbeat {age:.0f} s old"
+        if record.machine_boot_id is not None and record.machine_boot_id != machine_boot_id():
+            return Judgement(Verdict.DEAD, "record is from an earlier machine boot", record, age)
+        if record.lease is not None:
+            held = self._lease_held(record.lease)
+            if held is None:
+                return Judgement(Verdict.NONE, "record names a lease outside this home", record, age)
+            if not held:
+                return Judgement(Verdict.DEAD, f"owner pid {record.pid} gone (lease released)", record, age)
+            if age > STALE_AFTER:
+                return Judgement(Verdict.STALE, f"owner pid {record.pid} alive (lease held), {ago}", record, age)
+            return Judgement(Verdict.LIVE, f"owner pid {record.pid} alive, {ago}", record, age)
+        return self._judge_without_lease(record, age)
+
+    @staticmethod
+    def _judge_without_lease(record: OwnerRecord, age: float) -> Judgement:
+        if age > STALE_AFTER:
+            return Judgement(Verdict.DEAD, f"heartbeat {age:.0f} s old (no lease)", record, age)
+        pid_text, _, start_text = record.boot_id.partition(":")
+        if not (pid_text.isdigit() and start_text.isdigit()) or int(pid_text) != record.pid or record.pid <= 0:
+            return Judgement(Verdict.DEAD, f"boot id {record.boot_id!r} does not match pid {record.pid}", record, age)
+        actual = start_time(record.pid)
+        if actual is None:
+            return Judgement(Verdict.DEAD, f"owner pid {record.pid} gone", record, age)
+        drift = abs(actual * 1000 - int(start_text)) / 1000
+        if drift > START_TIME_TOLERANCE:
+            return Judgement(Verdict.DEAD, f"pid {record.pid} reused (start time differs by {drift:.0f} s)", record, age)
+        return Judgement(Verdict.LIVE, f"owner pid {record.pid} alive, heartbeat {age:.0f} s old", record, age)
+
+    def _lease_held(self, lease: str) -> bool | None:
+        """True when some process holds the lease's lock; None when the path is not one of ours."""
+        path = Path(lease)
+        if path.parent != self.lease_dir or not path.name.endswith(".lease"):
+            return None
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return True
+            raise
+        finally:
+            os.close(fd)  # also drops the lock if we just took it
+        return False
+
+    def sweep_leases(self) -> int:
+        """Delete lease files nobody holds (their hosts are gone). Returns how many."""
+        removed = 0
+        if not self.lease_dir.is_dir():
+            return 0
+        for path in self.lease_dir.glob("*.lease"):
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue
+            # Unlinked while we hold the lock, so no owner can be holding this inode.
+            path.unlink(missing_ok=True)
+            os.close(fd)
+            removed += 1
+        return removed
+
+    def sweep_temp_files(self, older_than: float = 60.0) -> None:
+        """Delete temp files left by writers that died mid-write."""
+        if not self.dir.is_dir():
+            return
+        cutoff = time.time() - older_than
+        for path in self.dir.glob(".*.tmp"):
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+            except FileNotFoundError:
+                pass
+
+
+class HostOwnership:
+    """This process's ownership of boxes under one home: its lease, its records, its heartbeat.
+
+    One per (process, home); get it with :func:`ownership_for`. The heartbeat runs in a daemon
+    thread, so a busy or blocked event loop cannot let records go stale while the host lives.
+    """
+
+    def __init__(self, home: Path) -> None:
+        self.store = RecordStore(home)
+        self.pid = os.getpid()
+        self.boot_id = process_boot_id(self.pid) or f"{self.pid}:0"
+        self.machine_boot_id = machine_boot_id()
+        self._lock = threading.Lock()
+        self._records: dict[str, OwnerRecord] = {}
+        self._lease_fd: int | None = None
+        self._lease_path: Path | None = None
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def lease_path(self) -> Path:
+        self._ensure_lease()
+        assert self._lease_path is not None
+        return self._lease_path
+
+    def _ensure_lease(self) -> None:
+        if self._lease_fd is not None:
+            return
+        self.store.lease_dir.mkdir(parents=True, exist_ok=True)
+        path = self.store.lease_dir / f"{self.boot_id.replace(':', '-')}.lease"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        # Blocking is fine: nobody else ever locks a lease named after our own pid and start time
+        # except a cleanup checking it, which holds it for microseconds.
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        self._lease_fd, self._lease_path = fd, path
+
+    def owns(self, box_name: str) -> bool:
+        with self._lock:
+            return box_name in self._records
+
+    def register(self, box_name: str) -> None:
+        """Publish this process's record for ``box_name`` (before the box exists) and keep it fresh.
+
+        Raises FileExistsError when a record for that name already exists.
+        """
+        self._ensure_lease()
+        self.store.dir.mkdir(parents=True, exist_ok=True)
+        now = _now_iso()
+        record = OwnerRecord(
+            name=box_name,
+            pid=self.pid,
+            boot_id=self.boot_id,
+            machine_boot_id=self.machine_boot_id,
+            lease=str(self._lease_path),
+            started_at=now,
+            updated_at=now,
+        )
+        with self._lock:
+            if box_name in self._records:
+                return
+            create_atomic(self.store.path(box_name), _dump(record))
+            self._records[box_name] = record
+        self._start_heartbeat()
+
+    def unregister(self, box_name: str) -> None:
+        """Stop refreshing and delete the record. Safe for names this process never registered."""
+        with self._lock:
+            self._records.pop(box_name, None)
+            self.store.delete(box_name)
+
+    def refresh(self) -> None:
+        """Rewrite every record this process owns with a new ``updated_at``."""
+        with self._lock:
+            for name, record in list(self._records.items()):
+                fresh = record.model_copy(update={"updated_at": _now_iso()})
+                try:
+                    write_atomic(self.store.path(name), _dump(fresh))
+                    self._records[name] = fresh
+                except OSError as exc:
+                    log.warning("heartbeat write failed box=%s error=%s", name, exc)
+
+    def _start_heartbeat(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._thread = threading.Thread(target=self._beat, name="agentlite-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._wake.wait(HEARTBEAT_INTERVAL):
+            if os.getpid() != self.pid:  # a forked child must not refresh its parent's records
+                return
+            self.refresh()
+
+
+def _dump(record: OwnerRecord) -> bytes:
+    return json.dumps(record.model_dump(), indent=2).encode()
+
+
+_by_home: dict[Path, HostOwnership] = {}
+_by_home_lock = threading.Lock()
+
+
+def ownership_for(home: Path) -> HostOwnership:
+    """This process's :class:`HostOwnership` for ``home`` (one lease per process and home)."""
+    key = Path(home).resolve()
+    with _by_home_lock:
+        owner = _by_home.get(key)
+        if owner is None or owner.pid != os.getpid():
+            owner = _by_home[key] = HostOwnership(key)
+        return owner

@@ -1,0 +1,47 @@
+"""The ``agentlite`` command line: one module per command, errors as one line."""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+from typing import Annotated
+
+import typer
+
+from agentlite._logging import configure_logging
+from agentlite.cli.boxes import boxes, cleanup
+from agentlite.cli.doctor import doctor
+from agentlite.cli.exec import exec_command
+
+app = typer.Typer(
+    name="agentlite",
+    help="Run AI coding agents in isolated boxes on your own machine.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"agentlite {version('agentlite')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    log_level: Annotated[
+        str | None, typer.Option("--log-level", envvar="AGENTLITE_LOG_LEVEL", help="debug, info, warning, error.")
+    ] = None,
+    _show_version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True)] = False,
+) -> None:
+    configure_logging(log_level)
+
+
+app.command("doctor")(doctor)
+app.command("exec", context_settings={"allow_interspersed_args": False})(exec_command)
+app.command("boxes")(boxes)
+app.command("cleanup")(cleanup)
+
+
+def main() -> None:
+    app()

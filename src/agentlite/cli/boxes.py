@@ -1,0 +1,85 @@
+"""``agentlite boxes`` and ``agentlite cleanup``: every box with its owner, and reaping orphans."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated, Any
+
+import typer
+
+from agentlite._lifecycle import box_prefix, cleanup_orphans
+from agentlite._ownership import RecordStore, Verdict
+from agentlite.cli._common import (
+    AgentOption,
+    HomeOption,
+    JsonOption,
+    RuntimeOption,
+    home_path,
+    out,
+    print_json,
+    table,
+    user_errors,
+)
+from agentlite.runtime import open_runtime
+
+_VERDICT_STYLE = {"live": "green", "stale": "yellow", "dead": "red", "none": "red"}
+
+
+def boxes(agent: AgentOption = None, home: HomeOption = None, runtime: RuntimeOption = None,
+          json: JsonOption = False) -> None:  # fmt: skip
+    """List every AgentLite box with its state and owner."""
+    with user_errors():
+        home_dir = home_path(home)
+        box_runtime, _ = open_runtime(home_dir, runtime)
+        listed = asyncio.run(box_runtime.list())
+    store = RecordStore(home_dir)
+    now = time.time()
+    rows: list[dict[str, Any]] = []
+    for box in listed:
+        if not box.name.startswith(box_prefix(agent)):
+            continue
+        judgement = store.judge(box.name, now)
+        owner = None
+        if judgement.record is not None and judgement.verdict is not Verdict.NONE:
+            r = judgement.record
+            owner = {"pid": r.pid, "boot_id": r.boot_id, "updated_at": r.updated_at, "verdict": str(judgement.verdict),
+                     "heartbeat_age": None if judgement.heartbeat_age is None else round(judgement.heartbeat_age, 1)}  # fmt: skip
+        rows.append({"name": box.name, "runtime": box.runtime, "state": str(box.state), "running": box.running,
+                     "owner": owner, "reason": judgement.reason})  # fmt: skip
+    if json:
+        print_json(rows)
+        return
+    t = table("name", "runtime", "state", "owner pid", "boot id", "heartbeat", "verdict")
+    for row in rows:
+        o = row["owner"] or {}
+        verdict = o.get("verdict", "none")
+        age = o.get("heartbeat_age")
+        t.add_row(row["name"], row["runtime"], row["state"], str(o.get("pid", "-")), o.get("boot_id", "-"),
+                  "-" if age is None else f"{age:.0f} s ago", f"[{_VERDICT_STYLE[verdict]}]{verdict}[/]")  # fmt: skip
+    out.print(t if rows else "no boxes")
+
+
+def cleanup(
+    agent: AgentOption = None,
+    include_live: Annotated[bool, typer.Option("--include-live", help="Also remove boxes of live owners.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Explain every decision; change nothing.")] = False,
+    home: HomeOption = None,
+    runtime: RuntimeOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Remove boxes whose owner is gone (and their records), explaining every decision."""
+    with user_errors():
+        home_dir = home_path(home)
+        box_runtime, _ = open_runtime(home_dir, runtime)
+        decisions = asyncio.run(
+            cleanup_orphans(box_runtime, home_dir, agent, include_live=include_live, dry_run=dry_run)
+        )
+    if json:
+        print_json([d.as_json() for d in decisions])
+        return
+    t = table("name", "action", "reason", "error")
+    for d in decisions:
+        colour = "green" if d.action == "keep" else "red"
+        t.add_row(d.name, f"[{colour}]{d.action}[/]", d.reason, d.error or "")
+    out.print(t if decisions else "nothing to clean up")

@@ -1,0 +1,430 @@
+"""Boxes as Linux namespace sandboxes made with bubblewrap (``bwrap``).
+
+A box is a detached ``bwrap`` process tree in new user, pid, ipc and uts namespaces (and a new
+network namespace when the network is off). Its root is a fresh tmpfs holding the host's system
+folders read-only, a private ``/tmp``, a home folder and the box's volumes: no home folders of the
+host, no ``/root``, ``/var``, ``/mnt`` or host ``/tmp``, and none of the host's environment.
+
+The box's init (the pid 1 of its pid namespace) sleeps until the box is stopped; commands join the
+box's namespaces with ``nsenter``, drop every capability with ``setpriv`` and start with a clean
+environment through ``env -i``. Killing the init kills every process of the box at once, because the
+kernel tears down a pid namespace with its pid 1.
+
+State lives in ``<home>/sandbox/<box name>/box.json``; whether a box runs is read from the init's pid
+and start time, so a reused pid never passes for a live box.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from agentlite._atomic import write_atomic
+from agentlite._errors import (
+    BoxExecFailed,
+    BoxExists,
+    BoxNotFound,
+    BoxRemoveFailed,
+    BoxStartFailed,
+    ConfigError,
+    RuntimeUnavailable,
+)
+from agentlite._procs import is_same_process, kill_and_wait, reap_children, start_time
+from agentlite.runtime.base import BoxInfo, BoxRuntime, BoxSpec, BoxState
+
+log = logging.getLogger("agentlite.runtime.sandbox")
+
+BOX_HOME = "/home/agent"
+BASE_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
+_START_TIMEOUT = 15.0
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+
+# The parts of /etc that ordinary programs read; nothing else of /etc is shown (it can hold secrets).
+_ETC_ENTRIES = (
+    "alternatives", "ca-certificates", "ca-certificates.conf", "debian_version", "gai.conf", "group",
+    "host.conf", "hostname", "hosts", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime",
+    "mime.types", "nsswitch.conf", "os-release", "passwd", "protocols", "resolv.conf", "services",
+    "ssl", "timezone", "profile", "bash.bashrc", "inputrc", "gitconfig", "npmrc", "pki", "crypto-policies",
+)  # fmt: skip
+_ROOT_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+
+
+def host_system_paths() -> list[Path]:
+    """Host folders outside ``/usr`` that a box needs read-only: the Python interpreter and the
+    installed ``agentlite`` package (a box runs ``python -m agentlite.runner``)."""
+    import agentlite
+
+    candidates = {
+        Path(sys.prefix),
+        Path(sys.base_prefix),
+        Path(sys.exec_prefix),
+        Path(os.path.realpath(sys.executable)).parent.parent,
+        Path(agentlite.__file__).resolve().parent.parent,
+    }
+    return sorted(p for p in candidates if p.is_dir() and not _under(p, Path("/usr")))
+
+
+def _under(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def check_box_name(name: str) -> None:
+    if not name or name[0] in ".-" or not set(name) <= _NAME_CHARS or len(name) > 200:
+        raise ConfigError(f"box name `{name}` may use only letters, digits, `_`, `.` and `-`")
+
+
+class SandboxRuntime(BoxRuntime):
+    """Boxes as bubblewrap namespace sandboxes; see the module docstring."""
+
+    name = "sandbox"
+
+    def __init__(self, home: Path, *, extra_ro_paths: Sequence[Path] = ()) -> None:
+        self._root = Path(home) / "sandbox"
+        self._extra_ro_paths = [Path(p) for p in extra_ro_paths]
+        self._tools = _find_tools()
+        self._our_children: set[int] = set()
+
+    # -- listing -------------------------------------------------------------------------------
+
+    def _dir(self, name: str) -> Path:
+        check_box_name(name)
+        return self._root / name
+
+    def _read_state(self, name: str) -> dict[str, Any] | None:
+        try:
+            raw = (self._dir(name) / "box.json").read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            state = json.loads(raw)
+            if not isinstance(state, dict):
+                raise ValueError("not an object")
+            return state
+        except ValueError:
+            # A box whose state file is damaged still exists (so it can be removed); it cannot run.
+            return {"name": name}
+
+    def _state_of(self, state: dict[str, Any]) -> BoxState:
+        init_pid, init_started = state.get("init_pid"), state.get("init_started")
+        if isinstance(init_pid, int) and isinstance(init_started, float | int):
+            if is_same_process(init_pid, float(init_started)):
+                return BoxState.RUNNING
+        return BoxState.STOPPED
+
+    async def get(self, name: str) -> BoxInfo | None:
+        self._reap()
+        if not self._dir(name).is_dir():
+            return None
+        state = self._read_state(name) or {"name": name}
+        return BoxInfo(name=name, runtime=self.name, state=self._state_of(state))
+
+    async def list(self) -> list[BoxInfo]:
+        self._reap()
+        if not self._root.is_dir():
+            return []
+        boxes = []
+        for entry in sorted(self._root.iterdir()):
+            if not entry.is_dir() or entry.name.startswith("."):
+                continue
+            state = self._read_state(entry.name) or {"name": entry.name}
+            boxes.append(BoxInfo(name=entry.name, runtime=self.name, state=self._state_of(state)))
+        return boxes
+
+    # -- create --------------------------------------------------------------------------------
+
+    def _bwrap_argv(self, name: str, spec: BoxSpec) -> list[str]:
+        argv = [self._tools["bwrap"], "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
+        argv += ["--unshare-cgroup-try", "--hostname", name[:63], "--new-session"]
+        if not spec.network:
+            argv.append("--unshare-net")
+        argv += ["--ro-bind", "/usr", "/usr"]
+        for link in _ROOT_LINKS:
+            host = Path("/") / link
+            if host.is_symlink():
+                argv += ["--symlink", os.readlink(host), f"/{link}"]
+            elif host.is_dir():
+                argv += ["--ro-bind", str(host), f"/{link}"]
+        for entry in _ETC_ENTRIES:
+            argv += ["--ro-bind-try", f"/etc/{entry}", f"/etc/{entry}"]
+        for path in [*host_system_paths(), *self._extra_ro_paths]:
+            argv += ["--ro-bind", str(path), str(path)]
+        argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--dir", BOX_HOME]
+        for volume in spec.volumes:
+            if not volume.host.exists():
+                raise ConfigError(f"volume host path `{volume.host}` does not exist")
+            argv += ["--ro-bind" if volume.read_only else "--bind", str(volume.host), volume.guest]
+        argv += ["--dir", spec.working_dir, "--chdir", spec.working_dir, "--clearenv"]
+        for key, value in _box_env(spec.env).items():
+            argv += ["--setenv", key, value]
+        # The init tells us on fd 4 that the sandbox is fully set up, then sleeps until killed.
+        argv += ["--info-fd", "3", "--", "/bin/sh", "-c", "printf ok >&4; exec 3>&- 4>&-; exec sleep infinity"]
+        return argv
+
+    async def create(self, name: str, spec: BoxSpec) -> BoxInfo:
+        box_dir = self._dir(name)
+        self._root.mkdir(parents=True, exist_ok=True)
+        argv = self._bwrap_argv(name, spec)  # validates volumes before anything is made
+        try:
+            box_dir.mkdir(mode=0o700)
+        except FileExistsError:
+            raise BoxExists(name, f"box `{name}` already exists") from None
+        try:
+            init_pid, bwrap_pid = await asyncio.to_thread(self._launch, box_dir, argv)
+            init_started = start_time(init_pid)
+            if init_started is None:
+                raise BoxStartFailed(name, f"box `{name}` exited right after it started: {_tail(box_dir)}")
+            state = {
+                "name": name,
+                "runtime": self.name,
+                "created_at": time.time(),
+                "init_pid": init_pid,
+                "init_started": init_started,
+                "bwrap_pid": bwrap_pid,
+                "bwrap_started": start_time(bwrap_pid),
+                "working_dir": spec.working_dir,
+                "network": spec.network,
+                "memory_mib": spec.memory_mib,
+                "cpus": spec.cpus,
+                "volumes": [str(v) for v in spec.volumes],
+                "env": dict(spec.env),
+            }
+            # Runtime state, not an ownership record: no fsync, it is rewritten only at create.
+            write_atomic(box_dir / "box.json", json.dumps(state, indent=2).encode(), fsync=False, mode=0o600)
+        except BaseException:
+            await asyncio.shield(asyncio.to_thread(self._destroy, name, box_dir))
+            raise
+        return BoxInfo(name=name, runtime=self.name, state=BoxState.RUNNING)
+
+    def _launch(self, box_dir: Path, argv: list[str]) -> tuple[int, int]:
+        info_r, info_w = os.pipe()
+        ready_r, ready_w = os.pipe()
+        log_fd = os.open(box_dir / "init.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            # posix_spawn with setsid: the box gets its own session, is not our process group's
+            # child in any signal sense, and survives us. No Python code runs in the child.
+            pid = os.posix_spawn(
+                argv[0],
+                argv,
+                {"PATH": BASE_PATH},
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, null_fd, 0),
+                    (os.POSIX_SPAWN_DUP2, log_fd, 1),
+                    (os.POSIX_SPAWN_DUP2, log_fd, 2),
+                    (os.POSIX_SPAWN_DUP2, info_w, 3),
+                    (os.POSIX_SPAWN_DUP2, ready_w, 4),
+                ],
+                setsid=True,
+            )
+        finally:
+            for fd in (info_w, ready_w, log_fd, null_fd):
+                os.close(fd)
+        self._our_children.add(pid)
+        try:
+            ready = _read_all(ready_r, _START_TIMEOUT)
+            info = _read_all(info_r, 2.0)
+        finally:
+            os.close(ready_r)
+            os.close(info_r)
+        if ready != b"ok":
+            kill_and_wait([pid])
+            raise BoxStartFailed(box_dir.name, f"box `{box_dir.name}` failed to start: {_tail(box_dir)}")
+        try:
+            init_pid = int(json.loads(info)["child-pid"])
+        except (ValueError, KeyError, TypeError):
+            kill_and_wait([pid])
+            raise BoxStartFailed(box_dir.name, f"bwrap gave no init pid for `{box_dir.name}`") from None
+        return init_pid, pid
+
+    # -- exec ----------------------------------------------------------------------------------
+
+    async def exec(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> SandboxProcess:
+        state = self._read_state(name)
+        if state is None:
+            raise BoxNotFound(name, f"Cannot exec in box `{name}`: it does not exist")
+        if self._state_of(state) is not BoxState.RUNNING:
+            raise BoxExecFailed(name, f"Cannot exec in box `{name}`: it is stopped")
+        if not argv:
+            raise ConfigError("exec needs a command")
+        box_env = _box_env({**state.get("env", {}), **(env or {})})
+        t = self._tools
+        command = [
+            t["nsenter"], "--target", str(state["init_pid"]),
+            "--user", "--mount", "--pid", "--ipc", "--uts", "--net", "--root", "--wd",
+            "--", t["setpriv"], "--bounding-set=-all", "--inh-caps=-all", "--no-new-privs",
+            "--", "/usr/bin/env", "-i", "-C", cwd or state.get("working_dir", "/"),
+            *(f"{k}={v}" for k, v in box_env.items()),
+            *argv,
+        ]  # fmt: skip
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *command,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env={"PATH": BASE_PATH},
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise BoxExecFailed(name, f"Cannot exec in box `{name}`: {exc}") from exc
+        return SandboxProcess(proc)
+
+    # -- stop and remove -----------------------------------------------------------------------
+
+    async def stop(self, name: str) -> None:
+        state = self._read_state(name)
+        if state is None:
+            raise BoxNotFound(name, f"Cannot stop box `{name}`: it does not exist")
+        await asyncio.to_thread(self._kill_box, name, state)
+
+    def _kill_box(self, name: str, state: dict[str, Any]) -> None:
+        # Only processes that are still the ones the box started: never signal a reused pid.
+        pids = [
+            pid
+            for pid, started in ((state.get("init_pid"), state.get("init_started")),
+                                 (state.get("bwrap_pid"), state.get("bwrap_started")))
+            if isinstance(pid, int) and isinstance(started, float | int) and is_same_process(pid, started)
+        ]  # fmt: skip
+        left = kill_and_wait(pids)
+        if left:
+            raise BoxRemoveFailed(name, f"box `{name}`: processes {left} survived SIGKILL")
+
+    async def remove(self, name: str, *, force: bool = False) -> None:
+        box_dir = self._dir(name)
+        state = self._read_state(name)
+        if state is None and not box_dir.is_dir():
+            raise BoxNotFound(name, f"Cannot remove box `{name}`: it does not exist")
+        state = state or {"name": name}
+        if self._state_of(state) is BoxState.RUNNING and not force:
+            raise BoxRemoveFailed(name, f"Cannot remove box `{name}`: it is running (use force)")
+        await asyncio.to_thread(self._destroy, name, box_dir, state)
+
+    def _destroy(self, name: str, box_dir: Path, state: dict[str, Any] | None = None) -> None:
+        self._kill_box(name, state or self._read_state(name) or {})
+        # Rename first so a half-deleted folder is never listed as a box.
+        doomed = box_dir.with_name(f".removing-{name}-{os.getpid()}-{time.monotonic_ns()}")
+        try:
+            box_dir.rename(doomed)
+        except FileNotFoundError:
+            return
+        shutil.rmtree(doomed, ignore_errors=True)
+
+    def _reap(self) -> None:
+        reap_children(list(self._our_children))
+        self._our_children = {pid for pid in self._our_children if start_time(pid) is not None}
+
+    async def aclose(self) -> None:
+        self._reap()
+
+
+class SandboxProcess:
+    """A command running in a sandbox box (the host-side ``nsenter`` process and its child)."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self._proc = proc
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def stdout_lines(self) -> AsyncIterator[bytes]:
+        assert self._proc.stdout is not None
+        return _lines(self._proc.stdout)
+
+    def stderr_lines(self) -> AsyncIterator[bytes]:
+        assert self._proc.stderr is not None
+        return _lines(self._proc.stderr)
+
+    async def write_stdin(self, data: bytes) -> None:
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(data)
+        await self._proc.stdin.drain()
+
+    async def close_stdin(self) -> None:
+        assert self._proc.stdin is not None
+        if not self._proc.stdin.is_closing():
+            self._proc.stdin.close()
+        try:
+            await self._proc.stdin.wait_closed()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    async def wait(self) -> int:
+        return await self._proc.wait()
+
+    async def kill(self) -> None:
+        if self._proc.returncode is not None:
+            return
+        # nsenter forked the command into the box's pid namespace; both are in this process group.
+        try:
+            os.killpg(self._proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        await self._proc.wait()
+
+
+async def _lines(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
+    # Read in chunks rather than readline(): agent events can be longer than any fixed line limit.
+    pending = b""
+    while chunk := await reader.read(65536):
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            yield line + b"\n"
+    if pending:
+        yield pending
+
+
+def _box_env(env: Mapping[str, str]) -> dict[str, str]:
+    base = {"PATH": BASE_PATH, "HOME": BOX_HOME, "LANG": "C.UTF-8"}
+    return {**base, **{str(k): str(v) for k, v in env.items()}}
+
+
+def _read_all(fd: int, timeout: float) -> bytes:
+    import select
+
+    data = b""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        readable, _, _ = select.select([fd], [], [], left)
+        if not readable:
+            break
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _tail(box_dir: Path, limit: int = 500) -> str:
+    try:
+        text = (box_dir / "init.log").read_text(errors="replace").strip()
+    except OSError:
+        return "(no output)"
+    return text[-limit:] or "(no output)"
+
+
+def _find_tools() -> dict[str, str]:
+    tools = {}
+    for tool, package in (("bwrap", "bubblewrap"), ("nsenter", "util-linux"), ("setpriv", "util-linux")):
+        path = shutil.which(tool, path=os.environ.get("PATH", "") + ":" + BASE_PATH)
+        if path is None:
+            raise RuntimeUnavailable("sandbox", f"`{tool}` is not installed", f"apt-get install -y {package}")
+        tools[tool] = path
+    return tools
