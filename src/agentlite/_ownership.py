@@ -22,6 +22,7 @@ import fcntl
 import json
 import logging
 import os
+import secrets
 import threading
 import time
 from dataclasses import dataclass
@@ -205,13 +206,19 @@ class RecordStore:
             os.close(fd)  # also drops the lock if we just took it
         return False
 
-    def sweep_leases(self) -> int:
-        """Delete lease files nobody holds (their hosts are gone). Returns how many."""
+    def sweep_leases(self, older_than: float = 10.0) -> int:
+        """Delete lease files nobody holds (their hosts are gone). Returns how many.
+
+        Young files are skipped: a host creates its lease file an instant before it locks it.
+        """
         removed = 0
         if not self.lease_dir.is_dir():
             return 0
+        cutoff = time.time() - older_than
         for path in self.lease_dir.glob("*.lease"):
             try:
+                if path.stat().st_mtime > cutoff:
+                    continue
                 fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
             except FileNotFoundError:
                 continue
@@ -268,11 +275,23 @@ class HostOwnership:
         if self._lease_fd is not None:
             return
         self.store.lease_dir.mkdir(parents=True, exist_ok=True)
-        path = self.store.lease_dir / f"{self.boot_id.replace(':', '-')}.lease"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        # Blocking is fine: nobody else ever locks a lease named after our own pid and start time
-        # except a cleanup checking it, which holds it for microseconds.
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        # Unique per instance, so the only other locker is a cleanup checking it for microseconds.
+        while True:
+            path = self.store.lease_dir / f"{self.boot_id.replace(':', '-')}-{secrets.token_hex(4)}.lease"
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    time.sleep(0.001)
+            # A sweep may have unlinked the file between open and lock: then take a new one.
+            try:
+                if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
         self._lease_fd, self._lease_path = fd, path
 
     def owns(self, box_name: str) -> bool:

@@ -1,0 +1,105 @@
+"""Shared fixtures: a fresh home per test, the real sandbox runtime, and real host processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentlite.runtime.probe import sandbox_checks
+from agentlite.runtime.sandbox import SandboxRuntime
+
+_missing = [c for c in sandbox_checks() if not c.ok]
+SANDBOX_REASON = "; ".join(f"{c.name}: {c.detail} (fix: {c.fix})" for c in _missing)
+needs_sandbox = pytest.mark.skipif(bool(_missing), reason=f"sandbox runtime unavailable: {SANDBOX_REASON}")
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    path = tmp_path / "home"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def sandbox(home: Path) -> Iterator[SandboxRuntime]:
+    if _missing:
+        pytest.skip(f"sandbox runtime unavailable: {SANDBOX_REASON}")
+    yield SandboxRuntime(home)
+    # No test may leave a running box behind.
+    import asyncio
+
+    leftover = [b for b in asyncio.run(SandboxRuntime(home).list()) if b.running]
+    for box in leftover:
+        asyncio.run(SandboxRuntime(home).remove(box.name, force=True))
+    assert not leftover, f"test left running boxes: {leftover}"
+
+
+class HostProcess:
+    """A real host process (``python -m agentlite.chaos host``) that reports its phases."""
+
+    def __init__(self, home: Path, agent: str, *, group: str = "main", hold: float = 2.0,
+                 pause_at: str | None = None, fail_remove: bool = False, cleanup_first: bool = True) -> None:  # fmt: skip
+        argv = [sys.executable, "-m", "agentlite.chaos", "host", "--home", str(home), "--agent", agent,
+                "--group", group, "--hold", str(hold)]  # fmt: skip
+        if pause_at:
+            argv += ["--pause-at", pause_at]
+        if fail_remove:
+            argv.append("--fail-remove")
+        if cleanup_first:
+            argv.append("--cleanup-first")
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.events: list[dict[str, Any]] = []
+
+    @property
+    def box(self) -> str | None:
+        return next((e["box"] for e in reversed(self.events) if "box" in e), None)
+
+    def wait_for(self, phase: str, timeout: float = 30.0) -> dict[str, Any]:
+        """Read events until one has ``phase`` (or ``event``) equal to ``phase``."""
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise AssertionError(f"host exited before {phase!r}: {self.proc.stderr.read()}")  # type: ignore[union-attr]
+            event = json.loads(line)
+            self.events.append(event)
+            if phase in (event.get("phase"), event.get("event")):
+                return event
+        raise AssertionError(f"host did not reach {phase!r} in {timeout} s")
+
+    def signal(self, signum: int) -> None:
+        os.kill(self.proc.pid, signum)
+
+    def kill9(self) -> None:
+        self.signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def finish(self, timeout: float = 60.0) -> dict[str, Any]:
+        done = self.wait_for("done", timeout)
+        assert self.proc.wait(timeout=10) == 0
+        return done
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.kill9()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@pytest.fixture
+def hosts() -> Iterator[list[HostProcess]]:
+    started: list[HostProcess] = []
+    yield started
+    for host in started:
+        host.close()
