@@ -5,11 +5,12 @@ through ``ownership_for(home).register``, so its lease keeps them live) and half
 format, but their lease file is one nobody holds and their pid is gone). A fake in-bench runtime
 lists a running box for every record and counts ``remove`` calls, so only the sweep logic is timed.
 
-Per round, interleaved (alternating which goes first): (a) ``cleanup_orphans(runtime, home, "bench")``
-and (b) ``os.scandir`` of the records folder plus ``json.loads`` of every record. Dead records are
-re-created before each sweep, outside the timed section. Every sweep is checked to remove exactly the
-dead records and keep the live ones. Prints median ms and the cleanup/bare ratio.
-Target: cleanup <= 3.0x bare scan-and-parse.
+Per round, interleaved (rotating which goes first): (a) ``cleanup_orphans(runtime, home, "bench")``,
+(b) ``os.scandir`` of the records folder plus ``json.loads`` of every record, and (c), for
+information only, (b) plus unlinking the dead records (the file deletions any sweep must do). Before
+every variant, outside the timed section, the dead records are re-created and flushed with
+``os.sync()``. Every sweep is checked to remove exactly the dead records and keep the live ones.
+Prints median ms and the cleanup/bare ratios. Target: cleanup <= 3.0x bare scan-and-parse.
 
 The bench process's heartbeat thread is stopped after setup (``--with-heartbeat`` keeps it).
 
@@ -28,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -148,6 +149,21 @@ def bare_scan_and_parse(records_dir: Path) -> int:
     return parsed
 
 
+def bare_scan_parse_unlink(records_dir: Path, dead_lease: str) -> int:
+    """Informational floor for a sweep: scan, parse, and unlink the dead records (no ownership checks)."""
+    unlinked = 0
+    with os.scandir(records_dir) as entries:
+        for entry in entries:
+            if entry.name.startswith(".") or not entry.name.endswith(".json") or not entry.is_file():
+                continue
+            with open(entry.path, "rb") as f:
+                record = json.loads(f.read())
+            if record.get("lease") == dead_lease:
+                os.unlink(entry.path)
+                unlinked += 1
+    return unlinked
+
+
 def check_sweep(fixture: Fixture, runtime: FakeRuntime, decisions: Sequence[CleanupDecision]) -> None:
     """Fail loudly unless the sweep removed exactly the dead records and kept every live one."""
     removed = {d.name for d in decisions if d.action == "remove"}
@@ -167,11 +183,51 @@ def check_sweep(fixture: Fixture, runtime: FakeRuntime, decisions: Sequence[Clea
         raise SystemExit("cleanup sweep verification FAILED: " + "; ".join(problems))
 
 
+SWEEP = "cleanup_orphans"
+BARE = "bare scan-and-parse"
+BARE_UNLINK = "bare scan+parse+unlink"
+
+
 async def run(records: int, rounds: int, heartbeat: bool) -> int:
     home = Path(tempfile.mkdtemp(prefix="agentlite-bench-sweep-"))
     fixture = Fixture(home, records)
     runtime = FakeRuntime([*fixture.live, *fixture.dead])
-    times: dict[str, list[float]] = {"cleanup_orphans": [], "bare scan-and-parse": []}
+    times: dict[str, list[float]] = {SWEEP: [], BARE: [], BARE_UNLINK: []}
+
+    def prepare() -> None:
+        """Same folder contents before every variant, flushed to disk like records a crashed host
+        left behind long ago (fresh unflushed files unlink several times faster on ext4)."""
+        fixture.write_dead()
+        os.sync()
+
+    async def sweep() -> float:
+        prepare()
+        runtime.removed.clear()
+        started = time.perf_counter()
+        decisions = await cleanup_orphans(runtime, home, AGENT_ID)
+        elapsed = time.perf_counter() - started
+        check_sweep(fixture, runtime, decisions)
+        return elapsed
+
+    async def bare() -> float:
+        prepare()
+        started = time.perf_counter()
+        parsed = bare_scan_and_parse(fixture.store.dir)
+        elapsed = time.perf_counter() - started
+        if parsed != records:
+            raise SystemExit(f"bare scan parsed {parsed} records, expected {records}")
+        return elapsed
+
+    async def bare_unlink() -> float:
+        prepare()
+        started = time.perf_counter()
+        unlinked = bare_scan_parse_unlink(fixture.store.dir, str(fixture.dead_lease))
+        elapsed = time.perf_counter() - started
+        if unlinked != len(fixture.dead):
+            raise SystemExit(f"bare scan unlinked {unlinked} records, expected {len(fixture.dead)}")
+        return elapsed
+
+    variants: dict[str, Callable[[], Awaitable[float]]] = {SWEEP: sweep, BARE: bare, BARE_UNLINK: bare_unlink}
     try:
         fixture.register_live()
         if not heartbeat:
@@ -180,47 +236,28 @@ async def run(records: int, rounds: int, heartbeat: bool) -> int:
         total = len(fixture.on_disk())
         if total != records:
             raise SystemExit(f"setup wrote {total} records, expected {records}")
-
-        async def sweep() -> float:
-            fixture.write_dead()
-            os.sync()  # flush the fresh records now, so their writeback does not land in the timing
-            runtime.removed.clear()
-            started = time.perf_counter()
-            decisions = await cleanup_orphans(runtime, home, AGENT_ID)
-            elapsed = time.perf_counter() - started
-            check_sweep(fixture, runtime, decisions)
-            return elapsed
-
-        async def bare() -> float:
-            fixture.write_dead()  # same folder contents as the sweep sees
-            os.sync()
-            started = time.perf_counter()
-            parsed = bare_scan_and_parse(fixture.store.dir)
-            elapsed = time.perf_counter() - started
-            if parsed != records:
-                raise SystemExit(f"bare scan parsed {parsed} records, expected {records}")
-            return elapsed
-
-        variants = {"cleanup_orphans": sweep, "bare scan-and-parse": bare}
-        await sweep()  # warm-up (imports, caches), untimed
-        bare_scan_and_parse(fixture.store.dir)
+        for measure in variants.values():  # warm-up (imports, caches), untimed
+            await measure()
         order = list(variants)
         for round_no in range(rounds):
-            for label in order if round_no % 2 == 0 else reversed(order):
+            shift = round_no % len(order)  # rotate who goes first, so no variant always follows another
+            for label in order[shift:] + order[:shift]:
                 times[label].append(await variants[label]())
     finally:
         fixture.teardown()
         shutil.rmtree(home, ignore_errors=True)
 
     medians = {label: statistics.median(v) * 1000 for label, v in times.items()}
-    ratio = medians["cleanup_orphans"] / medians["bare scan-and-parse"]
+    ratio = medians[SWEEP] / medians[BARE]
     n_live, n_dead = len(fixture.live), len(fixture.dead)
     print(f"cleanup sweep: {records} records ({n_live} live, {n_dead} dead), {rounds} interleaved rounds")
-    print(f"{'variant':<26}{'median ms':>11}{'min ms':>10}{'max ms':>10}")
+    print(f"{'variant':<28}{'median ms':>11}{'min ms':>10}{'max ms':>10}")
     for label, values in times.items():
         lo, hi = min(values) * 1000, max(values) * 1000
-        print(f"{label:<26}{medians[label]:>11.1f}{lo:>10.1f}{hi:>10.1f}")
-    print(f"{'ratio cleanup/bare':<26}{ratio:>10.2f}x")
+        print(f"{label:<28}{medians[label]:>11.1f}{lo:>10.1f}{hi:>10.1f}")
+    print(f"{'ratio cleanup/bare':<28}{ratio:>10.2f}x")
+    floor = medians[SWEEP] / medians[BARE_UNLINK]
+    print(f"{'ratio cleanup/bare+unlink':<28}{floor:>10.2f}x   (informational, includes the deletions)")
     if heartbeat:
         print("heartbeat thread left running (its 5 s refresh may land inside timed sweeps)")
     else:
