@@ -46,10 +46,31 @@ def sandbox(home: Path) -> Iterator[SandboxRuntime]:
 class HostProcess:
     """A real host process (``python -m agentlite.chaos host``) that reports its phases."""
 
-    def __init__(self, home: Path, agent: str, *, group: str = "main", hold: float = 2.0,
-                 pause_at: str | None = None, fail_remove: bool = False, cleanup_first: bool = True) -> None:  # fmt: skip
-        argv = [sys.executable, "-m", "agentlite.chaos", "host", "--home", str(home), "--agent", agent,
-                "--group", group, "--hold", str(hold)]  # fmt: skip
+    def __init__(
+        self,
+        home: Path,
+        agent: str,
+        *,
+        group: str = "main",
+        hold: float = 2.0,
+        pause_at: str | None = None,
+        fail_remove: bool = False,
+        cleanup_first: bool = True,
+    ) -> None:
+        argv = [
+            sys.executable,
+            "-m",
+            "agentlite.chaos",
+            "host",
+            "--home",
+            str(home),
+            "--agent",
+            agent,
+            "--group",
+            group,
+            "--hold",
+            str(hold),
+        ]
         if pause_at:
             argv += ["--pause-at", pause_at]
         if fail_remove:

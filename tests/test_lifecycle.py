@@ -41,13 +41,15 @@ class Faulty(BoxRuntime):
     async def list(self) -> list[BoxInfo]:
         return await self.inner.list()
 
-    async def exec(self, name: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
-                   cwd: str | None = None) -> BoxProcess:  # fmt: skip
+    async def exec(
+        self, name: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | None = None
+    ) -> BoxProcess:
         self.record_during_exec = self._record(name)
         if self.fault == "exec":
             raise OSError("nsenter: cannot open namespace")
         proc = await self.inner.exec(name, argv, env=env, cwd=cwd)
         if self.fault == "stdin":
+
             async def broken(data: bytes) -> None:
                 raise BrokenPipeError("stdin closed by the box")
 
@@ -70,7 +72,9 @@ def assert_clean(home: Path) -> None:
     assert not list(store.dir.glob(".*.tmp"))
 
 
-async def test_normal_exit_publishes_before_create_and_clears_after(sandbox: SandboxRuntime, home: Path) -> None:
+async def test_normal_exit_publishes_before_create_and_clears_after(
+    sandbox: SandboxRuntime, home: Path
+) -> None:
     rt = Faulty(sandbox, home)
     lines: list[bytes] = []
     result = await run_in_box(rt, home, ["sh", "-c", "cat; echo done"], stdin=b"in\n", on_stdout=lines.append)
@@ -90,8 +94,12 @@ async def test_creation_failure_removes_the_record(sandbox: SandboxRuntime, home
     assert_clean(home)
 
 
-@pytest.mark.parametrize(("fault", "message"), [("exec", "Failed to start command"), ("stdin", "Failed to write stdin")])
-async def test_exec_and_stdin_failures_tear_down(sandbox: SandboxRuntime, home: Path, fault: str, message: str) -> None:
+@pytest.mark.parametrize(
+    ("fault", "message"), [("exec", "Failed to start command"), ("stdin", "Failed to write stdin")]
+)
+async def test_exec_and_stdin_failures_tear_down(
+    sandbox: SandboxRuntime, home: Path, fault: str, message: str
+) -> None:
     rt = Faulty(sandbox, home, fault)
     with pytest.raises(BoxExecFailed, match=message):
         await run_in_box(rt, home, ["sleep", "30"], stdin=b"x")
@@ -111,13 +119,18 @@ async def test_hard_timeout_kills_then_removes(sandbox: SandboxRuntime, home: Pa
 async def test_rearmed_deadline_lets_a_chatty_command_finish(sandbox: SandboxRuntime, home: Path) -> None:
     deadline = Deadline(1.0)
     result = await run_in_box(
-        sandbox, home, ["sh", "-c", "for i in 1 2 3 4; do echo $i; sleep 0.5; done"],
-        on_stdout=lambda _line: deadline.rearm(), deadline=deadline,
-    )  # fmt: skip
+        sandbox,
+        home,
+        ["sh", "-c", "for i in 1 2 3 4; do echo $i; sleep 0.5; done"],
+        on_stdout=lambda _line: deadline.rearm(),
+        deadline=deadline,
+    )
     assert (result.exit_code, result.timed_out) == (0, False)
 
 
-async def test_output_handler_exception_is_reraised_after_cleanup(sandbox: SandboxRuntime, home: Path) -> None:
+async def test_output_handler_exception_is_reraised_after_cleanup(
+    sandbox: SandboxRuntime, home: Path
+) -> None:
     seen: list[bytes] = []
 
     async def handler(line: bytes) -> None:
@@ -185,7 +198,9 @@ async def test_names_never_collide_between_hosts(home: Path, sandbox: SandboxRun
 
 
 class TestCleanup:
-    async def test_keeps_live_removes_orphans_and_stays_in_its_agent(self, sandbox: SandboxRuntime, home: Path) -> None:
+    async def test_keeps_live_removes_orphans_and_stays_in_its_agent(
+        self, sandbox: SandboxRuntime, home: Path
+    ) -> None:
         owner = ownership_for(home)
         owner.register("agentlite-a-live-1")
         for name in ("agentlite-a-live-1", "agentlite-a-orphan-1", "agentlite-b-orphan-1"):
@@ -206,12 +221,15 @@ class TestCleanup:
     async def test_dry_run_changes_nothing(self, sandbox: SandboxRuntime, home: Path) -> None:
         await sandbox.create("agentlite-a-orphan-1", BoxSpec())
         decisions = await cleanup_orphans(sandbox, home, "a", dry_run=True)
-        assert [(d.action, d.reason, d.removed) for d in decisions] == [("remove", "would remove: no record", False)]
+        assert [(d.action, d.reason, d.removed) for d in decisions] == [
+            ("remove", "would remove: no record", False)
+        ]
         assert [b.name for b in await sandbox.list()] == ["agentlite-a-orphan-1"]
         await sandbox.remove("agentlite-a-orphan-1", force=True)
 
-    async def test_a_removal_that_raises_clears_the_record_and_goes_on(self, sandbox: SandboxRuntime,
-                                                                        home: Path) -> None:  # fmt: skip
+    async def test_a_removal_that_raises_clears_the_record_and_goes_on(
+        self, sandbox: SandboxRuntime, home: Path
+    ) -> None:
         store = RecordStore(home)
         for name in ("agentlite-a-x-1", "agentlite-a-x-2"):
             await sandbox.create(name, BoxSpec())
@@ -220,7 +238,9 @@ class TestCleanup:
         rt = Faulty(sandbox, home, "remove")
         decisions = await cleanup_orphans(rt, home, "a")
         assert rt.removed == ["agentlite-a-x-1", "agentlite-a-x-2"]
-        assert all(d.action == "remove" and not d.removed and "injected" in (d.error or "") for d in decisions)
+        assert all(
+            d.action == "remove" and not d.removed and "injected" in (d.error or "") for d in decisions
+        )
         assert store.record_names() == []
         await cleanup_orphans(sandbox, home, "a")
         assert await sandbox.list() == []
@@ -232,8 +252,9 @@ class TestCleanup:
 
         assert await cleanup_orphans(Broken(home), home, "a") == []
 
-    async def test_dead_records_without_a_box_are_cleared_live_ones_kept(self, sandbox: SandboxRuntime,
-                                                                          home: Path) -> None:  # fmt: skip
+    async def test_dead_records_without_a_box_are_cleared_live_ones_kept(
+        self, sandbox: SandboxRuntime, home: Path
+    ) -> None:
         store = RecordStore(home)
         ownership_for(home).register("agentlite-a-pending-1")  # published, box not created yet
         store.path("agentlite-a-gone-1").write_text("{}")

@@ -41,11 +41,21 @@ def test_published_record_has_the_documented_fields(home: Path) -> None:
     owner.register("agentlite-a-g-1")
     try:
         record = json.loads(owner.store.path("agentlite-a-g-1").read_text())
-        assert set(record) == {"name", "pid", "boot_id", "machine_boot_id", "lease", "started_at", "updated_at"}
+        assert set(record) == {
+            "name",
+            "pid",
+            "boot_id",
+            "machine_boot_id",
+            "lease",
+            "started_at",
+            "updated_at",
+        }
         assert record["pid"] == os.getpid()
         assert record["boot_id"] == f"{os.getpid()}:{int(psutil.Process().create_time() * 1000)}"
         assert record["machine_boot_id"] == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-        assert owner.store.path("agentlite-a-g-1").read_text().startswith('{\n  "name"')  # 2-space pretty JSON
+        assert (
+            owner.store.path("agentlite-a-g-1").read_text().startswith('{\n  "name"')
+        )  # 2-space pretty JSON
         judgement = owner.store.judge("agentlite-a-g-1")
         assert judgement.verdict is Verdict.LIVE
         assert judgement.reason.startswith(f"owner pid {os.getpid()} alive, heartbeat 0 s old")
@@ -76,10 +86,16 @@ def test_refresh_moves_updated_at_and_keeps_started_at(home: Path) -> None:
         (b'{"name": "agentlite-x-g-1", "pid": 12', "unusable record"),  # truncated
         (b"\x00garbage", "unusable record"),
         (b"", "unusable record"),
-        (b'{"name": "agentlite-x-g-1", "boot_id": "1:1", "updated_at": "2026-01-01T00:00:00Z"}', "pid: field required"),
+        (
+            b'{"name": "agentlite-x-g-1", "boot_id": "1:1", "updated_at": "2026-01-01T00:00:00Z"}',
+            "pid: field required",
+        ),
         (b'{"name": "agentlite-x-g-1", "pid": "12", "boot_id": "1:1", "updated_at": "x"}', "pid"),
-        (b'{"name": "agentlite-other", "pid": 1, "boot_id": "1:1", "updated_at": "2026-01-01T00:00:00Z"}', "another box"),
-        (b'[1, 2]', "unusable record"),
+        (
+            b'{"name": "agentlite-other", "pid": 1, "boot_id": "1:1", "updated_at": "2026-01-01T00:00:00Z"}',
+            "another box",
+        ),
+        (b"[1, 2]", "unusable record"),
     ],
 )
 def test_unusable_records_mean_no_owner(home: Path, content: bytes | None, reason: str) -> None:
@@ -127,11 +143,15 @@ def test_lease_held_by_another_process_counts_as_live(home: Path) -> None:
     store.lease_dir.mkdir(parents=True)
     lease = store.lease_dir / "other.lease"
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         f"import fcntl, os, sys, time; fd = os.open({str(lease)!r}, os.O_RDWR | os.O_CREAT);"
-         "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            f"import fcntl, os, sys, time; fd = os.open({str(lease)!r}, os.O_RDWR | os.O_CREAT);"
+            "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
         write_record(store, "agentlite-x-g-1", pid=holder.pid, boot_id=f"{holder.pid}:1", lease=str(lease))
@@ -161,8 +181,9 @@ class TestWithoutLease:
         write_record(store, "agentlite-x-g-1", boot_id=f"{os.getpid()}:{started - 9000}")
         judgement = store.judge("agentlite-x-g-1")
         assert (judgement.verdict, judgement.reason) == (
-            Verdict.DEAD, f"pid {os.getpid()} reused (start time differs by 9 s)"
-        )  # fmt: skip
+            Verdict.DEAD,
+            f"pid {os.getpid()} reused (start time differs by 9 s)",
+        )
         write_record(store, "agentlite-x-g-1", boot_id=f"{os.getpid()}:1")  # the reference's own case
         assert store.judge("agentlite-x-g-1").verdict is Verdict.DEAD
 
@@ -195,15 +216,19 @@ def test_a_reader_never_sees_a_partial_record(home: Path) -> None:
     owner.register("agentlite-a-g-atomic")
     path = owner.store.path("agentlite-a-g-atomic")
     writer = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys; from pathlib import Path; from agentlite._ownership import HostOwnership\n"
-         f"o = HostOwnership(Path({str(home)!r})); o.register('agentlite-b-g-atomic')\n"
-         "import json; p = o.store.path('agentlite-b-g-atomic')\n"
-         "print('go', flush=True)\n"
-         "for _ in range(3000): o.refresh()\n"
-         "o.unregister('agentlite-b-g-atomic')"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; from agentlite._ownership import HostOwnership\n"
+            f"o = HostOwnership(Path({str(home)!r})); o.register('agentlite-b-g-atomic')\n"
+            "import json; p = o.store.path('agentlite-b-g-atomic')\n"
+            "print('go', flush=True)\n"
+            "for _ in range(3000): o.refresh()\n"
+            "o.unregister('agentlite-b-g-atomic')",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert writer.stdout is not None and writer.stdout.readline() == "go\n"
     other = home / "agentlite-active-boxes" / "agentlite-b-g-atomic.json"
     reads = partial = 0

@@ -41,7 +41,10 @@ async def test_create_exec_stream_and_remove(sandbox: SandboxRuntime, home: Path
     info = await sandbox.create("agentlite-t-main-1", BoxSpec(env={"GREETING": "hello"}))
     assert info.running
     code, out, err = await run(
-        sandbox, "agentlite-t-main-1", ["sh", "-c", 'read x; echo "$GREETING $x"; echo oops >&2; exit 3'], b"box\n"
+        sandbox,
+        "agentlite-t-main-1",
+        ["sh", "-c", 'read x; echo "$GREETING $x"; echo oops >&2; exit 3'],
+        b"box\n",
     )
     assert (code, out, err) == (3, "hello box\n", "oops\n")
     assert [(b.name, b.state) for b in await sandbox.list()] == [("agentlite-t-main-1", BoxState.RUNNING)]
@@ -60,16 +63,19 @@ async def test_host_home_files_and_environment_are_invisible(
     monkeypatch.setenv("AGENTLITE_TEST_SECRET", "cloud-credential")
     try:
         await sandbox.create("agentlite-t-secrets-1", BoxSpec())
-        code, out, _ = await run(
-            sandbox, "agentlite-t-secrets-1",
+        _, out, _ = await run(
+            sandbox,
+            "agentlite-t-secrets-1",
             ["sh", "-c", f"cat {secret_file} 2>&1; env; ls /root /var /mnt /srv 2>&1; ls -a /tmp"],
-        )  # fmt: skip
+        )
     finally:
         secret_file.unlink()
         await sandbox.remove("agentlite-t-secrets-1", force=True)
     assert "ssh-private-key" not in out and "No such file" in out
     assert "cloud-credential" not in out and "AGENTLITE_TEST_SECRET" not in out
-    env = dict(line.split("=", 1) for line in out.splitlines() if "=" in line and line.split("=", 1)[0].isupper())
+    env = dict(
+        line.split("=", 1) for line in out.splitlines() if "=" in line and line.split("=", 1)[0].isupper()
+    )
     assert set(env) <= {"PATH", "HOME", "LANG", "PWD", "SHLVL", "_"}, env
     assert "cannot access '/var'" in out and "cannot access '/mnt'" in out
 
@@ -83,9 +89,14 @@ async def test_volumes_read_only_and_writable(sandbox: SandboxRuntime, tmp_path:
     await sandbox.create("agentlite-t-vol-1", spec)
     try:
         code, out, _ = await run(
-            sandbox, "agentlite-t-vol-1",
-            ["sh", "-c", "cat /workspace/ro/in.txt; echo x > /workspace/ro/no 2>&1 || echo refused; echo y > /workspace/rw/out.txt"],
-        )  # fmt: skip
+            sandbox,
+            "agentlite-t-vol-1",
+            [
+                "sh",
+                "-c",
+                "cat /workspace/ro/in.txt; echo x > /workspace/ro/no 2>&1 || echo refused; echo y > /workspace/rw/out.txt",
+            ],
+        )
     finally:
         await sandbox.remove("agentlite-t-vol-1", force=True)
     assert code == 0

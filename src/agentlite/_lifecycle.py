@@ -23,7 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from agentlite._errors import AgentliteError, BoxExecFailed, BoxExists, BoxNotFound, BoxStartFailed, ConfigError
+from agentlite._errors import (
+    AgentliteError,
+    BoxExecFailed,
+    BoxExists,
+    BoxNotFound,
+    BoxStartFailed,
+    ConfigError,
+)
 from agentlite._ownership import Judgement, RecordStore, Verdict, ownership_for
 from agentlite.runtime.base import BoxProcess, BoxRuntime, BoxSpec
 
@@ -277,13 +284,16 @@ async def _cleanup(
     store = RecordStore(home)
     ownership = ownership_for(home)
     decisions: list[CleanupDecision] = []
+    leases: dict[str, bool | None] = {}
     boxes = [b for b in await runtime.list() if b.name.startswith(prefix)]
     for box in boxes:
-        judgement = store.judge(box.name)
+        judgement = store.judge(box.name, lease_cache=leases)
         if include_live:
             reason = f"agent deleted ({judgement.reason})"
         elif judgement.verdict.keeps_box:
-            decisions.append(CleanupDecision(box.name, "keep", f"kept: {judgement.reason}", verdict=judgement.verdict))
+            decisions.append(
+                CleanupDecision(box.name, "keep", f"kept: {judgement.reason}", verdict=judgement.verdict)
+            )
             continue
         else:
             reason = judgement.reason if box.running else f"box {box.state}, {judgement.reason}"
@@ -292,13 +302,21 @@ async def _cleanup(
     for record_name in store.record_names():
         if not record_name.startswith(prefix) or record_name in listed:
             continue
-        judgement = store.judge(record_name)
+        judgement = store.judge(record_name, lease_cache=leases)
         if judgement.verdict.keeps_box and not include_live:
             continue  # a live host publishes its record just before it creates the box
         decisions.append(
-            await _remove(runtime, ownership, store, record_name, f"record without a box, {judgement.reason}",
-                          judgement, dry_run, box_exists=False)
-        )  # fmt: skip
+            await _remove(
+                runtime,
+                ownership,
+                store,
+                record_name,
+                f"record without a box, {judgement.reason}",
+                judgement,
+                dry_run,
+                box_exists=False,
+            )
+        )
     if not dry_run:
         store.sweep_leases()
         store.sweep_temp_files()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import enum
 import errno
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -42,6 +43,7 @@ STALE_AFTER = 30.0
 START_TIME_TOLERANCE = 2.0
 
 
+@functools.cache
 def machine_boot_id() -> str:
     """The kernel's id of the current boot (changes at every reboot)."""
     try:
@@ -141,8 +143,13 @@ class RecordStore:
         except FileNotFoundError:
             return False
 
-    def judge(self, box_name: str, now: float | None = None) -> Judgement:
-        """Decide whether the owner of ``box_name`` is alive. Reads only; changes nothing."""
+    def judge(
+        self, box_name: str, now: float | None = None, lease_cache: dict[str, bool | None] | None = None
+    ) -> Judgement:
+        """Decide whether the owner of ``box_name`` is alive. Reads only; changes nothing.
+
+        ``lease_cache`` lets one sweep check each lease once (a host's boxes share its lease).
+        """
         now = time.time() if now is None else now
         raw = self.read_raw(box_name)
         if raw is None:
@@ -162,13 +169,20 @@ class RecordStore:
         if record.machine_boot_id is not None and record.machine_boot_id != machine_boot_id():
             return Judgement(Verdict.DEAD, "record is from an earlier machine boot", record, age)
         if record.lease is not None:
-            held = self._lease_held(record.lease)
+            if lease_cache is None:
+                held = self._lease_held(record.lease)
+            elif record.lease in lease_cache:
+                held = lease_cache[record.lease]
+            else:
+                held = lease_cache[record.lease] = self._lease_held(record.lease)
             if held is None:
                 return Judgement(Verdict.NONE, "record names a lease outside this home", record, age)
             if not held:
                 return Judgement(Verdict.DEAD, f"owner pid {record.pid} gone (lease released)", record, age)
             if age > STALE_AFTER:
-                return Judgement(Verdict.STALE, f"owner pid {record.pid} alive (lease held), {ago}", record, age)
+                return Judgement(
+                    Verdict.STALE, f"owner pid {record.pid} alive (lease held), {ago}", record, age
+                )
             return Judgement(Verdict.LIVE, f"owner pid {record.pid} alive, {ago}", record, age)
         return self._judge_without_lease(record, age)
 
@@ -177,15 +191,25 @@ class RecordStore:
         if age > STALE_AFTER:
             return Judgement(Verdict.DEAD, f"heartbeat {age:.0f} s old (no lease)", record, age)
         pid_text, _, start_text = record.boot_id.partition(":")
-        if not (pid_text.isdigit() and start_text.isdigit()) or int(pid_text) != record.pid or record.pid <= 0:
-            return Judgement(Verdict.DEAD, f"boot id {record.boot_id!r} does not match pid {record.pid}", record, age)
+        if (
+            not (pid_text.isdigit() and start_text.isdigit())
+            or int(pid_text) != record.pid
+            or record.pid <= 0
+        ):
+            return Judgement(
+                Verdict.DEAD, f"boot id {record.boot_id!r} does not match pid {record.pid}", record, age
+            )
         actual = start_time(record.pid)
         if actual is None:
             return Judgement(Verdict.DEAD, f"owner pid {record.pid} gone", record, age)
         drift = abs(actual * 1000 - int(start_text)) / 1000
         if drift > START_TIME_TOLERANCE:
-            return Judgement(Verdict.DEAD, f"pid {record.pid} reused (start time differs by {drift:.0f} s)", record, age)
-        return Judgement(Verdict.LIVE, f"owner pid {record.pid} alive, heartbeat {age:.0f} s old", record, age)
+            return Judgement(
+                Verdict.DEAD, f"pid {record.pid} reused (start time differs by {drift:.0f} s)", record, age
+            )
+        return Judgement(
+            Verdict.LIVE, f"owner pid {record.pid} alive, heartbeat {age:.0f} s old", record, age
+        )
 
     def _lease_held(self, lease: str) -> bool | None:
         """True when some process holds the lease's lock; None when the path is not one of ours."""
@@ -331,7 +355,14 @@ class HostOwnership:
     def refresh(self) -> None:
         """Rewrite every record this process owns with a new ``updated_at``."""
         with self._lock:
-            for name, record in list(self._records.items()):
+            names = list(self._records)
+        for name in names:
+            # One record at a time under the lock: unregister never waits for a whole round, and a
+            # record is never rewritten after it was unregistered.
+            with self._lock:
+                record = self._records.get(name)
+                if record is None:
+                    continue
                 fresh = record.model_copy(update={"updated_at": _now_iso()})
                 try:
                     write_atomic(self.store.path(name), _dump(fresh))
@@ -339,8 +370,14 @@ class HostOwnership:
                 except OSError as exc:
                     log.warning("heartbeat write failed box=%s error=%s", name, exc)
 
+    def stop_heartbeat(self) -> None:
+        """Stop refreshing records (they go stale; the lease still says this process is alive)."""
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+
     def _start_heartbeat(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
+        if self._wake.is_set() or (self._thread is not None and self._thread.is_alive()):
             return
         self._thread = threading.Thread(target=self._beat, name="agentlite-heartbeat", daemon=True)
         self._thread.start()

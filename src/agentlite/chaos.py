@@ -110,10 +110,31 @@ async def _host(args: argparse.Namespace) -> int:
 
 
 class _Host:
-    def __init__(self, home: Path, agent: str, index: int, *, pause_at: str | None, fail_remove: bool,
-                 hold: float, cleanup_first: bool = True) -> None:  # fmt: skip
-        argv = [sys.executable, "-m", "agentlite.chaos", "host", "--home", str(home), "--agent", agent,
-                "--group", f"g{index}", "--hold", str(hold)]  # fmt: skip
+    def __init__(
+        self,
+        home: Path,
+        agent: str,
+        index: int,
+        *,
+        pause_at: str | None,
+        fail_remove: bool,
+        hold: float,
+        cleanup_first: bool = True,
+    ) -> None:
+        argv = [
+            sys.executable,
+            "-m",
+            "agentlite.chaos",
+            "host",
+            "--home",
+            str(home),
+            "--agent",
+            agent,
+            "--group",
+            f"g{index}",
+            "--hold",
+            str(hold),
+        ]
         if pause_at:
             argv += ["--pause-at", pause_at]
         if fail_remove:
@@ -176,8 +197,14 @@ def run_trial(home: Path, trial: int, rng: random.Random) -> tuple[int, int]:
     victims: list[_Host] = []
     for index in range(rng.randint(2, 4)):
         doomed = rng.random() < 0.5
-        host = _Host(home, agent, index, pause_at=rng.choice(PHASES) if doomed else None,
-                     fail_remove=rng.random() < 0.2, hold=rng.uniform(1.5, 3.0))  # fmt: skip
+        host = _Host(
+            home,
+            agent,
+            index,
+            pause_at=rng.choice(PHASES) if doomed else None,
+            fail_remove=rng.random() < 0.2,
+            hold=rng.uniform(1.5, 3.0),
+        )
         (victims if doomed else hosts).append(host)
     for host in victims:
         pause_at = next(a for a in host.proc.args if a in PHASES)  # type: ignore[union-attr]

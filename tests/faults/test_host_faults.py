@@ -14,12 +14,12 @@ from pathlib import Path
 
 import psutil
 import pytest
+from tests.conftest import HostProcess
 
 from agentlite._lifecycle import cleanup_orphans
 from agentlite._ownership import RecordStore, machine_boot_id
 from agentlite.runtime.base import BoxSpec
 from agentlite.runtime.sandbox import SandboxRuntime
-from tests.conftest import HostProcess
 
 
 def box_processes(home: Path, box: str) -> list[int]:
@@ -60,9 +60,14 @@ async def test_two_hosts_at_once_b_keeps_a_live_box(sandbox: SandboxRuntime, hom
     assert RecordStore(home).record_names() == []
 
 
-@pytest.mark.parametrize("phase", ["before_create", "before_exec", "during_exec", "before_remove", "after_remove"])
+@pytest.mark.parametrize(
+    "phase", ["before_create", "before_exec", "during_exec", "before_remove", "after_remove"]
+)
 async def test_kill_9_of_a_host_leaves_an_orphan_that_cleanup_reaps(
-    sandbox: SandboxRuntime, home: Path, hosts, phase: str  # type: ignore[no-untyped-def]
+    sandbox: SandboxRuntime,
+    home: Path,
+    hosts,
+    phase: str,  # type: ignore[no-untyped-def]
 ) -> None:
     """kill -9 of the owner at any point: the next cleanup removes its box, every process of it, and its record."""
     hold = 0.2 if phase.endswith("remove") else 60
@@ -88,16 +93,32 @@ async def test_reused_pid_and_earlier_boot_records_are_removed(sandbox: SandboxR
     live_other = psutil.Process(os.getppid())  # alive, but not the process that started the box
     started_ms = int(live_other.create_time() * 1000)
     await sandbox.create("agentlite-r-reused-1", BoxSpec())
-    store.path("agentlite-r-reused-1").write_text(json.dumps(
-        {"name": "agentlite-r-reused-1", "pid": live_other.pid, "boot_id": f"{live_other.pid}:{started_ms - 9000}",
-         "updated_at": now, "started_at": now, "machine_boot_id": machine_boot_id()}
-    ))  # fmt: skip
+    store.path("agentlite-r-reused-1").write_text(
+        json.dumps(
+            {
+                "name": "agentlite-r-reused-1",
+                "pid": live_other.pid,
+                "boot_id": f"{live_other.pid}:{started_ms - 9000}",
+                "updated_at": now,
+                "started_at": now,
+                "machine_boot_id": machine_boot_id(),
+            }
+        )
+    )
     await sandbox.create("agentlite-r-reboot-1", BoxSpec())
     me = psutil.Process()
-    store.path("agentlite-r-reboot-1").write_text(json.dumps(
-        {"name": "agentlite-r-reboot-1", "pid": me.pid, "boot_id": f"{me.pid}:{int(me.create_time() * 1000)}",
-         "updated_at": now, "started_at": now, "machine_boot_id": "another-boot"}
-    ))  # fmt: skip
+    store.path("agentlite-r-reboot-1").write_text(
+        json.dumps(
+            {
+                "name": "agentlite-r-reboot-1",
+                "pid": me.pid,
+                "boot_id": f"{me.pid}:{int(me.create_time() * 1000)}",
+                "updated_at": now,
+                "started_at": now,
+                "machine_boot_id": "another-boot",
+            }
+        )
+    )
     decisions = {d.name: d.reason for d in await cleanup_orphans(sandbox, home, "r")}
     assert decisions == {
         "agentlite-r-reused-1": f"removed: pid {live_other.pid} reused (start time differs by 9 s)",
@@ -112,7 +133,10 @@ async def test_reused_pid_and_earlier_boot_records_are_removed(sandbox: SandboxR
     ["truncated", "corrupt", "wrong_name", "missing_field", "missing"],
 )
 async def test_damaged_or_missing_records_mean_the_box_is_removed(
-    sandbox: SandboxRuntime, home: Path, hosts, damage: str  # type: ignore[no-untyped-def]
+    sandbox: SandboxRuntime,
+    home: Path,
+    hosts,
+    damage: str,  # type: ignore[no-untyped-def]
 ) -> None:
     """A host killed after its record was damaged: the box has no usable owner and is removed."""
     host = start_host(hosts, home, "dmg", hold=60, pause_at="during_exec", cleanup_first=False)
@@ -139,7 +163,9 @@ async def test_damaged_or_missing_records_mean_the_box_is_removed(
     assert store.record_names() == []
 
 
-async def test_stopped_owner_keeps_its_box_until_it_really_dies(sandbox: SandboxRuntime, home: Path, hosts) -> None:  # type: ignore[no-untyped-def]
+async def test_stopped_owner_keeps_its_box_until_it_really_dies(
+    sandbox: SandboxRuntime, home: Path, hosts
+) -> None:  # type: ignore[no-untyped-def]
     """kill -STOP of the owner for longer than the 30 s staleness: kept (lease held); after kill -9: removed."""
     host = start_host(hosts, home, "sleepy", hold=120, cleanup_first=False)
     host.wait_for("during_exec")
@@ -160,15 +186,19 @@ async def test_stopped_owner_keeps_its_box_until_it_really_dies(sandbox: Sandbox
 async def test_race_hosts_creating_while_others_clean_up(sandbox: SandboxRuntime, home: Path, hosts) -> None:  # type: ignore[no-untyped-def]
     """Several hosts create boxes while cleaners sweep in a tight loop: no live box is ever removed."""
     cleaner = subprocess.Popen(
-        [sys.executable, "-c",
-         "import asyncio, sys, time; from pathlib import Path\n"
-         "from agentlite._lifecycle import cleanup_orphans; from agentlite.runtime.sandbox import SandboxRuntime\n"
-         f"home = Path({str(home)!r}); rt = SandboxRuntime(home); end = time.time() + 12; n = 0\n"
-         "while time.time() < end:\n"
-         "    asyncio.run(cleanup_orphans(rt, home, 'race')); n += 1\n"
-         "print(n)"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import asyncio, sys, time; from pathlib import Path\n"
+            "from agentlite._lifecycle import cleanup_orphans; from agentlite.runtime.sandbox import SandboxRuntime\n"
+            f"home = Path({str(home)!r}); rt = SandboxRuntime(home); end = time.time() + 12; n = 0\n"
+            "while time.time() < end:\n"
+            "    asyncio.run(cleanup_orphans(rt, home, 'race')); n += 1\n"
+            "print(n)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         for wave in range(3):
             wave_hosts = [start_host(hosts, home, "race", group=f"w{wave}h{i}", hold=1.0) for i in range(3)]
@@ -186,7 +216,9 @@ async def test_heartbeats_stay_fresh_under_cpu_load(sandbox: SandboxRuntime, hom
     """5 boxes on this 2-core machine with CPU hogs running: no record is ever older than 10 s."""
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(4)]
     try:
-        owners = [start_host(hosts, home, "load", group=f"g{i}", hold=40, cleanup_first=False) for i in range(5)]
+        owners = [
+            start_host(hosts, home, "load", group=f"g{i}", hold=40, cleanup_first=False) for i in range(5)
+        ]
         for host in owners:
             host.wait_for("during_exec")
         store = RecordStore(home)

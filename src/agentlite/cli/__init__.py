@@ -30,7 +30,8 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     log_level: Annotated[
-        str | None, typer.Option("--log-level", envvar="AGENTLITE_LOG_LEVEL", help="debug, info, warning, error.")
+        str | None,
+        typer.Option("--log-level", envvar="AGENTLITE_LOG_LEVEL", help="debug, info, warning, error."),
     ] = None,
     _show_version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True)] = False,
 ) -> None:

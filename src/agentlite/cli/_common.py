@@ -19,14 +19,20 @@ from agentlite._errors import AgentliteError, ConfigError, RuntimeUnavailable
 
 HomeOption = Annotated[
     Path | None,
-    typer.Option("--home", envvar=ENV_HOME, help="State folder (env AGENTLITE_HOME; default ~/.local/share/agentlite)."),
+    typer.Option(
+        "--home", envvar=ENV_HOME, help="State folder (env AGENTLITE_HOME; default ~/.local/share/agentlite)."
+    ),
 ]
 RuntimeOption = Annotated[
     str | None,
-    typer.Option("--runtime", envvar="AGENTLITE_RUNTIME", help="auto, boxlite or sandbox (env AGENTLITE_RUNTIME)."),
+    typer.Option(
+        "--runtime", envvar="AGENTLITE_RUNTIME", help="auto, boxlite or sandbox (env AGENTLITE_RUNTIME)."
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-AgentOption = Annotated[str | None, typer.Option("--agent", help="Agent id (box names start agentlite-<id>-).")]
+AgentOption = Annotated[
+    str | None, typer.Option("--agent", help="Agent id (box names start agentlite-<id>-).")
+]
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)

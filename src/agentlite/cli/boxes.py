@@ -26,8 +26,12 @@ from agentlite.runtime import open_runtime
 _VERDICT_STYLE = {"live": "green", "stale": "yellow", "dead": "red", "none": "red"}
 
 
-def boxes(agent: AgentOption = None, home: HomeOption = None, runtime: RuntimeOption = None,
-          json: JsonOption = False) -> None:  # fmt: skip
+def boxes(
+    agent: AgentOption = None,
+    home: HomeOption = None,
+    runtime: RuntimeOption = None,
+    json: JsonOption = False,
+) -> None:
     """List every AgentLite box with its state and owner."""
     with user_errors():
         home_dir = home_path(home)
@@ -43,10 +47,25 @@ def boxes(agent: AgentOption = None, home: HomeOption = None, runtime: RuntimeOp
         owner = None
         if judgement.record is not None and judgement.verdict is not Verdict.NONE:
             r = judgement.record
-            owner = {"pid": r.pid, "boot_id": r.boot_id, "updated_at": r.updated_at, "verdict": str(judgement.verdict),
-                     "heartbeat_age": None if judgement.heartbeat_age is None else round(judgement.heartbeat_age, 1)}  # fmt: skip
-        rows.append({"name": box.name, "runtime": box.runtime, "state": str(box.state), "running": box.running,
-                     "owner": owner, "reason": judgement.reason})  # fmt: skip
+            owner = {
+                "pid": r.pid,
+                "boot_id": r.boot_id,
+                "updated_at": r.updated_at,
+                "verdict": str(judgement.verdict),
+                "heartbeat_age": None
+                if judgement.heartbeat_age is None
+                else round(judgement.heartbeat_age, 1),
+            }
+        rows.append(
+            {
+                "name": box.name,
+                "runtime": box.runtime,
+                "state": str(box.state),
+                "running": box.running,
+                "owner": owner,
+                "reason": judgement.reason,
+            }
+        )
     if json:
         print_json(rows)
         return
@@ -55,15 +74,26 @@ def boxes(agent: AgentOption = None, home: HomeOption = None, runtime: RuntimeOp
         o = row["owner"] or {}
         verdict = o.get("verdict", "none")
         age = o.get("heartbeat_age")
-        t.add_row(row["name"], row["runtime"], row["state"], str(o.get("pid", "-")), o.get("boot_id", "-"),
-                  "-" if age is None else f"{age:.0f} s ago", f"[{_VERDICT_STYLE[verdict]}]{verdict}[/]")  # fmt: skip
+        t.add_row(
+            row["name"],
+            row["runtime"],
+            row["state"],
+            str(o.get("pid", "-")),
+            o.get("boot_id", "-"),
+            "-" if age is None else f"{age:.0f} s ago",
+            f"[{_VERDICT_STYLE[verdict]}]{verdict}[/]",
+        )
     out.print(t if rows else "no boxes")
 
 
 def cleanup(
     agent: AgentOption = None,
-    include_live: Annotated[bool, typer.Option("--include-live", help="Also remove boxes of live owners.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Explain every decision; change nothing.")] = False,
+    include_live: Annotated[
+        bool, typer.Option("--include-live", help="Also remove boxes of live owners.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Explain every decision; change nothing.")
+    ] = False,
     home: HomeOption = None,
     runtime: RuntimeOption = None,
     json: JsonOption = False,

@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 from agentlite._errors import AgentliteError
-from agentlite.cli._common import HomeOption, JsonOption, RuntimeOption, err, home_path, out, print_json, table, user_errors
+from agentlite.cli._common import (
+    HomeOption,
+    JsonOption,
+    RuntimeOption,
+    err,
+    home_path,
+    out,
+    print_json,
+    table,
+    user_errors,
+)
 from agentlite.runtime import choose_runtime
 from agentlite.runtime.probe import all_checks
 
@@ -21,8 +31,14 @@ def doctor(home: HomeOption = None, runtime: RuntimeOption = None, json: JsonOpt
     except AgentliteError as exc:
         chosen, reason, ok = None, str(exc), False
     if json:
-        print_json({"runtime": chosen, "reason": reason, "home": str(home_dir),
-                    "checks": [c.as_json() for c in checks]})  # fmt: skip
+        print_json(
+            {
+                "runtime": chosen,
+                "reason": reason,
+                "home": str(home_dir),
+                "checks": [c.as_json() for c in checks],
+            }
+        )
     else:
         t = table("check", "ok", "detail", "fix")
         for c in checks:

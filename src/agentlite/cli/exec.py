@@ -25,11 +25,21 @@ def exec_command(
     group: Annotated[str, typer.Option("--group", help="Group name used in the box name.")] = "main",
     memory: Annotated[int, typer.Option("--memory", help="Box memory in MiB.")] = DEFAULT_MEMORY_MIB,
     cpus: Annotated[int, typer.Option("--cpus", help="Box CPUs.")] = DEFAULT_CPUS,
-    volume: Annotated[list[str] | None, typer.Option("--volume", "-v", help="HOST:GUEST[:ro], repeatable.")] = None,
-    env: Annotated[list[str] | None, typer.Option("--env", "-e", help="KEY=VALUE for the box, repeatable.")] = None,
-    workdir: Annotated[str, typer.Option("--workdir", help="Working folder inside the box.")] = DEFAULT_WORKING_DIR,
-    network: Annotated[bool, typer.Option("--network/--no-network", help="Give the box network access.")] = True,
-    timeout: Annotated[float | None, typer.Option("--timeout", help="Kill the command after this many seconds.")] = None,
+    volume: Annotated[
+        list[str] | None, typer.Option("--volume", "-v", help="HOST:GUEST[:ro], repeatable.")
+    ] = None,
+    env: Annotated[
+        list[str] | None, typer.Option("--env", "-e", help="KEY=VALUE for the box, repeatable.")
+    ] = None,
+    workdir: Annotated[
+        str, typer.Option("--workdir", help="Working folder inside the box.")
+    ] = DEFAULT_WORKING_DIR,
+    network: Annotated[
+        bool, typer.Option("--network/--no-network", help="Give the box network access.")
+    ] = True,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", help="Kill the command after this many seconds.")
+    ] = None,
     home: HomeOption = None,
     runtime: RuntimeOption = None,
 ) -> None:
@@ -94,9 +104,17 @@ async def _run(runtime, home: Path, command, agent_id, group, spec, deadline) ->
     try:
         async with runtime:
             result = await run_in_box(
-                runtime, home, command, agent_id=agent_id, group=group, spec=spec,
-                on_stdout=write_out, on_stderr=write_err, deadline=deadline, on_box=on_box,
-            )  # fmt: skip
+                runtime,
+                home,
+                command,
+                agent_id=agent_id,
+                group=group,
+                spec=spec,
+                on_stdout=write_out,
+                on_stderr=write_err,
+                deadline=deadline,
+                on_box=on_box,
+            )
     except asyncio.CancelledError:
         if got_signal:
             err.print(f"stopped by {signal.Signals(got_signal[0]).name}; box removed")

@@ -71,13 +71,17 @@ def choose_runtime(requested: str | None = None) -> RuntimeChoice:
             raise RuntimeUnavailable("sandbox", bad[0].detail, bad[0].fix or "see `agentlite doctor`")
         return RuntimeChoice("sandbox", "forced", checks)
     if not _failed(vm):
-        return RuntimeChoice("boxlite", "hardware virtualization and /dev/kvm work, so BoxLite VMs can boot", checks)
+        return RuntimeChoice(
+            "boxlite", "hardware virtualization and /dev/kvm work, so BoxLite VMs can boot", checks
+        )
     why_not_vm = _failed(vm)[0]
     if bad := _failed(sandbox):
         raise RuntimeUnavailable(
             "auto", f"no BoxLite ({why_not_vm.detail}) and no sandbox ({bad[0].detail})", bad[0].fix or ""
         )
-    return RuntimeChoice("sandbox", f"BoxLite VMs cannot boot here: {why_not_vm.name}: {why_not_vm.detail}", checks)
+    return RuntimeChoice(
+        "sandbox", f"BoxLite VMs cannot boot here: {why_not_vm.name}: {why_not_vm.detail}", checks
+    )
 
 
 def open_runtime(home: Path, requested: str | None = None) -> tuple[BoxRuntime, RuntimeChoice]:

@@ -166,7 +166,7 @@ class BoxRuntime(abc.ABC):
         """REQUIRED. Delete the box. ``force`` first kills a running box; without it a running box
         raises :class:`BoxRemoveFailed`. Raises :class:`BoxNotFound` when there is no such box."""
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, most runtimes hold nothing
         """Release the runtime's own resources. Boxes keep running."""
 
     async def __aenter__(self) -> Self:

@@ -76,7 +76,9 @@ class BoxliteRuntime(BoxRuntime):
         if image is None and rootfs_path is None:
             raise ConfigError("the boxlite runtime needs `image` or `rootfs_path`")
         if rootfs_path is not None and not (Path(rootfs_path) / "oci-layout").is_file():
-            raise ConfigError(f"rootfs path `{rootfs_path}` is not an OCI image layout (no `oci-layout` file)")
+            raise ConfigError(
+                f"rootfs path `{rootfs_path}` is not an OCI image layout (no `oci-layout` file)"
+            )
         self._image = image
         self._rootfs_path = rootfs_path
         home = Path(home)
@@ -96,12 +98,16 @@ class BoxliteRuntime(BoxRuntime):
             network=None if spec.network else _network_off(),
         )
         with _translated(name, "create"):
+            if await self._rt.get_info(name) is not None:  # BoxLite reports this as a bad argument
+                raise BoxExists(name, f"box `{name}` already exists")
             await self._rt.create(options, name=name)
             info = await self._rt.get_info(name)
         return self._info(info) if info is not None else BoxInfo(name, self.name, BoxState.CONFIGURED)
 
     def _info(self, info: Any) -> BoxInfo:
-        state = BoxState.RUNNING if info.state.running else _STATES.get(str(info.state.status), BoxState.STOPPED)
+        state = (
+            BoxState.RUNNING if info.state.running else _STATES.get(str(info.state.status), BoxState.STOPPED)
+        )
         return BoxInfo(name=info.name or info.id, runtime=self.name, state=state)
 
     async def get(self, name: str) -> BoxInfo | None:

@@ -35,7 +35,9 @@ def check_bwrap() -> Check:
 def check_util_linux() -> Check:
     missing = [tool for tool in ("nsenter", "setpriv") if shutil.which(tool) is None]
     if missing:
-        return Check("nsenter/setpriv", False, f"missing: {', '.join(missing)}", "apt-get install -y util-linux")
+        return Check(
+            "nsenter/setpriv", False, f"missing: {', '.join(missing)}", "apt-get install -y util-linux"
+        )
     return Check("nsenter/setpriv", True, "found")
 
 
@@ -45,10 +47,25 @@ def check_user_namespaces() -> Check:
     if bwrap is None:
         return Check("user namespaces", False, "cannot test without bwrap", "apt-get install -y bubblewrap")
     probe = subprocess.run(
-        [bwrap, "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-net",
-         "--ro-bind", "/", "/", "--proc", "/proc", "--", "/bin/true"],
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+        [
+            bwrap,
+            "--unshare-user",
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--unshare-uts",
+            "--unshare-net",
+            "--ro-bind",
+            "/",
+            "/",
+            "--proc",
+            "/proc",
+            "--",
+            "/bin/true",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     if probe.returncode != 0:
         return Check(
             "user namespaces",
@@ -63,8 +80,12 @@ def check_user_namespaces() -> Check:
 def check_hardware_virtualization() -> Check:
     if platform.system() == "Darwin":
         ok = platform.machine() == "arm64"
-        return Check("hardware virtualization", ok, f"macOS on {platform.machine()}",
-                     None if ok else "BoxLite needs Apple Silicon on macOS")  # fmt: skip
+        return Check(
+            "hardware virtualization",
+            ok,
+            f"macOS on {platform.machine()}",
+            None if ok else "BoxLite needs Apple Silicon on macOS",
+        )
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:

@@ -1,0 +1,3 @@
+from agentlite.cli import main
+
+main()
