@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo test lint bench chaos
 
-$(STAMP): pyproject.toml scripts/install.sh
+$(STAMP): pyproject.toml scripts/install.sh agent-clis/package-lock.json
 	bash scripts/install.sh
 	touch $(STAMP)
 

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v bwrap >/dev/null 2>&1 || need_apt+=(bubblewrap)
 command -v nsenter >/dev/null 2>&1 || need_apt+=(util-linux)
+command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""
@@ -20,4 +21,6 @@ VENV="${VENV:-.venv}"
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q -e '.[dev]'
+# The agent CLIs, pinned in agent-clis/package-lock.json, into a project-local prefix that boxes see.
+(cd agent-clis && npm ci --no-audit --no-fund --loglevel=error)
 echo "installed: $("$VENV/bin/agentlite" --version)" >&2

@@ -84,9 +84,10 @@ _ROOT_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 
 
 def host_system_paths() -> list[Path]:
-    """Host folders outside ``/usr`` that a box needs read-only: the Python interpreter and the
-    installed ``agentlite`` package (a box runs ``python -m agentlite.runner``)."""
+    """Host folders outside ``/usr`` that a box needs read-only: the Python interpreter, the
+    installed ``agentlite`` package (a box runs ``python -m agentlite.runner``) and the agent CLIs."""
     import agentlite
+    from agentlite._clis import agent_clis_prefix
 
     candidates = {
         Path(sys.prefix),
@@ -95,6 +96,8 @@ def host_system_paths() -> list[Path]:
         Path(os.path.realpath(sys.executable)).parent.parent,
         Path(agentlite.__file__).resolve().parent.parent,
     }
+    if (clis := agent_clis_prefix()) is not None:
+        candidates.add(clis)
     return sorted(p for p in candidates if p.is_dir() and not _under(p, Path("/usr")))
 
 

@@ -1,0 +1,255 @@
+"""The host side of an agent run: the runner in a fresh box, its events, and one outcome.
+
+On top of :func:`agentlite._lifecycle.run_in_box` (ownership record, teardown on every path):
+frames are parsed from the runner's stdout as they stream; every parsed event re-arms the hard
+timeout (stderr does not); the output callback sees events one at a time, in order; stdout and
+stderr are kept for the run log up to a cap; and the end is classified as the reference does:
+``exit``, ``error_exit``, ``timeout`` or ``idle_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from agentlite._atomic import write_atomic
+from agentlite._clis import agent_clis_bin
+from agentlite._lifecycle import Deadline, run_in_box
+from agentlite._protocol import (
+    ErrorEvent,
+    Event,
+    FrameParser,
+    ResultEvent,
+    RunnerInput,
+    StateEvent,
+    session_id_of,
+)
+from agentlite.runtime.base import BoxRuntime, BoxSpec, Volume
+from agentlite.runtime.sandbox import BASE_PATH
+
+log = logging.getLogger("agentlite.run")
+
+EventHandler = Callable[[Event], Awaitable[None] | None]
+DEFAULT_TIMEOUT = 30 * 60.0
+DEFAULT_IDLE_TIMEOUT = 30 * 60.0
+DEFAULT_MAX_OUTPUT = 10 * 1024 * 1024
+GUEST_WORKSPACE = "/workspace/group"
+GUEST_IPC = "/workspace/ipc"
+
+
+@dataclass
+class RunOutcome:
+    """How a run ended: ``status`` plus the turn's result or error and the session to resume."""
+
+    status: Literal["success", "error"]
+    reason: Literal["exit", "error_exit", "timeout", "idle_timeout"]
+    result: str | None
+    error: str | None
+    session_id: str | None
+    exit_code: int
+    box: str
+    log_path: Path | None = None
+
+
+@dataclass
+class _Capture:
+    limit: int
+    data: bytearray = field(default_factory=bytearray)
+    truncated: bool = False
+
+    def add(self, chunk: bytes) -> None:
+        room = self.limit - len(self.data)
+        if len(chunk) > room:
+            self.truncated = True
+            chunk = chunk[: max(room, 0)]
+        self.data += chunk
+
+
+def write_follow_up(ipc_dir: Path, text: str) -> Path:
+    """Hand a follow-up message to a live runner (it picks it up within 500 ms)."""
+    folder = ipc_dir / "input"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{int(time.time() * 1000)}-{os.urandom(3).hex()}.json"
+    write_atomic(path, json.dumps({"type": "message", "text": text}).encode(), fsync=False)
+    return path
+
+
+def request_close(ipc_dir: Path) -> None:
+    """Ask the runner to end after its current turn."""
+    folder = ipc_dir / "input"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "_close").touch()
+
+
+async def run_agent(
+    runtime: BoxRuntime,
+    home: Path,
+    run_input: RunnerInput,
+    *,
+    workspace: Path,
+    ipc_dir: Path | None = None,
+    on_event: EventHandler | None = None,
+    agent_id: str = "cli",
+    group: str = "main",
+    timeout: float = DEFAULT_TIMEOUT,
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+    single_turn: bool = False,
+    max_output: int = DEFAULT_MAX_OUTPUT,
+    spec: BoxSpec | None = None,
+    on_box: Callable[[str], None] | None = None,
+) -> RunOutcome:
+    """Run the in-box runner for ``run_input`` in a fresh box and return how it ended.
+
+    ``on_event`` gets every event, one call at a time, in order; if it raises, the run is killed
+    and the exception re-raised once the box is gone. ``single_turn`` ends the run after its first
+    turn; otherwise the runner waits for follow-ups (:func:`write_follow_up`) and ends
+    ``idle_timeout`` seconds after going idle, or at :func:`request_close`.
+    """
+    workspace = workspace.resolve()
+    workspace.mkdir(parents=True, exist_ok=True)
+    ipc_dir = (ipc_dir or home / "ipc" / agent_id / group).resolve()
+    (ipc_dir / "input").mkdir(parents=True, exist_ok=True)
+    key_env = run_input.backend.key_env()
+    env = {
+        "PATH": ":".join(p for p in (str(agent_clis_bin() or ""), BASE_PATH) if p),
+        "AGENTLITE_IPC_INPUT": f"{GUEST_IPC}/input",
+        "AGENTLITE_WORKSPACE": GUEST_WORKSPACE,
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    if single_turn:
+        env["AGENTLITE_SINGLE_TURN"] = "1"
+    if os.environ.get(key_env):
+        env[key_env] = os.environ[key_env]  # only the one secret this backend needs, never the rest
+    base = spec or BoxSpec()
+    box_spec = BoxSpec(
+        memory_mib=base.memory_mib,
+        cpus=base.cpus,
+        env={**base.env, **env},
+        volumes=[*base.volumes, Volume(workspace, GUEST_WORKSPACE), Volume(ipc_dir, GUEST_IPC)],
+        working_dir=GUEST_WORKSPACE,
+        network=base.network,
+    )
+    hard_timeout = max(timeout, idle_timeout + 30)
+    deadline = Deadline(hard_timeout)
+    parser = FrameParser()
+    stdout, stderr = _Capture(max_output), _Capture(max_output)
+    last_state: str | None = None
+    session_id = run_input.session_id
+    result: str | None = None
+    error: str | None = None
+    idle_timer: asyncio.TimerHandle | None = None
+    loop = asyncio.get_running_loop()
+
+    async def deliver(event: Event) -> None:
+        if on_event is not None:
+            outcome = on_event(event)
+            if inspect.isawaitable(outcome):
+                await outcome
+
+    async def on_stdout(line: bytes) -> None:
+        nonlocal last_state, session_id, result, error, idle_timer
+        stdout.add(line)
+        for event in parser.feed(line.decode(errors="replace")):
+            deadline.rearm()
+            session_id = session_id_of(event) or session_id
+            if isinstance(event, StateEvent):
+                last_state = event.state
+                if idle_timer is not None:
+                    idle_timer.cancel()
+                    idle_timer = None
+                if event.state == "idle":
+                    idle_timer = loop.call_later(idle_timeout, request_close, ipc_dir)
+            elif isinstance(event, ResultEvent):
+                result, error = event.result, None
+            elif isinstance(event, ErrorEvent):
+                error = event.error
+            await deliver(event)
+
+    started = time.time()
+    box_name = "?"
+    outcome: RunOutcome | None = None
+
+    def remember_box(name: str) -> None:
+        nonlocal box_name
+        box_name = name
+        if on_box is not None:
+            on_box(name)
+
+    try:
+        command = await run_in_box(
+            runtime,
+            home,
+            [sys.executable, "-m", "agentlite.runner"],
+            agent_id=agent_id,
+            group=group,
+            spec=box_spec,
+            stdin=run_input.model_dump_json().encode(),
+            on_stdout=on_stdout,
+            on_stderr=stderr.add,
+            deadline=deadline,
+            on_box=remember_box,
+        )
+        outcome = _classify(command.exit_code, command.timed_out, last_state, result, error, session_id,
+                            bytes(stderr.data), hard_timeout, command.box)  # fmt: skip
+        await deliver(StateEvent(state="stopped", reason=outcome.reason, exit_code=outcome.exit_code,
+                                 new_session_id=outcome.session_id))  # fmt: skip
+        return outcome
+    finally:
+        if idle_timer is not None:
+            idle_timer.cancel()
+        log_path = _write_run_log(home, box_name, run_input, started, outcome, stdout, stderr)
+        if outcome is not None:
+            outcome.log_path = log_path
+
+
+def _classify(exit_code: int, timed_out: bool, last_state: str | None, result: str | None, error: str | None,
+              session_id: str | None, stderr: bytes, timeout: float, box: str) -> RunOutcome:  # fmt: skip
+    if timed_out and last_state == "idle":
+        return RunOutcome("success", "idle_timeout", result, None, session_id, exit_code, box)
+    if timed_out:
+        return RunOutcome("error", "timeout", None, f"Box timed out after {timeout:g} s", session_id, exit_code, box)
+    if exit_code != 0:
+        text = error or f"Box exited with code {exit_code}: {stderr.decode(errors='replace')[-200:].strip()}"
+        return RunOutcome("error", "error_exit", None, text, session_id, exit_code, box)
+    if error is not None:
+        return RunOutcome("error", "exit", None, error, session_id, exit_code, box)
+    return RunOutcome("success", "exit", result, None, session_id, exit_code, box)
+
+
+def _write_run_log(home: Path, box: str, run_input: RunnerInput, started: float, outcome: RunOutcome | None,
+                   stdout: _Capture, stderr: _Capture) -> Path | None:  # fmt: skip
+    """One log file per run: what ran, how it ended, and its (capped) output."""
+    folder = home / "logs"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{box}.log"
+        header = {
+            "box": box,
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "duration_s": round(time.time() - started, 3),
+            "backend": run_input.backend.model_dump(exclude_none=True),
+            "group_folder": run_input.group_folder,
+            "outcome": None if outcome is None else {k: v for k, v in vars(outcome).items() if k != "log_path"},
+            "stdout_truncated": stdout.truncated,
+            "stderr_truncated": stderr.truncated,
+        }
+        text = (
+            json.dumps(header, indent=2, default=str)
+            + "\n\n=== stdout ===\n" + stdout.data.decode(errors="replace")
+            + "\n=== stderr ===\n" + stderr.data.decode(errors="replace")
+        )  # fmt: skip
+        path.write_text(text)
+        return path
+    except OSError as exc:
+        log.warning("could not write run log box=%s error=%s", box, exc)
+        return None

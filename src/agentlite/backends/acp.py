@@ -1,0 +1,134 @@
+"""Any Agent Client Protocol agent over stdio, through the ``agent-client-protocol`` package.
+
+The agent process and its session live across the turns of a run. ``session/update``
+notifications stream out as ``sdk_message`` events; the turn's agent text is sent as the single
+result once the ``session/prompt`` response (with its stop reason) has arrived. Permission requests
+are allowed: inside a box, the box is the sandbox.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any
+
+import acp
+from acp import schema
+
+from agentlite._protocol import ResultEvent, SdkMessageEvent, StateEvent, UsageEvent
+from agentlite.backends.base import BackendContext, TurnFailed
+
+# Session modes that let an agent run tools without asking, most permissive first. The box is
+# the isolation boundary, so the agent's own sandbox only gets in the way.
+_PERMISSIVE_MODES = ("full-access", "bypassPermissions", "auto")
+
+
+def _is_adapter_notice(text: str) -> bool:
+    # codex-acp 0.16 sends codex's "unknown model metadata" warning as agent text (agent-clis.md).
+    return text.startswith("Model metadata for `") and "Defaulting to fallback metadata" in text
+
+
+class _Client:
+    """Our side of the ACP connection: collects the turn's text and passes updates on."""
+
+    def __init__(self, backend: AcpBackend) -> None:
+        self.backend = backend
+        self.text: list[str] = []
+
+    async def session_update(self, session_id: str, update: Any, **kwargs: Any) -> None:
+        data = update.model_dump(by_alias=True, mode="json", exclude_none=True)
+        kind = data.get("sessionUpdate")
+        self.backend.ctx.emit(SdkMessageEvent(sdk_type="session_update", sdk_subtype=kind, message=data))
+        if isinstance(update, schema.ToolCallStart):
+            self.text = []  # text before a tool call was progress; the result is what follows the last one
+        elif isinstance(update, schema.AgentMessageChunk) and isinstance(update.content, schema.TextContentBlock):
+            if not _is_adapter_notice(update.content.text):
+                self.text.append(update.content.text)
+
+    async def request_permission(self, session_id: str, tool_call: Any, options: list[Any], **kwargs: Any) -> Any:
+        allow = next((o for o in options if o.kind in ("allow_always", "allow_once")), None)
+        if allow is None:
+            return acp.RequestPermissionResponse(outcome=schema.DeniedOutcome(outcome="cancelled"))
+        return acp.RequestPermissionResponse(outcome=schema.AllowedOutcome(outcome="selected", option_id=allow.option_id))
+
+    async def write_text_file(self, *args: Any, **kwargs: Any) -> Any:
+        raise acp.RequestError.method_not_found("fs/write_text_file")
+
+    async def read_text_file(self, *args: Any, **kwargs: Any) -> Any:
+        raise acp.RequestError.method_not_found("fs/read_text_file")
+
+    async def ext_method(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    async def ext_notification(self, method: str, params: dict[str, Any]) -> None:
+        return None
+
+    def on_connect(self, conn: Any) -> None:
+        return None
+
+
+class AcpBackend:
+    def __init__(self, context: BackendContext) -> None:
+        self.ctx = context
+        if not context.config.command:
+            raise ValueError("the acp backend needs `command` (the agent's command line)")
+        self._stack = contextlib.AsyncExitStack()
+        self._client = _Client(self)
+        self._conn: Any = None
+        self._session: str | None = None
+        context.write_codex_config()  # ACP adapters for codex read the same config
+
+    def _mcp_servers(self) -> list[schema.McpServerStdio]:
+        return [
+            schema.McpServerStdio(name=name, command=s.command, args=s.args,
+                                  env=[schema.EnvVariable(name=k, value=v) for k, v in s.env.items()])
+            for name, s in sorted(self.ctx.input.mcp_servers.items())
+        ]  # fmt: skip
+
+    async def _connect(self, session_id: str | None) -> None:
+        command = self.ctx.config.command or []
+        env = {**os.environ, **self.ctx.codex_env(), **self.ctx.claude_env()}
+        self._conn, _proc = await self._stack.enter_async_context(
+            acp.spawn_agent_process(self._client, command[0], *command[1:], env=env, cwd=str(self.ctx.workspace))
+        )
+        init = await self._conn.initialize(protocol_version=acp.PROTOCOL_VERSION,
+                                           client_capabilities=schema.ClientCapabilities())  # fmt: skip
+        can_load = bool(getattr(init.agent_capabilities, "load_session", False))
+        cwd = str(self.ctx.workspace)
+        if session_id and can_load:
+            response = await self._conn.load_session(cwd=cwd, session_id=session_id, mcp_servers=self._mcp_servers())
+            self._session = session_id
+        else:
+            response = await self._conn.new_session(cwd=cwd, mcp_servers=self._mcp_servers())
+            self._session = response.session_id
+        modes = getattr(response, "modes", None)
+        available = [m.id for m in modes.available_modes] if modes else []
+        mode = next((m for m in _PERMISSIVE_MODES if m in available), None)
+        if mode is not None:
+            await self._conn.set_session_mode(session_id=self._session, mode_id=mode)
+
+    async def run_turn(self, prompt: str, session_id: str | None) -> str | None:
+        self.ctx.emit(StateEvent(state="active", reason="query_started", new_session_id=session_id))
+        try:
+            if self._conn is None:
+                await self._connect(session_id)
+            self._client.text = []
+            response = await self._conn.prompt(session_id=self._session, prompt=[acp.text_block(prompt)])
+        except acp.RequestError as exc:
+            raise TurnFailed(f"ACP agent failed: {exc} {getattr(exc, 'data', '') or ''}".strip()) from exc
+        except (OSError, ConnectionError, EOFError) as exc:
+            raise TurnFailed(f"ACP agent `{self.ctx.config.command}` failed: {exc}") from exc
+        data = response.model_dump(by_alias=True, mode="json", exclude_none=True)
+        self.ctx.emit(SdkMessageEvent(sdk_type="prompt_response", sdk_subtype=data.get("stopReason"), message=data))
+        if response.usage is not None:
+            self.ctx.emit(UsageEvent(input_tokens=response.usage.input_tokens, output_tokens=response.usage.output_tokens,
+                                     cached_input_tokens=response.usage.cached_read_tokens or 0))  # fmt: skip
+        if response.stop_reason not in ("end_turn", "max_tokens", "max_turn_requests"):
+            raise TurnFailed(f"ACP agent stopped the turn: {response.stop_reason}")
+        text = "".join(self._client.text)
+        self.ctx.emit(ResultEvent(result=text or None, new_session_id=self._session))
+        return self._session
+
+    async def aclose(self) -> None:
+        await self._stack.aclose()
+        self._conn = None

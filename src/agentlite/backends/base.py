@@ -1,0 +1,145 @@
+"""The interface every backend implements, and what backends share.
+
+A backend turns one prompt into one turn of a real agent CLI. It emits events through ``emit`` as
+they happen (``state``, ``sdk_message``, ``usage``) and exactly one ``result`` for the turn, only
+once the agent has really finished it. A failed turn raises :class:`TurnFailed` instead, and the
+runner turns that into one ``error`` event.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from pydantic import BaseModel
+
+from agentlite._protocol import BackendConfig, RunnerInput
+
+Emit = Callable[[BaseModel], None]
+
+
+class TurnFailed(Exception):
+    """The agent failed the turn; the message names the cause (exit code, API error, ...)."""
+
+
+class Backend(Protocol):
+    """One agent inside the box, kept across the turns of a run."""
+
+    async def run_turn(self, prompt: str, session_id: str | None) -> str | None:
+        """Run one turn; emit its events and one result. Returns the session id to resume with."""
+        ...
+
+    async def aclose(self) -> None:
+        """Stop the agent process, if one is kept between turns."""
+        ...
+
+
+class BackendContext:
+    """Where a backend works inside the box and the settings from the runner input."""
+
+    def __init__(self, run_input: RunnerInput, emit: Emit, workspace: Path, home: Path) -> None:
+        self.input = run_input
+        self.config: BackendConfig = run_input.backend
+        self.emit = emit
+        self.workspace = workspace
+        self.home = home
+
+    def api_key(self) -> str:
+        """The API key from the configured variable; a placeholder for keyless local endpoints."""
+        return os.environ.get(self.config.key_env(), "") or "agentlite-no-key"
+
+    def codex_home(self) -> Path:
+        # Never under /tmp: codex refuses to create its helper binaries there.
+        return self.home / ".codex"
+
+    def claude_env(self) -> dict[str, str]:
+        env = {
+            "ANTHROPIC_API_KEY": self.api_key(),
+            "CLAUDE_CONFIG_DIR": str(self.home / ".claude"),
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            "CLAUDE_CODE_MAX_RETRIES": str(self.config.max_retries),
+            "DISABLE_AUTOUPDATER": "1",
+            "DISABLE_TELEMETRY": "1",
+            "DISABLE_ERROR_REPORTING": "1",
+            # The box is the sandbox: Claude Code allows bypassing its permissions as root only here.
+            "IS_SANDBOX": "1",
+        }
+        if self.config.base_url:
+            env["ANTHROPIC_BASE_URL"] = self.config.base_url
+        return env
+
+    def write_codex_config(self) -> Path:
+        """Write ``$CODEX_HOME/config.toml``: our model provider, bounded retries, nothing phoning home."""
+        home = self.codex_home()
+        home.mkdir(parents=True, exist_ok=True)
+        q = _toml_string
+        lines = []
+        if self.config.model:
+            lines.append(f"model = {q(self.config.model)}")
+        lines += [
+            'model_provider = "agentlite"',
+            "check_for_update_on_startup = false",
+            "",
+            "[model_providers.agentlite]",
+            'name = "agentlite"',
+            f"base_url = {q(self.config.base_url or 'https://api.openai.com/v1')}",
+            f"env_key = {q(self.config.key_env())}",
+            'wire_api = "responses"',
+            f"request_max_retries = {self.config.max_retries}",
+            f"stream_max_retries = {self.config.max_retries}",
+            "",
+            "[analytics]",
+            "enabled = false",
+            "",
+            "[features]",
+            "plugins = false",
+            "unbounded_connection_retries = false",
+            "",
+            f"[projects.{q(str(self.workspace))}]",
+            'trust_level = "trusted"',
+        ]
+        for name in sorted(self.input.mcp_servers):
+            server = self.input.mcp_servers[name]
+            lines += ["", f"[mcp_servers.{q(name)}]", f"command = {q(server.command)}"]
+            if server.args:
+                lines.append("args = [" + ", ".join(q(a) for a in server.args) + "]")
+            if server.env:
+                lines += ["", f"[mcp_servers.{q(name)}.env]"]
+                lines += [f"{q(k)} = {q(v)}" for k, v in sorted(server.env.items())]
+        path = home / "config.toml"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def codex_env(self) -> dict[str, str]:
+        return {"CODEX_HOME": str(self.codex_home()), self.config.key_env(): self.api_key()}
+
+
+def _toml_string(value: str) -> str:
+    import json
+
+    return json.dumps(value)  # a JSON string is a valid TOML basic string
+
+
+def tail(text: str, limit: int = 500) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else "…" + text[-limit:]
+
+
+def make_backend(context: BackendContext) -> Backend:
+    """The backend for ``context.config.type``; unknown names list the valid ones."""
+    kind = context.config.type
+    if kind == "codex":
+        from agentlite.backends.codex import CodexBackend
+
+        return CodexBackend(context)
+    if kind == "claude_code":
+        from agentlite.backends.claude_code import ClaudeCodeBackend
+
+        return ClaudeCodeBackend(context)
+    if kind == "acp":
+        from agentlite.backends.acp import AcpBackend
+
+        return AcpBackend(context)
+    raise ValueError(f"unknown backend `{kind}`; choose one of codex, claude_code, acp")

@@ -1,0 +1,90 @@
+"""The ``codex`` CLI: ``codex exec --json``, one process per turn, resumed by thread id.
+
+Codex prints many ``agent_message`` items in a turn (plans, progress). The latest one is held back
+and sent as the single result only after the process exited 0; a non-zero exit is an error and no
+result at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+
+from agentlite._protocol import ResultEvent, SdkMessageEvent, StateEvent, UsageEvent
+from agentlite.backends.base import BackendContext, TurnFailed, tail
+
+
+def codex_args(model: str | None, session_id: str | None) -> list[str]:
+    """Arguments after ``codex``: a new thread, or ``exec resume <thread id>``; prompt on stdin."""
+    common = ["--json", "--skip-git-repo-check", "--dangerously-bypass-approvals-and-sandbox"]
+    model_args = ["--model", model.strip()] if model and model.strip() else []
+    if session_id:
+        return ["exec", "resume", *model_args, *common, session_id, "-"]
+    return ["exec", *model_args, *common, "-"]
+
+
+class CodexBackend:
+    def __init__(self, context: BackendContext) -> None:
+        self.ctx = context
+        self.ctx.write_codex_config()
+
+    async def run_turn(self, prompt: str, session_id: str | None) -> str | None:
+        emit = self.ctx.emit
+        emit(StateEvent(state="active", reason="query_started", new_session_id=session_id))
+        proc = await asyncio.create_subprocess_exec(
+            "codex",
+            *codex_args(self.ctx.config.model, session_id),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=self.ctx.workspace,
+            env={**os.environ, **self.ctx.codex_env()},
+            limit=64 * 1024 * 1024,
+        )
+        assert proc.stdin and proc.stdout and proc.stderr
+        proc.stdin.write(prompt.encode())
+        await proc.stdin.drain()
+        proc.stdin.close()
+        stderr_task = asyncio.create_task(proc.stderr.read())
+        latest_text: str | None = None
+        failure: str | None = None
+        async for raw in proc.stdout:
+            line = raw.decode(errors="replace").strip()
+            if not line:
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError:
+                print(f"[agent-runner] Failed to parse Codex JSON line: {line[:200]}", file=sys.stderr)
+                continue
+            kind = str(event.get("type", ""))
+            item = event.get("item") if isinstance(event.get("item"), dict) else {}
+            if kind == "thread.started" and isinstance(event.get("thread_id"), str):
+                session_id = event["thread_id"]
+            subtype = str(item.get("type")) if kind in ("item.started", "item.completed") and item else None
+            emit(SdkMessageEvent(sdk_type=kind, sdk_subtype=subtype, message=event))
+            if kind == "item.completed" and item.get("type") == "agent_message" and isinstance(item.get("text"), str):
+                latest_text = item["text"]
+            elif kind == "turn.completed" and isinstance(event.get("usage"), dict):
+                usage = event["usage"]
+                emit(UsageEvent(input_tokens=int(usage.get("input_tokens", 0)),
+                                output_tokens=int(usage.get("output_tokens", 0)),
+                                cached_input_tokens=int(usage.get("cached_input_tokens", 0)),
+                                model=self.ctx.config.model))  # fmt: skip
+            elif kind == "turn.failed":
+                failure = str((event.get("error") or {}).get("message", "turn failed"))
+            elif kind == "error" and isinstance(event.get("message"), str):
+                failure = event["message"]
+        code = await proc.wait()
+        stderr = (await stderr_task).decode(errors="replace")
+        if code != 0:
+            cause = failure or tail(stderr, 300) or "no output"
+            raise TurnFailed(f"Codex exited with code {code}: {cause}")
+        if latest_text is not None:
+            emit(ResultEvent(result=latest_text, new_session_id=session_id))
+        return session_id
+
+    async def aclose(self) -> None:
+        return None
