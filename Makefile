@@ -13,7 +13,8 @@ install: $(STAMP)
 
 demo: install
 	$(VENV)/bin/agentlite doctor
-	$(VENV)/bin/agentlite exec -- sh -c 'echo "hello from box $$(hostname) as uid $$(id -u)"; ls /'
+	$(VENV)/bin/agentlite exec -- sh -c 'echo "hello from box $$(hostname) as uid $$(id -u)"'
+	$(VENV)/bin/agentlite run --workspace $(CURDIR)/.demo-workspace "Say hello from inside the box"
 
 test: install
 	$(PY) -m pytest

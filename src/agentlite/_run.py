@@ -34,7 +34,7 @@ from agentlite._protocol import (
     session_id_of,
 )
 from agentlite.runtime.base import BoxRuntime, BoxSpec, Volume
-from agentlite.runtime.sandbox import BASE_PATH
+from agentlite.runtime.sandbox import BASE_PATH, BOX_HOME
 
 log = logging.getLogger("agentlite.run")
 
@@ -116,8 +116,12 @@ async def run_agent(
     """
     workspace = workspace.resolve()
     workspace.mkdir(parents=True, exist_ok=True)
-    ipc_dir = (ipc_dir or home / "ipc" / agent_id / group).resolve()
+    ipc_dir = (ipc_dir or home / "ipc" / agent_id / _safe(group)).resolve()
     (ipc_dir / "input").mkdir(parents=True, exist_ok=True)
+    # The agents' own state (codex threads, Claude sessions) outlives the box, so a later run of the
+    # group can resume its session.
+    agent_home = (home / "agent-homes" / agent_id / _safe(group)).resolve()
+    agent_home.mkdir(parents=True, exist_ok=True)
     key_env = run_input.backend.key_env()
     env = {
         "PATH": ":".join(p for p in (str(agent_clis_bin() or ""), BASE_PATH) if p),
@@ -135,7 +139,12 @@ async def run_agent(
         memory_mib=base.memory_mib,
         cpus=base.cpus,
         env={**base.env, **env},
-        volumes=[*base.volumes, Volume(workspace, GUEST_WORKSPACE), Volume(ipc_dir, GUEST_IPC)],
+        volumes=[
+            *base.volumes,
+            Volume(agent_home, BOX_HOME),
+            Volume(workspace, GUEST_WORKSPACE),
+            Volume(ipc_dir, GUEST_IPC),
+        ],
         working_dir=GUEST_WORKSPACE,
         network=base.network,
     )
@@ -212,12 +221,18 @@ async def run_agent(
             outcome.log_path = log_path
 
 
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
+
+
 def _classify(exit_code: int, timed_out: bool, last_state: str | None, result: str | None, error: str | None,
               session_id: str | None, stderr: bytes, timeout: float, box: str) -> RunOutcome:  # fmt: skip
     if timed_out and last_state == "idle":
         return RunOutcome("success", "idle_timeout", result, None, session_id, exit_code, box)
     if timed_out:
-        return RunOutcome("error", "timeout", None, f"Box timed out after {timeout:g} s", session_id, exit_code, box)
+        return RunOutcome(
+            "error", "timeout", None, f"Box timed out after {timeout:g} s", session_id, exit_code, box
+        )
     if exit_code != 0:
         text = error or f"Box exited with code {exit_code}: {stderr.decode(errors='replace')[-200:].strip()}"
         return RunOutcome("error", "error_exit", None, text, session_id, exit_code, box)
@@ -239,7 +254,9 @@ def _write_run_log(home: Path, box: str, run_input: RunnerInput, started: float,
             "duration_s": round(time.time() - started, 3),
             "backend": run_input.backend.model_dump(exclude_none=True),
             "group_folder": run_input.group_folder,
-            "outcome": None if outcome is None else {k: v for k, v in vars(outcome).items() if k != "log_path"},
+            "outcome": None
+            if outcome is None
+            else {k: v for k, v in vars(outcome).items() if k != "log_path"},
             "stdout_truncated": stdout.truncated,
             "stderr_truncated": stderr.truncated,
         }

@@ -41,15 +41,22 @@ class _Client:
         self.backend.ctx.emit(SdkMessageEvent(sdk_type="session_update", sdk_subtype=kind, message=data))
         if isinstance(update, schema.ToolCallStart):
             self.text = []  # text before a tool call was progress; the result is what follows the last one
-        elif isinstance(update, schema.AgentMessageChunk) and isinstance(update.content, schema.TextContentBlock):
-            if not _is_adapter_notice(update.content.text):
-                self.text.append(update.content.text)
+        elif (
+            isinstance(update, schema.AgentMessageChunk)
+            and isinstance(update.content, schema.TextContentBlock)
+            and not _is_adapter_notice(update.content.text)
+        ):
+            self.text.append(update.content.text)
 
-    async def request_permission(self, session_id: str, tool_call: Any, options: list[Any], **kwargs: Any) -> Any:
+    async def request_permission(
+        self, session_id: str, tool_call: Any, options: list[Any], **kwargs: Any
+    ) -> Any:
         allow = next((o for o in options if o.kind in ("allow_always", "allow_once")), None)
         if allow is None:
             return acp.RequestPermissionResponse(outcome=schema.DeniedOutcome(outcome="cancelled"))
-        return acp.RequestPermissionResponse(outcome=schema.AllowedOutcome(outcome="selected", option_id=allow.option_id))
+        return acp.RequestPermissionResponse(
+            outcome=schema.AllowedOutcome(outcome="selected", option_id=allow.option_id)
+        )
 
     async def write_text_file(self, *args: Any, **kwargs: Any) -> Any:
         raise acp.RequestError.method_not_found("fs/write_text_file")
@@ -89,14 +96,18 @@ class AcpBackend:
         command = self.ctx.config.command or []
         env = {**os.environ, **self.ctx.codex_env(), **self.ctx.claude_env()}
         self._conn, _proc = await self._stack.enter_async_context(
-            acp.spawn_agent_process(self._client, command[0], *command[1:], env=env, cwd=str(self.ctx.workspace))
+            acp.spawn_agent_process(
+                self._client, command[0], *command[1:], env=env, cwd=str(self.ctx.workspace)
+            )
         )
         init = await self._conn.initialize(protocol_version=acp.PROTOCOL_VERSION,
                                            client_capabilities=schema.ClientCapabilities())  # fmt: skip
         can_load = bool(getattr(init.agent_capabilities, "load_session", False))
         cwd = str(self.ctx.workspace)
         if session_id and can_load:
-            response = await self._conn.load_session(cwd=cwd, session_id=session_id, mcp_servers=self._mcp_servers())
+            response = await self._conn.load_session(
+                cwd=cwd, session_id=session_id, mcp_servers=self._mcp_servers()
+            )
             self._session = session_id
         else:
             response = await self._conn.new_session(cwd=cwd, mcp_servers=self._mcp_servers())
@@ -119,7 +130,9 @@ class AcpBackend:
         except (OSError, ConnectionError, EOFError) as exc:
             raise TurnFailed(f"ACP agent `{self.ctx.config.command}` failed: {exc}") from exc
         data = response.model_dump(by_alias=True, mode="json", exclude_none=True)
-        self.ctx.emit(SdkMessageEvent(sdk_type="prompt_response", sdk_subtype=data.get("stopReason"), message=data))
+        self.ctx.emit(
+            SdkMessageEvent(sdk_type="prompt_response", sdk_subtype=data.get("stopReason"), message=data)
+        )
         if response.usage is not None:
             self.ctx.emit(UsageEvent(input_tokens=response.usage.input_tokens, output_tokens=response.usage.output_tokens,
                                      cached_input_tokens=response.usage.cached_read_tokens or 0))  # fmt: skip

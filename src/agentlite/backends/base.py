@@ -67,7 +67,8 @@ class BackendContext:
             "IS_SANDBOX": "1",
         }
         if self.config.base_url:
-            env["ANTHROPIC_BASE_URL"] = self.config.base_url
+            # Claude appends /v1/messages itself; a base URL given OpenAI-style (ending in /v1) works too.
+            env["ANTHROPIC_BASE_URL"] = self.config.base_url.rstrip("/").removesuffix("/v1")
         return env
 
     def write_codex_config(self) -> Path:

@@ -95,7 +95,9 @@ class ClaudeCodeBackend:
         code = await proc.wait()
         if self._stderr_task is not None:
             await self._stderr_task
-        raise TurnFailed(f"Claude Code exited with code {code}: {tail(self._stderr.decode(errors='replace'), 300)}")
+        raise TurnFailed(
+            f"Claude Code exited with code {code}: {tail(self._stderr.decode(errors='replace'), 300)}"
+        )
 
     async def aclose(self) -> None:
         proc = self._proc

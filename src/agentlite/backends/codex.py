@@ -65,7 +65,11 @@ class CodexBackend:
                 session_id = event["thread_id"]
             subtype = str(item.get("type")) if kind in ("item.started", "item.completed") and item else None
             emit(SdkMessageEvent(sdk_type=kind, sdk_subtype=subtype, message=event))
-            if kind == "item.completed" and item.get("type") == "agent_message" and isinstance(item.get("text"), str):
+            if (
+                kind == "item.completed"
+                and item.get("type") == "agent_message"
+                and isinstance(item.get("text"), str)
+            ):
                 latest_text = item["text"]
             elif kind == "turn.completed" and isinstance(event.get("usage"), dict):
                 usage = event["usage"]

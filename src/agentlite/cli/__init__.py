@@ -11,6 +11,8 @@ from agentlite._logging import configure_logging
 from agentlite.cli.boxes import boxes, cleanup
 from agentlite.cli.doctor import doctor
 from agentlite.cli.exec import exec_command
+from agentlite.cli.host import host_command
+from agentlite.cli.run import run_command
 
 app = typer.Typer(
     name="agentlite",
@@ -42,6 +44,8 @@ app.command("doctor")(doctor)
 app.command("exec", context_settings={"allow_interspersed_args": False})(exec_command)
 app.command("boxes")(boxes)
 app.command("cleanup")(cleanup)
+app.command("run")(run_command)
+app.command("host")(host_command)
 
 
 def main() -> None:

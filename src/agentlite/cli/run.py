@@ -1,0 +1,137 @@
+"""``agentlite run PROMPT``: one agent turn in a fresh box, with a live view of its work."""
+
+from __future__ import annotations
+
+import asyncio
+import json as jsonlib
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from agentlite._lifecycle import check_agent_id
+from agentlite._protocol import Event, RunnerInput, SdkMessageEvent, StateEvent
+from agentlite._run import run_agent
+from agentlite.cli._common import (
+    AgentOption,
+    HomeOption,
+    JsonOption,
+    RuntimeOption,
+    err,
+    home_path,
+    out,
+    user_errors,
+)
+from agentlite.cli._endpoint import DEMO_NOTICE, backend_config, demo_model_if_needed, with_base_url
+from agentlite.runtime import open_runtime
+from agentlite.runtime.base import BoxRuntime
+
+BackendOption = Annotated[str, typer.Option("--backend", help="codex, claude_code or acp.")]
+ModelOption = Annotated[str | None, typer.Option("--model", help="Model name for the backend.")]
+BaseUrlOption = Annotated[str | None, typer.Option("--base-url", help="Model endpoint (proxy, self-hosted).")]
+AcpOption = Annotated[
+    str | None, typer.Option("--acp-command", help="ACP agent command (default codex-acp).")
+]
+
+
+def describe(event: Event) -> str | None:
+    """A short line for the live view, for the events a person wants to see."""
+    if isinstance(event, StateEvent) and event.state == "active":
+        return "thinking…"
+    if not isinstance(event, SdkMessageEvent):
+        return None
+    message: Any = event.message
+    if event.sdk_type == "item.started" and event.sdk_subtype == "command_execution":
+        return f"running: {message['item'].get('command', '')}"
+    if event.sdk_type == "assistant":
+        for block in message.get("message", {}).get("content", []):
+            if block.get("type") == "tool_use":
+                tool_input = block.get("input") or {}
+                return f"tool {block.get('name')}: {tool_input.get('command') or tool_input.get('description') or ''}"
+    if event.sdk_type == "session_update" and event.sdk_subtype == "tool_call":
+        return f"tool: {message.get('title', '')}"
+    return None
+
+
+def run_command(
+    prompt: Annotated[str, typer.Argument(help="What to ask the agent.")],
+    backend: BackendOption = "codex",
+    acp_command: AcpOption = None,
+    model: ModelOption = None,
+    base_url: BaseUrlOption = None,
+    workspace: Annotated[
+        Path | None, typer.Option("--workspace", help="Folder the agent works in (default: .)")
+    ] = None,
+    agent: AgentOption = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Hard timeout in seconds.")] = 1800.0,
+    home: HomeOption = None,
+    runtime: RuntimeOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Run one agent turn on PROMPT in a fresh box and print the final result."""
+    with user_errors():
+        agent_id = check_agent_id(agent or "cli")
+        config = backend_config(backend, model, base_url, acp_command)
+        if timeout <= 0:
+            raise typer.BadParameter(f"timeout must be > 0 seconds, got {timeout:g}")
+        folder = (workspace or Path.cwd()).resolve()
+        if not folder.is_dir():
+            from agentlite._errors import ConfigError
+
+            raise ConfigError(f"workspace `{folder}` is not a folder")
+        home_dir = home_path(home)
+        box_runtime, _ = open_runtime(home_dir, runtime)
+        code = asyncio.run(_run(box_runtime, home_dir, agent_id, folder, config, prompt, timeout, json))
+    raise typer.Exit(code)
+
+
+async def _run(runtime: BoxRuntime, home: Path, agent_id: str, workspace: Path, config: Any, prompt: str,
+               timeout: float, as_json: bool) -> int:  # fmt: skip
+    main = asyncio.current_task()
+    assert main is not None
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, main.cancel)
+    live = err.status("starting box…") if (err.is_terminal and not as_json) else None
+
+    def show(event: Event) -> None:
+        if as_json:
+            sys.stdout.write(
+                jsonlib.dumps({"type": "event", "event": event.model_dump(exclude_none=True)}) + "\n"
+            )
+            sys.stdout.flush()
+        elif live is not None and (line := describe(event)):
+            live.update(line)
+
+    async with demo_model_if_needed(config) as demo_url:
+        if demo_url is not None:
+            err.print(f"[yellow]note:[/yellow] {DEMO_NOTICE}")
+        run_input = RunnerInput(prompt=prompt, group_folder="main", chat_id="cli", is_main=True,
+                                backend=with_base_url(config, demo_url))  # fmt: skip
+        if live:
+            live.start()
+        try:
+            async with runtime:
+                outcome = await run_agent(runtime, home, run_input, workspace=workspace, on_event=show,
+                                          agent_id=agent_id, timeout=timeout, idle_timeout=30, single_turn=True)  # fmt: skip
+        except asyncio.CancelledError:
+            err.print("stopped; box removed")
+            return 130
+        finally:
+            if live:
+                live.stop()
+    final: dict[str, Any] = {"type": "final", "status": outcome.status, "session_id": outcome.session_id}
+    final["result" if outcome.status == "success" else "error"] = (
+        outcome.result if outcome.status == "success" else outcome.error
+    )
+    if demo_url is not None:
+        final["offline_demo_model"] = True
+    if as_json:
+        sys.stdout.write(jsonlib.dumps(final) + "\n")
+    elif outcome.status == "success":
+        out.print(outcome.result or "(the agent finished without a reply)", markup=False)
+    else:
+        err.print(f"[red]error:[/red] {outcome.error}", markup=True)
+    return 0 if outcome.status == "success" else 1
