@@ -42,6 +42,9 @@ EventHandler = Callable[[Event], Awaitable[None] | None]
 DEFAULT_TIMEOUT = 30 * 60.0
 DEFAULT_IDLE_TIMEOUT = 30 * 60.0
 DEFAULT_MAX_OUTPUT = 10 * 1024 * 1024
+#: The hard timeout is never shorter than the idle timeout plus this, so an idle box is closed
+#: politely (``_close``) before it is killed.
+IDLE_GRACE = 30.0
 GUEST_WORKSPACE = "/workspace/group"
 GUEST_IPC = "/workspace/ipc"
 
@@ -148,7 +151,7 @@ async def run_agent(
         working_dir=GUEST_WORKSPACE,
         network=base.network,
     )
-    hard_timeout = max(timeout, idle_timeout + 30)
+    hard_timeout = max(timeout, idle_timeout + IDLE_GRACE)
     deadline = Deadline(hard_timeout)
     parser = FrameParser()
     stdout, stderr = _Capture(max_output), _Capture(max_output)

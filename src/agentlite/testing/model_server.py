@@ -321,8 +321,8 @@ def _openai_events(
     for index, output in enumerate(outputs):
         if isinstance(output, _Text):
             item_id = ids.new("msg")
-            part = {"type": "output_text", "text": output.text, "annotations": []}
-            item = {
+            part: dict[str, Any] = {"type": "output_text", "text": output.text, "annotations": []}
+            item: dict[str, Any] = {
                 "type": "message",
                 "id": item_id,
                 "role": "assistant",
