@@ -41,7 +41,17 @@ def test_doctor_json_says_which_runtime_and_why(home: Path) -> None:
         "hardware virtualization",
         "/dev/kvm",
         "boxlite",
+        "agent CLI codex",
+        "agent CLI claude",
+        "agent CLI codex-acp",
+        "agent CLI claude-agent-acp",
     ]
+    versions = {
+        c["name"]: c["detail"] for c in data["checks"] if c["name"].startswith("agent CLI") and c["ok"]
+    }
+    if "agent CLI codex" in versions:
+        assert versions["agent CLI codex"].startswith("codex-cli 0.169.0")
+        assert versions["agent CLI claude"].startswith("2.1.197 (Claude Code)")
     assert all(set(c) == {"name", "ok", "detail", "fix"} for c in data["checks"])
     if not next(c for c in data["checks"] if c["name"] == "hardware virtualization")["ok"]:
         assert data["runtime"] == "sandbox" and "BoxLite VMs cannot boot here" in data["reason"]
@@ -49,7 +59,7 @@ def test_doctor_json_says_which_runtime_and_why(home: Path) -> None:
 
 def test_forcing_an_impossible_runtime_fails_at_once_with_the_fix(home: Path) -> None:
     doctor = json.loads(cli("doctor", "--json", home=home).stdout)
-    vm_ok = all(c["ok"] for c in doctor["checks"][3:])
+    vm_ok = all(c["ok"] for c in doctor["checks"][3:6])
     if vm_ok:
         pytest.skip("BoxLite can boot VMs here, so forcing it is not an error")
     result = cli("exec", "--runtime", "boxlite", "--", "true", home=home)

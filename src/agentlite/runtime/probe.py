@@ -133,5 +133,23 @@ def boxlite_checks() -> list[Check]:
     return [check_hardware_virtualization(), check_kvm(), check_boxlite()]
 
 
+def agent_cli_checks() -> list[Check]:
+    """Each pinned agent CLI with the version it reports."""
+    from agentlite._clis import CLI_NAMES, agent_clis_bin, cli_version
+
+    bin_dir = agent_clis_bin()
+    checks = []
+    for name in CLI_NAMES:
+        version = cli_version(name)
+        if version is None:
+            where = f"not in {bin_dir}" if bin_dir else "agent-clis/ is not installed"
+            checks.append(
+                Check(f"agent CLI {name}", False, where, "run scripts/install.sh (npm ci in agent-clis/)")
+            )
+        else:
+            checks.append(Check(f"agent CLI {name}", True, f"{version} at {bin_dir}"))
+    return checks
+
+
 def all_checks() -> list[Check]:
-    return [*sandbox_checks(), *boxlite_checks()]
+    return [*sandbox_checks(), *boxlite_checks(), *agent_cli_checks()]

@@ -1,0 +1,90 @@
+"""``agentlite host --jsonl``: a real host process, real boxes, real codex, the built-in model server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from agentlite._clis import agent_clis_bin
+from agentlite._ownership import RecordStore
+from agentlite.testing.model_server import ModelServer
+
+pytestmark = pytest.mark.skipif(
+    agent_clis_bin() is None or not (agent_clis_bin() / "codex").exists(),  # type: ignore[operator]
+    reason="agent CLI `codex` not installed in agent-clis/ (run scripts/install.sh)",
+)
+
+
+@pytest.fixture
+async def model() -> AsyncIterator[ModelServer]:
+    async with ModelServer(scenario="text") as server:
+        yield server
+
+
+async def host(home: Path, model: ModelServer, lines: list[str]) -> tuple[list[dict], str, int]:
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    env["AGENTLITE_HOME"] = str(home)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "agentlite", "host", "--jsonl", "--base-url", model.openai_base_url,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate("".join(lines).encode()), 300)
+    assert proc.returncode is not None
+    return [json.loads(line) for line in out.decode().splitlines()], err.decode(), proc.returncode
+
+
+async def test_twelve_requests_over_three_groups_plus_two_invalid_lines(
+    home: Path, model: ModelServer
+) -> None:
+    lines = []
+    for n in range(12):
+        group = "abc"[n % 3]
+        lines.append(
+            json.dumps({"id": f"r{n}", "agent": "jsonl", "group": group, "prompt": f"question {n}"}) + "\n"
+        )
+    lines.insert(4, "this is not json\n")
+    lines.insert(9, json.dumps({"id": "bad-1", "group": "a"}) + "\n")
+    out, err, code = await host(home, model, lines)
+    assert code == 0, err
+    finals = [o for o in out if o["type"] == "final"]
+    assert len(finals) == 14
+    ids = [f["id"] for f in finals]
+    assert sorted(map(str, ids)) == sorted([f"r{n}" for n in range(12)] + ["bad-1", "None"])
+    assert len(set(map(str, ids))) == 14  # exactly one final per id
+    invalid = {str(f["id"]): f for f in finals if f["status"] == "error"}
+    assert set(invalid) == {"None", "bad-1"}
+    assert invalid["None"]["error"].startswith("invalid JSON")
+    assert invalid["bad-1"]["error"] == "invalid request: prompt: Field required"
+    for group_index, group in enumerate("abc"):
+        order = [f["id"] for f in finals if f["id"] in {f"r{n}" for n in range(12) if n % 3 == group_index}]
+        assert order == [f"r{n}" for n in range(12) if n % 3 == group_index], f"group {group} out of order"
+        sessions = {f["session_id"] for f in finals if f["id"] in order}
+        assert len(sessions) == 1 and None not in sessions, "a group's requests must share its session"
+    assert all(f["result"] == "hi from the offline model" for f in finals if f["status"] == "success")
+    for final in finals:  # each request's events come before its final
+        position = out.index(final)
+        assert all(o["type"] == "event" for o in out[:position] if o.get("id") == final["id"])
+        assert not any(o.get("id") == final["id"] for o in out[position + 1 :])
+    assert not any(line.startswith("ts=") for line in map(json.dumps, out))  # logs never on stdout
+    assert RecordStore(home).record_names() == []
+
+
+async def test_a_failing_request_gets_an_error_final_and_the_host_goes_on(
+    home: Path, model: ModelServer
+) -> None:
+    lines = [json.dumps({"id": 1, "group": "g", "prompt": "x [scenario:error500]"}) + "\n",
+             json.dumps({"id": 2, "group": "g", "prompt": "fine"}) + "\n"]  # fmt: skip
+    out, _, code = await host(home, model, lines)
+    finals = {f["id"]: f for f in out if f["type"] == "final"}
+    assert (
+        code == 0
+        and finals[1]["status"] == "error"
+        and finals[1]["error"].startswith("Codex exited with code 1")
+    )
+    assert finals[2]["status"] == "success"
