@@ -1,31 +1,21 @@
-# Two entry points for newcomers: `make demo` (install, then a real command in a fresh box) and `make test`.
-VENV ?= .venv
-PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+# Shortcuts; the README's commands are ./scripts/demo and ./scripts/test (no make needed).
+.PHONY: demo test lint bench chaos
 
-.PHONY: install demo test lint bench chaos
+demo:
+	./scripts/demo
 
-$(STAMP): pyproject.toml scripts/install.sh agent-clis/package-lock.json
-	bash scripts/install.sh
-	touch $(STAMP)
+test:
+	./scripts/test
 
-install: $(STAMP)
+lint:
+	.venv/bin/ruff check src tests bench
+	.venv/bin/ruff format --check src tests bench
 
-demo: install
-	$(VENV)/bin/agentlite doctor
-	$(VENV)/bin/agentlite exec -- sh -c 'echo "hello from box $$(hostname) as uid $$(id -u)"'
-	$(VENV)/bin/agentlite run --workspace $(CURDIR)/.demo-workspace "Say hello from inside the box"
+bench:
+	.venv/bin/python bench/box_spawn.py
+	.venv/bin/python bench/cleanup_sweep.py
+	.venv/bin/python bench/run_overhead.py
+	.venv/bin/python bench/host_jsonl.py
 
-test: install
-	$(PY) -m pytest
-
-lint: install
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
-
-bench: install
-	$(PY) bench/box_spawn.py
-	$(PY) bench/cleanup_sweep.py
-
-chaos: install
-	$(PY) -m agentlite.chaos --trials 100
+chaos:
+	.venv/bin/python -m agentlite.chaos --trials 100

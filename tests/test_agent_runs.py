@@ -188,8 +188,9 @@ async def test_acp_claude_adapter_one_result_per_prompt(sandbox: SandboxRuntime,
     assert outcome.status == "success"
 
 
-@needs_cli("codex")
-async def test_follow_up_runs_a_second_turn_in_the_same_box_and_session(sandbox: SandboxRuntime, home: Path,
+@pytest.mark.parametrize("kind", ["codex", "claude_code"])
+async def test_follow_up_runs_a_second_turn_in_the_same_box_and_session(
+    kind: str,sandbox: SandboxRuntime, home: Path,
                                                                         tmp_path: Path, model: ModelServer) -> None:  # fmt: skip
     ipc = tmp_path / "ipc"
     boxes: list[str] = []
@@ -218,7 +219,7 @@ async def test_follow_up_runs_a_second_turn_in_the_same_box_and_session(sandbox:
         "exit",
         0,
     )  # _close ended it cleanly
-    assert sum(1 for r in model.requests if r.path.startswith("/v1/responses")) == 2
+    assert sum(1 for r in model.requests if r.path in ("/v1/responses", "/v1/messages")) == 2
     assert await sandbox.list() == [] and RecordStore(home).record_names() == []
 
 
@@ -263,3 +264,28 @@ async def test_output_handler_exception_is_reraised_after_teardown(sandbox: Sand
             sandbox, home, run_input, workspace=tmp_path / "ws", on_event=explode, single_turn=True
         )
     assert await sandbox.list() == [] and RecordStore(home).record_names() == []
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "timed_out", "last_state", "error", "expected"),
+    [
+        (137, True, "idle", None, ("success", "idle_timeout", None)),
+        (137, True, "active", None, ("error", "timeout", "Box timed out after 60 s")),
+        (1, False, "active", None, ("error", "error_exit", "Box exited with code 1: trace\noops")),
+        (
+            1,
+            False,
+            "active",
+            "Codex exited with code 1: 500",
+            ("error", "error_exit", "Codex exited with code 1: 500"),
+        ),
+        (0, False, "idle", None, ("success", "exit", None)),
+    ],
+)
+def test_outcome_classification(exit_code: int, timed_out: bool, last_state: str, error: str | None,
+                                expected: tuple[str, str, str | None]) -> None:  # fmt: skip
+    outcome = _run._classify(
+        exit_code, timed_out, last_state, "answer", error, "s1", b"trace\noops", 60, "box"
+    )
+    assert (outcome.status, outcome.reason, outcome.error) == expected
+    assert outcome.session_id == "s1"

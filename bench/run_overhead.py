@@ -1,0 +1,437 @@
+"""Host overhead per agent turn: ``run_agent`` end to end against the bare agent CLI in the same box.
+
+Variant A is :func:`agentlite._run.run_agent` (``single_turn=True``, backend codex) against an
+in-process :class:`~agentlite.testing.model_server.ModelServer`: ownership record, box create, the
+in-box runner (``python -m agentlite.runner``) which writes the codex config and runs ``codex exec``,
+event framing and parsing on the host, box removal and the run log. Variant B ("bare") makes the
+same kind of box by hand (same volumes, same box env, a ``config.toml`` written by
+``BackendContext.write_codex_config()``) and times create + exec of the very command the runner
+uses, ``codex exec --json --skip-git-repo-check --dangerously-bypass-approvals-and-sandbox -`` with
+the prompt on stdin, until it exits. B removes its box outside the timed section. ``run_agent``
+removes its box inside the call; a wrapping runtime times that removal, so A is shown both as
+called and without the removal, and the overhead (A - B) is judged like for like (both without
+removal).
+
+Two settings, variants interleaved round by round (alternating which goes first), one untimed
+warm-up round each:
+
+(i)  model ``delay=1.0`` s, scenario ``calls3`` (three model calls per turn, ~3 s of model time):
+     median turn time of A and B, overhead in ms and as % of A. Target: overhead <= 10 % of the turn.
+(ii) instant model, scenario ``text`` (one model call): overhead in ms.
+
+Run: ``.venv/bin/python bench/run_overhead.py [--rounds N] [--rounds-instant M] [--backend codex]``
+(defaults: 5 rounds for (i), 10 for (ii)).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from agentlite._clis import agent_clis_bin
+from agentlite._protocol import BackendConfig, Event, ResultEvent, RunnerInput, SdkMessageEvent, StateEvent
+from agentlite._run import GUEST_IPC, GUEST_WORKSPACE, run_agent
+from agentlite.backends.base import BackendContext
+from agentlite.backends.codex import codex_args
+from agentlite.runtime.base import BoxInfo, BoxSpec, Volume
+from agentlite.runtime.sandbox import BASE_PATH, BOX_HOME, SandboxProcess, SandboxRuntime
+from agentlite.testing.model_server import ModelServer
+
+TARGET_PCT = 10.0
+EXPECTED = {"calls3": "Done after three model calls.", "text": "hi from the offline model"}
+
+
+class BenchFailure(RuntimeError):
+    """A turn did not end the way the scenario says it must."""
+
+
+def codex_path() -> Path | None:
+    folder = agent_clis_bin()
+    if folder is None or not (folder / "codex").exists():
+        return None
+    return folder / "codex"
+
+
+# -- timing helpers ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Marks:
+    """Monotonic timestamps of one turn, named by phase boundary."""
+
+    at: dict[str, float] = field(default_factory=dict)
+
+    def mark(self, name: str) -> None:
+        self.at.setdefault(name, time.perf_counter())
+
+    def span(self, start: str, end: str) -> float | None:
+        if start in self.at and end in self.at:
+            return self.at[end] - self.at[start]
+        return None
+
+
+class TimedSandbox(SandboxRuntime):
+    """A SandboxRuntime that notes when create, exec and remove happen (no behaviour change)."""
+
+    marks: Marks | None = None
+
+    async def create(self, name: str, spec: BoxSpec) -> BoxInfo:
+        if self.marks:
+            self.marks.mark("create_start")
+        info = await super().create(name, spec)
+        if self.marks:
+            self.marks.mark("create_end")
+        return info
+
+    async def exec(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> SandboxProcess:
+        if self.marks:
+            self.marks.mark("exec")
+        return await super().exec(name, argv, env=env, cwd=cwd)
+
+    async def remove(self, name: str, *, force: bool = False) -> None:
+        if self.marks:
+            self.marks.mark("remove_start")
+        await super().remove(name, force=force)
+        if self.marks:
+            self.marks.mark("remove_end")
+
+
+def box_env(single_turn: bool = True) -> dict[str, str]:
+    """The box env ``run_agent`` gives (the API key only when the host has one, as it does)."""
+    env = {
+        "PATH": ":".join(p for p in (str(agent_clis_bin() or ""), BASE_PATH) if p),
+        "AGENTLITE_IPC_INPUT": f"{GUEST_IPC}/input",
+        "AGENTLITE_WORKSPACE": GUEST_WORKSPACE,
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    if single_turn:
+        env["AGENTLITE_SINGLE_TURN"] = "1"
+    key_env = BackendConfig().key_env()
+    if os.environ.get(key_env):
+        env[key_env] = os.environ[key_env]
+    return env
+
+
+async def drain(lines: AsyncIterator[bytes], on_line: Callable[[bytes], None] | None = None) -> bytes:
+    data = bytearray()
+    async for line in lines:
+        if on_line is not None:
+            on_line(line)
+        data += line
+    return bytes(data)
+
+
+# -- variant B: the bare CLI ------------------------------------------------------------------------
+
+
+class BareCodex:
+    """``codex exec`` alone in a box made like ``run_agent`` makes its box (see the docstring)."""
+
+    def __init__(self, runtime: TimedSandbox, root: Path, base_url: str) -> None:
+        self.runtime = runtime
+        self.agent_home = root / "agent-home"
+        self.workspace = root / "workspace"
+        self.ipc = root / "ipc"
+        for folder in (self.agent_home, self.workspace, self.ipc / "input"):
+            folder.mkdir(parents=True, exist_ok=True)
+        self.backend = BackendConfig(type="codex", base_url=base_url)
+        self.spec = BoxSpec(
+            env=box_env(),
+            volumes=[
+                Volume(self.agent_home.resolve(), BOX_HOME),
+                Volume(self.workspace.resolve(), GUEST_WORKSPACE),
+                Volume(self.ipc.resolve(), GUEST_IPC),
+            ],
+            working_dir=GUEST_WORKSPACE,
+        )
+        self._names = itertools.count(1)
+
+    def _context(self, prompt: str, home: Path) -> BackendContext:
+        run_input = RunnerInput(
+            prompt=prompt, group_folder="main", chat_id="main", is_main=False, backend=self.backend
+        )
+
+        def ignore(_event: BaseModel) -> None:
+            return None
+
+        return BackendContext(run_input, ignore, Path(GUEST_WORKSPACE), home)
+
+    async def turn(self, prompt: str, expected: str | None) -> Marks:
+        """One codex turn; ``start``..``exit`` is timed, the removal (``remove_*``) comes after."""
+        # The config the runner would write inside the box (workspace /workspace/group), written
+        # here on the host into the folder that the box shows as its HOME.
+        self._context(prompt, self.agent_home).write_codex_config()
+        codex_env = self._context(prompt, Path(BOX_HOME)).codex_env()
+        name = f"bench-bare-{os.getpid()}-{next(self._names)}"
+        marks = Marks()
+        self.runtime.marks = marks
+        marks.mark("start")
+        await self.runtime.create(name, self.spec)
+        try:
+            proc = await self.runtime.exec(name, ["codex", *codex_args(None, None)], env=codex_env)
+            await proc.write_stdin(prompt.encode())
+            await proc.close_stdin()
+            out, err = await asyncio.gather(
+                drain(proc.stdout_lines(), lambda _line: marks.mark("first_output")),
+                drain(proc.stderr_lines()),
+            )
+            code = await proc.wait()
+            marks.mark("exit")
+        finally:
+            await self.runtime.remove(name, force=True)
+            self.runtime.marks = None
+        if code != 0:
+            raise BenchFailure(f"bare codex exited {code}: {err.decode(errors='replace')[-500:]}")
+        texts = []
+        for line in out.decode(errors="replace").splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            item = event.get("item") if isinstance(event, dict) else None
+            if event.get("type") == "item.completed" and isinstance(item, dict):
+                if item.get("type") == "agent_message":
+                    texts.append(item.get("text"))
+        if expected is not None and (not texts or texts[-1] != expected):
+            raise BenchFailure(f"bare codex gave {texts!r}, expected final text {expected!r}")
+        return marks
+
+
+# -- variant A: run_agent ---------------------------------------------------------------------------
+
+
+class ViaRunAgent:
+    def __init__(self, runtime: TimedSandbox, home: Path, base_url: str) -> None:
+        self.runtime = runtime
+        self.home = home
+        self.workspace = home / "run-agent-workspace"
+        self.backend = BackendConfig(type="codex", base_url=base_url)
+
+    async def turn(self, prompt: str, expected: str | None) -> Marks:
+        """One ``run_agent`` call; ``start``..``end`` is timed and holds the removal."""
+        marks = Marks()
+        run_input = RunnerInput(
+            prompt=prompt, group_folder="main", chat_id="main", is_main=False, backend=self.backend
+        )
+
+        def on_event(event: Event) -> None:
+            if isinstance(event, StateEvent) and event.reason == "query_started":
+                marks.mark("runner_started")
+            elif isinstance(event, SdkMessageEvent):
+                marks.mark("first_output")
+            elif isinstance(event, ResultEvent):
+                marks.mark("result")
+
+        self.runtime.marks = marks
+        marks.mark("start")
+        try:
+            outcome = await run_agent(
+                self.runtime, self.home, run_input, workspace=self.workspace, on_event=on_event,
+                single_turn=True,
+            )  # fmt: skip
+            marks.mark("end")
+        finally:
+            self.runtime.marks = None
+        if outcome.status != "success" or (expected is not None and outcome.result != expected):
+            raise BenchFailure(
+                f"run_agent ended {outcome.status}/{outcome.reason}: result={outcome.result!r} "
+                f"error={outcome.error!r} (log {outcome.log_path})"
+            )
+        return marks
+
+
+# -- the bench --------------------------------------------------------------------------------------
+
+
+def ms(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) * 1000 if present else None
+
+
+def fmt(value: float | None, width: int = 10) -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:>{width}.0f}"
+
+
+@dataclass
+class SettingResult:
+    a: list[Marks]
+    b: list[Marks]
+
+
+async def measure(
+    variants: dict[str, Callable[[], Awaitable[Marks]]], rounds: int
+) -> dict[str, list[Marks]]:
+    samples: dict[str, list[Marks]] = {label: [] for label in variants}
+    for measure_once in variants.values():  # warm-up, untimed
+        await measure_once()
+    order = list(variants)
+    for round_no in range(rounds):
+        for label in order if round_no % 2 == 0 else reversed(order):
+            samples[label].append(await variants[label]())
+    return samples
+
+
+def breakdown(a: list[Marks], b: list[Marks]) -> None:
+    """Median of each phase, to show where the overhead goes."""
+    rows: list[tuple[str, float | None, float | None]] = [
+        (
+            "before create (names, ownership record)",
+            ms([m.span("start", "create_start") for m in a]),
+            ms([m.span("start", "create_start") for m in b]),
+        ),
+        (
+            "box create",
+            ms([m.span("create_start", "create_end") for m in a]),
+            ms([m.span("create_start", "create_end") for m in b]),
+        ),
+        (
+            "create -> exec call",
+            ms([m.span("create_end", "exec") for m in a]),
+            ms([m.span("create_end", "exec") for m in b]),
+        ),
+        (
+            "exec -> runner up (python, imports)",
+            ms([m.span("exec", "runner_started") for m in a]),
+            None,
+        ),
+        (
+            "exec|runner up -> first codex event",
+            ms([m.span("runner_started", "first_output") for m in a]),
+            ms([m.span("exec", "first_output") for m in b]),
+        ),
+        (
+            "first codex event -> codex done",
+            ms([m.span("first_output", "result") for m in a]),
+            ms([m.span("first_output", "exit") for m in b]),
+        ),
+        (
+            "codex done -> command exited",
+            ms([m.span("result", "remove_start") for m in a]),
+            None,
+        ),
+        (
+            "box removal",
+            ms([m.span("remove_start", "remove_end") for m in a]),
+            ms([m.span("remove_start", "remove_end") for m in b]),
+        ),
+        ("after removal -> return (run log)", ms([m.span("remove_end", "end") for m in a]), None),
+    ]
+    print(f"  {'phase (median ms)':<42}{'A':>10}{'B':>10}")
+    for label, a_ms, b_ms in rows:
+        print(f"  {label:<42}{fmt(a_ms)}{fmt(b_ms)}")
+    print("  (B's removal is outside its timed turn; A's 'codex done' is its result event, B's is exit)")
+
+
+def report(title: str, a: list[Marks], b: list[Marks], *, target: bool) -> None:
+    a_total = ms([m.span("start", "end") for m in a]) or 0.0
+    a_no_rm = ms([(m.span("start", "end") or 0) - (m.span("remove_start", "remove_end") or 0) for m in a]) or 0.0
+    b_total = ms([m.span("start", "exit") for m in b]) or 0.0
+    over = a_no_rm - b_total
+    over_rm = a_total - b_total
+    paired = ms(
+        [
+            (x.span("start", "end") or 0)
+            - (x.span("remove_start", "remove_end") or 0)
+            - (y.span("start", "exit") or 0)
+            for x, y in zip(a, b, strict=True)
+        ]
+    )
+    print(f"\n{title} ({len(a)} interleaved rounds per variant, 1 warm-up each)")
+    print(f"  {'variant':<42}{'median ms':>10}")
+    print(f"  {'A run_agent, as called (incl. box removal)':<42}{fmt(a_total)}")
+    print(f"  {'A run_agent without its box removal':<42}{fmt(a_no_rm)}")
+    print(f"  {'B bare codex in box (removal untimed)':<42}{fmt(b_total)}")
+    print(f"  {'overhead A - B (both without removal)':<42}{fmt(over)}  = {100 * over / a_no_rm:.1f} % of A")
+    print(f"  {'  same, A incl. its removal':<42}{fmt(over_rm)}  = {100 * over_rm / a_total:.1f} % of A")
+    print(f"  {'  median of per-round A - B differences':<42}{fmt(paired)}")
+    if target:
+        pct = 100 * over / a_no_rm
+        verdict = "PASS" if pct <= TARGET_PCT else "MISS"
+        pct_rm = 100 * over_rm / a_total
+        verdict_rm = "PASS" if pct_rm <= TARGET_PCT else "MISS"
+        print(
+            f"  target: overhead <= {TARGET_PCT:.0f} % of the turn -> {verdict} ({pct:.1f} %; "
+            f"counting A's removal: {verdict_rm}, {pct_rm:.1f} %)"
+        )
+    breakdown(a, b)
+
+
+async def run(rounds: int, rounds_instant: int) -> int:
+    home = Path(tempfile.mkdtemp(prefix="agentlite-bench-overhead-"))
+    runtime = TimedSandbox(home)
+    try:
+        async with ModelServer(scenario="text") as server:
+            via_run_agent = ViaRunAgent(runtime, home, server.openai_base_url)
+            bare = BareCodex(runtime, home / "bare", server.openai_base_url)
+            settings = (
+                ("(i) model delay 1.0 s per call, scenario calls3 (3 model calls)", 1.0, "calls3", rounds, True),
+                ("(ii) instant model, scenario text (1 model call)", 0.0, "text", rounds_instant, False),
+            )
+            print(f"host overhead per turn: backend codex, sandbox runtime, {os.cpu_count()} CPUs")
+            for title, delay, scenario, n, target in settings:
+                server.delay = delay
+                prompt = f"[scenario:{scenario}] do the benchmark task"
+                expected = EXPECTED[scenario]
+                samples = await measure(
+                    {
+                        "A": lambda p=prompt, e=expected: via_run_agent.turn(p, e),
+                        "B": lambda p=prompt, e=expected: bare.turn(p, e),
+                    },
+                    n,
+                )
+                report(title, samples["A"], samples["B"], target=target)
+    except BenchFailure as exc:
+        print(f"FAILED: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        runtime.marks = None
+        for box in await runtime.list():
+            await runtime.remove(box.name, force=True)
+        await runtime.aclose()
+        shutil.rmtree(home, ignore_errors=True)
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Host overhead per turn: run_agent vs the bare CLI in a box.")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds for setting (i), delay 1.0 s (default 5)")
+    parser.add_argument(
+        "--rounds-instant", type=int, default=10, help="rounds for setting (ii), instant model (default 10)"
+    )
+    parser.add_argument("--backend", default="codex", choices=["codex"], help="agent backend (codex only)")
+    args = parser.parse_args()
+    if args.rounds < 1 or args.rounds_instant < 1:
+        parser.error("rounds must be at least 1")
+    if codex_path() is None:
+        print(
+            "codex CLI not found: install the pinned agent CLIs (npm ci in agent-clis/, see the README) "
+            "or point AGENTLITE_AGENT_CLIS at a folder holding node_modules/.bin/codex",
+            file=sys.stderr,
+        )
+        return 2
+    return asyncio.run(run(args.rounds, args.rounds_instant))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
