@@ -202,3 +202,18 @@ def test_volume_parse_rejects_bad_specs() -> None:
     for bad in ("bad", "/a", "/a:/b:rx", "a:/b", "/a:b", ":/b"):
         with pytest.raises(ConfigError, match="volume"):
             Volume.parse(bad)
+
+
+async def test_host_paths_under_the_host_tmp_stay_visible(home: Path, tmp_path: Path) -> None:
+    """A checkout (and so the venv and agent CLIs) under /tmp must not be hidden by the box's private /tmp."""
+    assert str(tmp_path).startswith("/tmp")
+    tool = tmp_path / "prefix" / "bin"
+    tool.mkdir(parents=True)
+    (tool / "marker").write_text("visible")
+    runtime = SandboxRuntime(home, extra_ro_paths=[tmp_path / "prefix"])
+    await runtime.create("agentlite-t-tmp-1", BoxSpec())
+    try:
+        code, out, _ = await run(runtime, "agentlite-t-tmp-1", ["cat", str(tool / "marker")])
+    finally:
+        await runtime.remove("agentlite-t-tmp-1", force=True)
+    assert (code, out) == (0, "visible")

@@ -218,9 +218,11 @@ class SandboxRuntime(BoxRuntime):
             elif host.is_dir():
                 argv += ["--ro-bind", str(host), f"/{link}"]
         argv += ["--ro-bind", str(self._etc_snapshot()), "/etc"]
+        # The private /tmp first: host paths bound below may live under the host's /tmp (a checkout
+        # in /tmp), and a later tmpfs would hide them.
+        argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--dir", BOX_HOME]
         for path in [*host_system_paths(), *self._extra_ro_paths]:
             argv += ["--ro-bind", str(path), str(path)]
-        argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--dir", BOX_HOME]
         for volume in spec.volumes:
             if not volume.host.exists():
                 raise ConfigError(f"volume host path `{volume.host}` does not exist")
