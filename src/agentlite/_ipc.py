@@ -1,0 +1,350 @@
+"""The host side of the filesystem IPC: requests boxes drop into their IPC folder, and snapshots back.
+
+Each box sees only ``<ipc_root>/<folder>/`` (mounted at ``/workspace/ipc``), so the **directory name
+is the caller's identity**: whatever a request file claims about its group or main status is
+ignored, and a group is main only when that folder belongs to a registered main group. The file
+formats are documented in :mod:`agentlite.mcp_server`, which writes them.
+
+Authorization (reference section 8), enforced before the handler sees anything:
+
+* ``message``: main may send to any chat; other groups only to chats registered to their own folder.
+* ``schedule_task``: the target chat must be registered; a non-main group may only target its own.
+* ``pause_task`` / ``resume_task`` / ``cancel_task`` / ``update_task``: main, or the folder owning the task.
+* ``register_group`` / ``refresh_groups``: main only; ``is_main`` can never be set over IPC.
+
+Every file processed is deleted; a file that fails (unreadable, bad JSON, unauthorized, or the
+handler raised) is moved to ``<ipc_root>/errors/<folder>-<file>`` and logged, so nothing is retried
+forever and a human can inspect what a box tried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import stat
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from agentlite._atomic import write_atomic
+
+log = logging.getLogger("agentlite.ipc")
+
+#: Folders under the IPC root that are not groups.
+SKIP_DIRS = frozenset({"errors", "input"})
+#: A request file larger than this is not read (a box could otherwise make the host load anything).
+MAX_REQUEST_BYTES = 1024 * 1024
+_FOLDER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+def valid_folder(folder: str) -> bool:
+    """The group-folder rule of ``agentlite._store.check_group_folder``, as a predicate.
+
+    Kept here so the in-box MCP server can check a folder without importing the store.
+    """
+    return isinstance(folder, str) and bool(_FOLDER_RE.match(folder)) and folder.lower() != "global"
+
+
+class GroupLike(Protocol):
+    """What the watcher needs from a registered group (``agentlite._store.RegisteredGroup`` fits)."""
+
+    @property
+    def jid(self) -> str: ...
+    @property
+    def folder(self) -> str: ...
+    @property
+    def is_main(self) -> bool: ...
+
+
+class IpcHandler(Protocol):
+    """What the host does with an authorized request. Raising marks the request as failed.
+
+    Implementations should refresh the snapshots (:func:`write_snapshots`) after any task change.
+    """
+
+    async def send_message(self, chat_id: str, text: str, sender: str | None) -> None: ...
+
+    async def schedule_task(
+        self,
+        *,
+        task_id: str,
+        group_folder: str,
+        chat_id: str,
+        prompt: str,
+        schedule_type: str,
+        schedule_value: str,
+        context_mode: str,
+    ) -> None: ...
+
+    async def pause_task(self, task_id: str) -> None: ...
+    async def resume_task(self, task_id: str) -> None: ...
+    async def cancel_task(self, task_id: str) -> None: ...
+    async def update_task(self, task_id: str, **changes: str) -> None: ...
+    async def register_group(self, jid: str, name: str, folder: str, trigger: str) -> None: ...
+    async def refresh_groups(self) -> None: ...
+
+
+class IpcRejected(Exception):
+    """A request was refused (malformed or unauthorized); the file goes to ``errors/``."""
+
+
+class IpcWatcher:
+    """Polls every group's ``messages/`` and ``tasks/`` folders and hands requests to ``handler``.
+
+    ``groups()`` returns the registered groups by jid; ``task_owner(task_id)`` returns the folder
+    owning a task, or None when there is no such task. Both are called on every request, so a
+    group registered a moment ago is honoured at once.
+    """
+
+    def __init__(
+        self,
+        ipc_root: Path,
+        groups: Callable[[], Mapping[str, GroupLike]],
+        handler: IpcHandler,
+        *,
+        task_owner: Callable[[str], str | None],
+        poll_interval: float = 1.0,
+    ) -> None:
+        self.ipc_root = Path(ipc_root)
+        self._groups = groups
+        self._handler = handler
+        self._task_owner = task_owner
+        self.poll_interval = poll_interval
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start polling in the background (idempotent); async to pair with :meth:`stop`."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._loop(), name="agentlite-ipc-watcher")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.process_once()
+            except Exception:
+                log.exception("IPC poll failed")
+            await asyncio.sleep(self.poll_interval)
+
+    async def process_once(self) -> int:
+        """Handle every pending request file once; returns how many files were handled (ok or not)."""
+        handled = 0
+        try:
+            entries = sorted(os.scandir(self.ipc_root), key=lambda e: e.name)
+        except FileNotFoundError:
+            return 0
+        for entry in entries:
+            if entry.name in SKIP_DIRS or not entry.is_dir(follow_symlinks=False):
+                continue
+            for kind in ("messages", "tasks"):
+                handled += await self._process_dir(entry.name, kind)
+        return handled
+
+    async def _process_dir(self, folder: str, kind: str) -> int:
+        directory = self.ipc_root / folder / kind
+        try:
+            # A box controls its own IPC folder: a symlinked messages/ or tasks/ could point the
+            # host at files elsewhere, which it would then delete. Only a real directory counts.
+            if not stat.S_ISDIR(os.lstat(directory).st_mode):
+                log.warning("ignoring %s: not a directory", directory)
+                return 0
+            names = sorted(n for n in os.listdir(directory) if n.endswith(".json"))
+        except FileNotFoundError:
+            return 0
+        for name in names:
+            path = directory / name
+            try:
+                request = _read_request(path)
+                await self._handle(folder, kind, request)
+            except Exception as exc:
+                level = logging.WARNING if isinstance(exc, IpcRejected) else logging.ERROR
+                log.log(level, "IPC %s/%s/%s failed: %s", folder, kind, name, exc)
+                self._quarantine(folder, path)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        return len(names)
+
+    def _quarantine(self, folder: str, path: Path) -> None:
+        errors = self.ipc_root / "errors"
+        errors.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(path, errors / f"{folder}-{path.name}")
+        except OSError as exc:
+            log.error("could not move %s to errors/: %s", path, exc)
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+    # -- authorization and dispatch ----------------------------------------------------------------
+
+    async def _handle(self, folder: str, kind: str, request: dict[str, Any]) -> None:
+        groups = self._groups()
+        is_main = any(g.folder == folder and g.is_main for g in groups.values())
+        rtype = request.get("type")
+        if kind == "messages":
+            if rtype != "message":
+                raise IpcRejected(f"unknown message type {rtype!r}")
+            await self._message(folder, is_main, groups, request)
+            return
+        if rtype == "schedule_task":
+            await self._schedule(folder, is_main, groups, request)
+        elif rtype in ("pause_task", "resume_task", "cancel_task", "update_task"):
+            task_id = _text(request, "task_id")
+            owner = self._task_owner(task_id)
+            if owner is None:
+                raise IpcRejected(f"unknown task {task_id!r}")
+            if not is_main and owner != folder:
+                raise IpcRejected(f"group {folder!r} may not {rtype} task {task_id!r} of {owner!r}")
+            if rtype == "update_task":
+                changes = {
+                    k: _text(request, k)
+                    for k in ("prompt", "schedule_type", "schedule_value")
+                    if k in request
+                }
+                if not changes:
+                    raise IpcRejected("update_task without changes")
+                await self._handler.update_task(task_id, **changes)
+            else:
+                await getattr(self._handler, rtype)(task_id)
+        elif rtype == "register_group":
+            if not is_main:
+                raise IpcRejected(f"group {folder!r} is not main: register_group refused")
+            new_folder = _text(request, "folder")
+            if not valid_folder(new_folder):
+                raise IpcRejected(f"invalid group folder {new_folder!r}")
+            # Deliberately no is_main: a main group can only be made on the host.
+            await self._handler.register_group(
+                _text(request, "jid"), _text(request, "name"), new_folder, _text(request, "trigger")
+            )
+        elif rtype == "refresh_groups":
+            if not is_main:
+                raise IpcRejected(f"group {folder!r} is not main: refresh_groups refused")
+            await self._handler.refresh_groups()
+        else:
+            raise IpcRejected(f"unknown task request type {rtype!r}")
+
+    async def _message(
+        self, folder: str, is_main: bool, groups: Mapping[str, GroupLike], request: dict[str, Any]
+    ) -> None:
+        chat_id = _text(request, "chat_id")
+        text = _text(request, "text")
+        sender = request.get("sender")
+        if sender is not None and not isinstance(sender, str):
+            raise IpcRejected("`sender` must be a string")
+        if not is_main:
+            target = groups.get(chat_id)
+            if target is None or target.folder != folder:
+                raise IpcRejected(f"group {folder!r} may not send to {chat_id!r}")
+        await self._handler.send_message(chat_id, text, sender or None)
+
+    async def _schedule(
+        self, folder: str, is_main: bool, groups: Mapping[str, GroupLike], request: dict[str, Any]
+    ) -> None:
+        target_jid = _text(request, "target_chat_id")
+        target = groups.get(target_jid)
+        if target is None:
+            raise IpcRejected(f"schedule_task target {target_jid!r} is not a registered group")
+        if not is_main and target.folder != folder:
+            raise IpcRejected(f"group {folder!r} may not schedule tasks for {target.folder!r}")
+        mode = request.get("context_mode")
+        await self._handler.schedule_task(
+            task_id=_text(request, "task_id"),
+            group_folder=target.folder,
+            chat_id=target_jid,
+            prompt=_text(request, "prompt"),
+            schedule_type=_text(request, "schedule_type"),
+            schedule_value=_text(request, "schedule_value"),
+            context_mode=mode if mode in ("group", "isolated") else "isolated",
+        )
+
+
+def _read_request(path: Path) -> dict[str, Any]:
+    # O_NOFOLLOW: a box may plant a symlink to a host file; never read through it.
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | getattr(os, "O_NONBLOCK", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise IpcRejected("not a regular file")
+        if info.st_size > MAX_REQUEST_BYTES:
+            raise IpcRejected(f"file too large ({info.st_size} bytes)")
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            data = handle.read(MAX_REQUEST_BYTES + 1)
+    finally:
+        os.close(fd)
+    try:
+        request = json.loads(data)
+    except ValueError as exc:
+        raise IpcRejected(f"invalid JSON: {exc}") from None
+    if not isinstance(request, dict):
+        raise IpcRejected("request is not a JSON object")
+    return request
+
+
+def _text(request: Mapping[str, Any], key: str) -> str:
+    value = request.get(key)
+    if not isinstance(value, str) or not value:
+        raise IpcRejected(f"`{key}` must be a non-empty string")
+    return value
+
+
+# -- snapshots -------------------------------------------------------------------------------------
+
+
+def _field(item: Any, key: str) -> Any:
+    if isinstance(item, Mapping):
+        return item.get(key)
+    return getattr(item, key, None)
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def write_snapshots(
+    ipc_root: Path,
+    folder: str,
+    is_main: bool,
+    tasks: Iterable[Any],
+    groups: Iterable[Any],
+    *,
+    last_sync: str | None = None,
+) -> None:
+    """Write ``current_tasks.json`` and ``available_groups.json`` into ``<ipc_root>/<folder>/``.
+
+    ``tasks`` are ``Task`` models or mappings with ``id, group_folder, prompt, schedule_type,
+    schedule_value, status, next_run``; main sees all of them, another group only its own.
+    ``groups`` are mappings or objects with ``jid, name, last_activity, is_registered``; only main
+    gets them (a non-main box must not learn which other chats exist).
+
+    Formats::
+
+        current_tasks.json    [{"id", "group_folder", "prompt", "schedule_type", "schedule_value",
+                                "status", "next_run"}]
+        available_groups.json {"groups": [{"jid", "name", "last_activity", "is_registered"}],
+                               "last_sync": iso}
+    """
+    target = Path(ipc_root) / folder
+    target.mkdir(parents=True, exist_ok=True)
+    task_keys = ("id", "group_folder", "prompt", "schedule_type", "schedule_value", "status", "next_run")
+    visible = [
+        {k: _field(t, k) for k in task_keys} for t in tasks if is_main or _field(t, "group_folder") == folder
+    ]
+    group_keys = ("jid", "name", "last_activity", "is_registered")
+    listed = [{k: _field(g, k) for k in group_keys} for g in groups] if is_main else []
+    write_atomic(target / "current_tasks.json", json.dumps(visible, indent=2).encode(), fsync=False)
+    write_atomic(
+        target / "available_groups.json",
+        json.dumps({"groups": listed, "last_sync": last_sync or _now_iso()}, indent=2).encode(),
+        fsync=False,
+    )
