@@ -30,6 +30,7 @@ import asyncio
 import itertools
 import json
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -73,9 +74,21 @@ class Marks:
     """Monotonic timestamps of one turn, named by phase boundary."""
 
     at: dict[str, float] = field(default_factory=dict)
+    #: CPU seconds (this process, its waited-for children) at the ``start``/``end``/``exit`` marks.
+    cpu: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def mark(self, name: str) -> None:
         self.at.setdefault(name, time.perf_counter())
+        if name in ("start", "end", "exit"):
+            me = resource.getrusage(resource.RUSAGE_SELF)
+            kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+            self.cpu[name] = (me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime)
+
+    def cpu_span(self, start: str, end: str, which: int) -> float | None:
+        """CPU seconds between two marks: ``which`` 0 = this process, 1 = its children."""
+        if start in self.cpu and end in self.cpu:
+            return self.cpu[end][which] - self.cpu[start][which]
+        return None
 
     def span(self, start: str, end: str) -> float | None:
         if start in self.at and end in self.at:
@@ -209,10 +222,15 @@ class BareCodex:
                 event = json.loads(line)
             except ValueError:
                 continue
-            item = event.get("item") if isinstance(event, dict) else None
-            if event.get("type") == "item.completed" and isinstance(item, dict):
-                if item.get("type") == "agent_message":
-                    texts.append(item.get("text"))
+            if not isinstance(event, dict):
+                continue
+            item = event.get("item")
+            if (
+                event.get("type") == "item.completed"
+                and isinstance(item, dict)
+                and item.get("type") == "agent_message"
+            ):
+                texts.append(item.get("text"))
         if expected is not None and (not texts or texts[-1] != expected):
             raise BenchFailure(f"bare codex gave {texts!r}, expected final text {expected!r}")
         return marks
@@ -247,9 +265,13 @@ class ViaRunAgent:
         marks.mark("start")
         try:
             outcome = await run_agent(
-                self.runtime, self.home, run_input, workspace=self.workspace, on_event=on_event,
+                self.runtime,
+                self.home,
+                run_input,
+                workspace=self.workspace,
+                on_event=on_event,
                 single_turn=True,
-            )  # fmt: skip
+            )
             marks.mark("end")
         finally:
             self.runtime.marks = None
@@ -279,9 +301,7 @@ class SettingResult:
     b: list[Marks]
 
 
-async def measure(
-    variants: dict[str, Callable[[], Awaitable[Marks]]], rounds: int
-) -> dict[str, list[Marks]]:
+async def measure(variants: dict[str, Callable[[], Awaitable[Marks]]], rounds: int) -> dict[str, list[Marks]]:
     samples: dict[str, list[Marks]] = {label: [] for label in variants}
     for measure_once in variants.values():  # warm-up, untimed
         await measure_once()
@@ -336,6 +356,16 @@ def breakdown(a: list[Marks], b: list[Marks]) -> None:
             ms([m.span("remove_start", "remove_end") for m in b]),
         ),
         ("after removal -> return (run log)", ms([m.span("remove_end", "end") for m in a]), None),
+        (
+            "CPU: this process (host side, model server)",
+            ms([m.cpu_span("start", "end", 0) for m in a]),
+            ms([m.cpu_span("start", "exit", 0) for m in b]),
+        ),
+        (
+            "CPU: in the box (runner, codex; via nsenter)",
+            ms([m.cpu_span("start", "end", 1) for m in a]),
+            ms([m.cpu_span("start", "exit", 1) for m in b]),
+        ),
     ]
     print(f"  {'phase (median ms)':<42}{'A':>10}{'B':>10}")
     for label, a_ms, b_ms in rows:
@@ -345,7 +375,9 @@ def breakdown(a: list[Marks], b: list[Marks]) -> None:
 
 def report(title: str, a: list[Marks], b: list[Marks], *, target: bool) -> None:
     a_total = ms([m.span("start", "end") for m in a]) or 0.0
-    a_no_rm = ms([(m.span("start", "end") or 0) - (m.span("remove_start", "remove_end") or 0) for m in a]) or 0.0
+    a_no_rm = (
+        ms([(m.span("start", "end") or 0) - (m.span("remove_start", "remove_end") or 0) for m in a]) or 0.0
+    )
     b_total = ms([m.span("start", "exit") for m in b]) or 0.0
     over = a_no_rm - b_total
     over_rm = a_total - b_total
@@ -385,7 +417,13 @@ async def run(rounds: int, rounds_instant: int) -> int:
             via_run_agent = ViaRunAgent(runtime, home, server.openai_base_url)
             bare = BareCodex(runtime, home / "bare", server.openai_base_url)
             settings = (
-                ("(i) model delay 1.0 s per call, scenario calls3 (3 model calls)", 1.0, "calls3", rounds, True),
+                (
+                    "(i) model delay 1.0 s per call, scenario calls3 (3 model calls)",
+                    1.0,
+                    "calls3",
+                    rounds,
+                    True,
+                ),
                 ("(ii) instant model, scenario text (1 model call)", 0.0, "text", rounds_instant, False),
             )
             print(f"host overhead per turn: backend codex, sandbox runtime, {os.cpu_count()} CPUs")
@@ -414,8 +452,12 @@ async def run(rounds: int, rounds_instant: int) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Host overhead per turn: run_agent vs the bare CLI in a box.")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds for setting (i), delay 1.0 s (default 5)")
+    parser = argparse.ArgumentParser(
+        description="Host overhead per turn: run_agent vs the bare CLI in a box."
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="rounds for setting (i), delay 1.0 s (default 5)"
+    )
     parser.add_argument(
         "--rounds-instant", type=int, default=10, help="rounds for setting (ii), instant model (default 10)"
     )
@@ -425,7 +467,7 @@ def main() -> int:
         parser.error("rounds must be at least 1")
     if codex_path() is None:
         print(
-            "codex CLI not found: install the pinned agent CLIs (npm ci in agent-clis/, see the README) "
+            "codex CLI not found: install the pinned agent CLIs (scripts/install.sh, or npm ci in agent-clis/) "
             "or point AGENTLITE_AGENT_CLIS at a folder holding node_modules/.bin/codex",
             file=sys.stderr,
         )
