@@ -282,7 +282,17 @@ async def test_unknown_scenarios_are_rejected(server: ModelServer) -> None:
     reply = await http(server.url, "POST", "/v1/messages", anthropic_body(user("[scenario:nope] hi")))
     assert reply.status == 400
     assert "unknown scenario 'nope'" in reply.json()["error"]["message"]
-    assert set(SCENARIOS) == {"demo", "text", "multi", "tool", "calls3", "error500", "hang"}
+    assert set(SCENARIOS) == {
+        "demo",
+        "text",
+        "multi",
+        "tool",
+        "calls3",
+        "error500",
+        "hang",
+        "shell",
+        "tool_call",
+    }
 
 
 async def test_hang_never_answers_and_does_not_block_stop() -> None:
@@ -589,3 +599,33 @@ async def test_claude_reports_http_500_as_error(
     assert "injected HTTP 500" in result["result"]
     assert run.returncode != 0
     assert run.seconds < 30, run.describe()
+
+
+def streamed(reply: Reply) -> str:
+    """Everything the model streamed: text deltas and tool input deltas, joined."""
+    out = []
+    for _, data in reply.events():
+        delta = data.get("delta") or {}
+        out.append(delta.get("text") or delta.get("partial_json") or "")
+        block = data.get("content_block") or {}
+        out.append(block.get("name") or "")
+    return "".join(out)
+
+
+async def test_shell_and_tool_call_scenarios_follow_the_server_settings(server: ModelServer) -> None:
+    server.command = "echo custom > c.txt"
+    reply = await http(server.url, "POST", "/v1/messages", anthropic_body(user("[scenario:shell] go")))
+    assert "echo custom > c.txt" in streamed(reply)
+    server.tool = ("mcp__agentlite__schedule_task", {"prompt": "p"})
+    reply = await http(server.url, "POST", "/v1/messages", anthropic_body(user("[scenario:tool_call] go")))
+    assert "mcp__agentlite__schedule_task" in streamed(reply) and '"prompt": "p"' in streamed(reply)
+
+
+async def test_demo_echoes_the_newest_chat_message_of_an_agentlite_prompt(server: ModelServer) -> None:
+    prompt = (
+        '<context timezone="UTC" />\n<messages>\n<message sender="A" time="x">first</message>\n'
+        '<message sender="B" time="y">a &amp; b</message>\n</messages>'
+    )
+    server.scenario = "demo"
+    reply = await http(server.url, "POST", "/v1/messages", anthropic_body(user(prompt)))
+    assert 'You said: "a & b"' in streamed(reply)

@@ -9,12 +9,16 @@ import agentlite
 
 
 def test_all_is_complete_sorted_and_public() -> None:
-    public = {name for name in vars(agentlite) if not name.startswith("_")}
-    modules = {name for name in public if type(getattr(agentlite, name)).__name__ == "module"}
-    assert set(agentlite.__all__) == public - modules
     assert agentlite.__all__ == sorted(agentlite.__all__)
+    assert not [name for name in agentlite.__all__ if name.startswith("_")]
     for name in agentlite.__all__:
-        assert getattr(agentlite, name).__module__.startswith("agentlite")
+        assert getattr(agentlite, name).__module__.startswith("agentlite"), name
+    assert dir(agentlite) == agentlite.__all__
+
+
+def test_the_runner_does_not_import_the_host_side() -> None:
+    code = "import sys, agentlite.runner._loop; print(sorted(m for m in ('agentlite._lifecycle', 'psutil', 'agentlite._platform') if m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout == "[]\n"
 
 
 def test_importing_the_package_does_not_load_boxlite() -> None:

@@ -480,3 +480,48 @@ def test_rejects_negative_retry_settings(ipc: Path) -> None:
         GroupQueue(ipc_root=ipc, retry_base=-1.0)
     with pytest.raises(ConfigError, match="`-2`"):
         GroupQueue(ipc_root=ipc, max_retries=-2)
+
+
+async def test_at_the_cap_an_idle_box_gives_its_slot_to_a_waiting_group(tmp_path: Path) -> None:
+    """Better than the reference: a newcomer does not wait for another group's idle timeout."""
+    queue = GroupQueue(max_concurrent=1, ipc_root=tmp_path)
+    release = asyncio.Event()
+    started: list[str] = []
+
+    async def process(jid: str) -> bool:
+        started.append(jid)
+        queue.register_box(jid, jid.split(":")[1])
+        if jid == "t:a":
+            queue.notify_idle(jid)
+            await release.wait()
+        return True
+
+    queue.set_process_messages(process)
+    queue.enqueue_message_check("t:a")
+    await asyncio.sleep(0.05)
+    queue.enqueue_message_check("t:b")
+    assert (tmp_path / "a" / "input" / "_close").exists()  # the idle box was asked to end
+    release.set()
+    await asyncio.sleep(0.05)
+    assert started == ["t:a", "t:b"]
+    await queue.shutdown(0.1)
+
+
+async def test_a_closing_box_takes_no_follow_ups(tmp_path: Path) -> None:
+    """After ``_close`` the runner ends; a follow-up written then would never be read."""
+    queue = GroupQueue(max_concurrent=2, ipc_root=tmp_path)
+    release = asyncio.Event()
+
+    async def process(jid: str) -> bool:
+        queue.register_box(jid, "a")
+        await release.wait()
+        return True
+
+    queue.set_process_messages(process)
+    queue.enqueue_message_check("t:a")
+    await asyncio.sleep(0.05)
+    assert queue.send_message("t:a", "first follow-up")
+    queue.close_stdin("t:a")
+    assert not queue.send_message("t:a", "too late")
+    release.set()
+    await queue.shutdown(0.1)

@@ -56,6 +56,8 @@ class _Group:
 
     active: bool = False
     idle_waiting: bool = False
+    #: ``_close`` was written: the box ends after its turn and must get no more follow-ups.
+    closing: bool = False
     is_task: bool = False
     running_task_id: str | None = None
     pending_messages: bool = False
@@ -150,6 +152,7 @@ class GroupQueue:
         if self._at_capacity():
             group.pending_messages = True
             self._wait_for_slot(jid)
+            self._preempt_an_idle_box(jid)
             return
         self._start_messages(jid, group)
 
@@ -193,8 +196,19 @@ class GroupQueue:
         """The group's box finished a turn and waits for input; preempt it if a task waits."""
         group = self._group(jid)
         group.idle_waiting = True
-        if group.pending_tasks:
+        if group.pending_tasks or self._someone_waits_for_a_slot(jid):
             self.close_stdin(jid)
+
+    def _someone_waits_for_a_slot(self, jid: str) -> bool:
+        return any(other != jid for other in self._waiting)
+
+    def _preempt_an_idle_box(self, waiting_jid: str) -> None:
+        """At the cap, a box that only waits for follow-ups gives its slot to a group with work
+        (better than the reference, where the newcomer waited for the idle timeout)."""
+        for other, state in self._groups.items():
+            if other != waiting_jid and state.active and state.idle_waiting and not state.is_task:
+                self.close_stdin(other)
+                return
 
     def send_message(self, jid: str, text: str) -> bool:
         """Hand ``text`` to the group's live box as a follow-up; ``False`` if there is none.
@@ -203,7 +217,7 @@ class GroupQueue:
         answered inside it.
         """
         group = self._groups.get(jid)
-        if group is None or not group.active or group.folder is None or group.is_task:
+        if group is None or not group.active or group.folder is None or group.is_task or group.closing:
             return False
         try:
             write_follow_up(self._ipc_root / group.folder, text)
@@ -218,6 +232,7 @@ class GroupQueue:
         group = self._groups.get(jid)
         if group is None or not group.active or group.folder is None:
             return
+        group.closing = True
         try:
             request_close(self._ipc_root / group.folder)
         except OSError as exc:
@@ -240,6 +255,7 @@ class GroupQueue:
 
     def _claim(self, group: _Group, *, is_task: bool, task_id: str | None) -> None:
         group.active = True
+        group.closing = False
         group.idle_waiting = False
         group.is_task = is_task
         group.running_task_id = task_id

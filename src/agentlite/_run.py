@@ -100,6 +100,7 @@ async def run_agent(
     *,
     workspace: Path,
     ipc_dir: Path | None = None,
+    agent_home: Path | None = None,
     on_event: EventHandler | None = None,
     agent_id: str = "cli",
     group: str = "main",
@@ -123,7 +124,7 @@ async def run_agent(
     (ipc_dir / "input").mkdir(parents=True, exist_ok=True)
     # The agents' own state (codex threads, Claude sessions) outlives the box, so a later run of the
     # group can resume its session.
-    agent_home = (home / "agent-homes" / agent_id / _safe(group)).resolve()
+    agent_home = (agent_home or home / "agent-homes" / agent_id / _safe(group)).resolve()
     agent_home.mkdir(parents=True, exist_ok=True)
     key_env = run_input.backend.key_env()
     env = {

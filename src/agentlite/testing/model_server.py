@@ -45,7 +45,19 @@ __all__ = ["SCENARIOS", "ModelServer", "RecordedRequest", "main"]
 #: - ``calls3``: shell call, shell call, final text: three model calls per turn.
 #: - ``error500``: HTTP 500 with a JSON error body in the API's own error shape.
 #: - ``hang``: never answers (until the client disconnects or the server stops).
-SCENARIOS: tuple[str, ...] = ("demo", "text", "multi", "tool", "calls3", "error500", "hang")
+#: - ``shell``: one shell call running :attr:`ModelServer.command`, then ``Ran the command.``.
+#: - ``tool_call``: one call of the tool :attr:`ModelServer.tool` ``(name, input)``, then ``Called the tool.``.
+SCENARIOS: tuple[str, ...] = (
+    "demo",
+    "text",
+    "multi",
+    "tool",
+    "calls3",
+    "error500",
+    "hang",
+    "shell",
+    "tool_call",
+)
 
 _TAG = re.compile(r"\[scenario:([A-Za-z0-9_.-]+)\]")
 _ERROR_500_MESSAGE = "offline model server: injected HTTP 500"
@@ -88,7 +100,15 @@ class _Shell:
     description: str
 
 
-_Output = _Text | _Shell
+@dataclass(frozen=True)
+class _Tool:
+    """A call of any named tool (an MCP tool such as ``mcp__agentlite__send_message``)."""
+
+    name: str
+    input: dict[str, Any]
+
+
+_Output = _Text | _Shell | _Tool
 _Step = tuple[_Output, ...]
 
 # Scripted scenarios: one tuple of outputs per model request of a turn. Requests beyond the script
@@ -126,8 +146,20 @@ class _Conversation:
 
 
 def _is_prompt(text: str) -> bool:
-    # Both CLIs wrap injected context (system reminders, environment context) in <tags>.
-    return bool(text.strip()) and not text.lstrip().startswith("<")
+    # Both CLIs wrap injected context (system reminders, environment context) in <tags>; AgentLite's
+    # own chat prompts are XML too, but always hold a <messages> block.
+    return bool(text.strip()) and (not text.lstrip().startswith("<") or "<messages>" in text)
+
+
+_CHAT_MESSAGE = re.compile(r"<message [^>]*>(.*?)</message>", re.DOTALL)
+
+
+def _last_chat_text(prompt: str) -> str:
+    """The newest chat message of an AgentLite chat prompt, or the prompt itself."""
+    import html
+
+    found = _CHAT_MESSAGE.findall(prompt)
+    return html.unescape(found[-1]) if found else prompt
 
 
 def _anthropic_conversation(body: dict[str, Any]) -> _Conversation:
@@ -187,7 +219,7 @@ def _tagged_scenario(conversation: _Conversation) -> str | None:
 
 
 def _demo_reply(conversation: _Conversation) -> _Step:
-    prompt = conversation.prompts[-1] if conversation.prompts else ""
+    prompt = _last_chat_text(conversation.prompts[-1]) if conversation.prompts else ""
     prompt = " ".join(_TAG.sub("", prompt).split())
     if len(prompt) > _DEMO_ECHO_LIMIT:
         prompt = prompt[: _DEMO_ECHO_LIMIT - 3].rstrip() + "..."
@@ -268,6 +300,10 @@ def _anthropic_events(
         if isinstance(output, _Text):
             start: dict[str, Any] = {"type": "text", "text": ""}
             deltas = [{"type": "text_delta", "text": chunk} for chunk in _split(output.text)]
+        elif isinstance(output, _Tool):
+            start = {"type": "tool_use", "id": ids.new("toolu"), "name": output.name, "input": {}}
+            arguments = json.dumps(output.input)
+            deltas = [{"type": "input_json_delta", "partial_json": chunk} for chunk in _split(arguments)]
         else:
             start = {"type": "tool_use", "id": ids.new("toolu"), "name": "Bash", "input": {}}
             arguments = json.dumps({"command": output.command, "description": output.description})
@@ -280,7 +316,7 @@ def _anthropic_events(
             for delta in deltas
         )
         events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
-    stop_reason = "tool_use" if any(isinstance(o, _Shell) for o in outputs) else "end_turn"
+    stop_reason = "tool_use" if any(isinstance(o, _Shell | _Tool) for o in outputs) else "end_turn"
     events.append(
         (
             "message_delta",
@@ -342,13 +378,16 @@ def _openai_events(
             emit("response.content_part.done", **where, part=part)
         else:
             item_id = ids.new("fc")
-            # login=false: a login shell would run the host's profile scripts and leak their noise.
-            arguments = json.dumps({"cmd": output.command, "login": False})
+            if isinstance(output, _Tool):
+                name, arguments = output.name, json.dumps(output.input)
+            else:
+                # login=false: a login shell would run the host's profile scripts and leak their noise.
+                name, arguments = "exec_command", json.dumps({"cmd": output.command, "login": False})
             item = {
                 "type": "function_call",
                 "id": item_id,
                 "call_id": ids.new("call"),
-                "name": "exec_command",
+                "name": name,
                 "arguments": arguments,
                 "status": "completed",
             }
@@ -430,6 +469,12 @@ class ModelServer:
         self.port = port
         self.log = log
         self.requests: list[RecordedRequest] = []
+        #: The command the ``shell`` scenario runs, and the ``(name, input)`` the ``tool_call`` one calls.
+        self.command = "true"
+        self.tool: tuple[str, dict[str, Any]] = (
+            "mcp__agentlite__send_message",
+            {"text": "hello from the box"},
+        )
         self._server: asyncio.Server | None = None
         self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
         self._ids = _Ids()
@@ -575,7 +620,17 @@ class ModelServer:
             await _send_json(writer, request.method, 500, _error_body(api, _ERROR_500_MESSAGE, kind))
             self._log(request, "500 (scenario error500)")
             return
-        outputs = _script_step(scenario, conversation)
+        if scenario == "shell":
+            script: tuple[_Step, ...] = (
+                (_Shell(self.command, "Run the command"),),
+                (_Text("Ran the command."),),
+            )
+            outputs = script[min(conversation.tool_results_in_turn, 1)]
+        elif scenario == "tool_call":
+            script = ((_Tool(*self.tool),), (_Text("Called the tool."),))
+            outputs = script[min(conversation.tool_results_in_turn, 1)]
+        else:
+            outputs = _script_step(scenario, conversation)
         model = str(body.get("model") or "offline-model")
         build = _anthropic_events if api == "anthropic" else _openai_events
         events = build(outputs, conversation, model, self._ids)

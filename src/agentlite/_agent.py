@@ -1,0 +1,666 @@
+"""An agent: its channels, groups, message loop, queue, scheduler, IPC, actions and events.
+
+One agent owns one SQLite store (``<workdir>/store/messages.db``) and runs one box per active group.
+Messages arrive from channels, are stored, and the loop picks them up; a group that needs a trigger
+wakes only on ``@<assistant name>``. The group's cursor is advanced before a run and rolled back when
+the run fails having sent nothing, so the queue's retry sees the messages again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from agentlite._errors import AgentliteError, ConfigError
+from agentlite._events import AgentEvent, EventHub
+from agentlite._handoff import handoff_block, with_handoff
+from agentlite._lifecycle import cleanup_orphans
+from agentlite._mounts import MountAllowlist, ensure_memory_alias, group_volumes, seed_memory
+from agentlite._protocol import (
+    BackendConfig,
+    ErrorEvent,
+    Event,
+    McpServer,
+    ResultEvent,
+    RunnerInput,
+    SdkMessageEvent,
+    StateEvent,
+)
+from agentlite._registry import AgentRecord
+from agentlite._router import SenderAllowlist, format_messages, is_trigger, strip_internal
+from agentlite._run import run_agent
+from agentlite._store import AgentStore, Message, RegisteredGroup, Task, check_group_folder, now_iso
+from agentlite.runtime.base import BoxSpec
+
+if TYPE_CHECKING:
+    from agentlite._platform import AgentLite
+    from agentlite.channels.base import ChannelFactory
+
+log = logging.getLogger("agentlite.agent")
+
+POLL_INTERVAL = 2.0
+TASK_CLOSE_DELAY = 10.0
+TOOL_INPUT_LIMIT = 500
+
+
+class Agent:
+    """An assistant with its own state; created by :class:`agentlite.AgentLite`, not directly."""
+
+    def __init__(self, platform: AgentLite, record: AgentRecord, *, channels: dict[str, ChannelFactory] | None = None,
+                 credentials: Callable[[], Any] | None = None) -> None:  # fmt: skip
+        self._platform = platform
+        self._record = record
+        self.id = record.agent_id
+        self.name = record.name
+        self.workdir = Path(record.workdir)
+        self.backend_revision = 0
+        self._hub = EventHub(self.id)
+        self._initial_channels = dict(channels or {})
+        self._credentials = credentials
+        self._started = False
+        self._stopping = False
+        self._store: AgentStore | None = None
+        self._groups: dict[str, RegisteredGroup] = {}
+        self._sessions: dict[str, str] = {}
+        self._last_timestamp = ""
+        self._cursors: dict[str, str] = {}
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._channels: Any = None
+        self._queue: Any = None
+        self._scheduler: Any = None
+        self._ipc: Any = None
+        self._actions_server: Any = None
+        from agentlite._actions import ActionRegistry
+
+        self._actions = ActionRegistry()
+        self._allowlist = SenderAllowlist.load(self.workdir / "sender-allowlist.json")
+
+    # -- plain properties ----------------------------------------------------------------------
+
+    @property
+    def assistant_name(self) -> str:
+        return self._record.assistant_name
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    @property
+    def store(self) -> AgentStore:
+        if self._store is None:
+            raise AgentliteError(f"agent `{self.name}` is not started")
+        return self._store
+
+    @property
+    def groups_dir(self) -> Path:
+        return self.workdir / "groups"
+
+    @property
+    def ipc_root(self) -> Path:
+        return self.workdir / "data" / "ipc"
+
+    # -- events --------------------------------------------------------------------------------
+
+    def on(self, name: str, callback: Callable[[AgentEvent], Any]) -> Callable[[], None]:
+        """Call ``callback(event)`` for each event ``name`` (``"*"``: all). Returns an unsubscriber."""
+        return self._hub.on(name, callback)
+
+    def events(self) -> AsyncIterator[AgentEvent]:
+        """Every event from now on: ``async for event in agent.events(): ...``."""
+        return self._hub.events()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the store, reap orphaned boxes, connect channels, and start the loops."""
+        if self._started:
+            raise AgentliteError(f"agent `{self.name}` already running")
+        from agentlite._actions import ActionsServer
+        from agentlite._ipc import IpcWatcher
+        from agentlite._queue import GroupQueue
+        from agentlite._scheduler import Scheduler
+        from agentlite.channels.base import ChannelManager
+
+        for sub in ("store", "groups", "data"):
+            (self.workdir / sub).mkdir(parents=True, exist_ok=True)
+        seed_memory(self.groups_dir, self.assistant_name)
+        self._sync_instructions()
+        # The startup sweep: boxes of this agent whose owner died (a crashed earlier run of us).
+        decisions = await cleanup_orphans(self._platform.runtime, self._platform.box_home, self.id)
+        if removed := [d.name for d in decisions if d.action == "remove"]:
+            log.info("agent=%s removed orphaned boxes %s", self.id, removed)
+        self._store = AgentStore(self.workdir / "store" / "messages.db")
+        self._last_timestamp = self.store.get_state("last_timestamp") or ""
+        cursors = self.store.get_json_state("last_agent_timestamp", {})
+        self._cursors = cursors if isinstance(cursors, dict) else {}
+        self._sessions = self.store.get_sessions(self._record.backend.type)
+        self._groups = self.store.get_registered_groups()
+        self._queue = GroupQueue(max_concurrent=self._platform.max_concurrent, ipc_root=self.ipc_root,
+                                 retry_base=self._platform.retry_base)  # fmt: skip
+        self._queue.set_process_messages(self._process_group)
+        self._channels = ChannelManager(self._channel_config())
+        self._stopping = False
+        self._started = True
+        for key, factory in self._initial_channels.items():
+            await self.add_channel(key, factory)
+        self._actions_server = ActionsServer(self._actions)
+        await self._actions_server.start(host="127.0.0.1", port=0)
+        self._scheduler = Scheduler(self.store, self._queue, self._run_task, self._hub.emit,
+                                    tz=self._platform.timezone, agent_id=self.id, groups=lambda: self._groups,
+                                    poll_interval=self._platform.scheduler_poll_interval)  # fmt: skip
+        await self._scheduler.start()
+        self._ipc = IpcWatcher(
+            self.ipc_root, lambda: self._groups, _IpcBridge(self), task_owner=self._task_owner
+        )
+        await self._ipc.start()
+        self._recover_pending()
+        self._loop_task = asyncio.create_task(self._message_loop(), name=f"agentlite-loop-{self.id}")
+        self._hub.emit("started")
+
+    async def stop(self) -> None:
+        """Stop the loops and disconnect; running boxes are detached and end by their own timeouts."""
+        if not self._started:
+            return
+        self._stopping = True
+        if self._ipc is not None:
+            await self._ipc.stop()
+        if self._scheduler is not None:
+            await self._scheduler.stop()
+        if self._actions_server is not None:
+            await self._actions_server.stop()
+        self._wake.set()
+        if self._loop_task is not None:
+            await self._loop_task
+        if self._queue is not None:
+            for jid in self._groups:
+                self._queue.close_stdin(jid)  # idle boxes end now instead of at their idle timeout
+            await self._queue.shutdown(10.0)
+        if self._channels is not None:
+            await self._channels.disconnect_all()
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        self._started = False
+        self._hub.emit("stopped")
+        self._hub.close()
+
+    # -- channels and groups ---------------------------------------------------------------------
+
+    def _channel_config(self) -> Any:
+        from agentlite.channels.base import ChannelConfig
+
+        return ChannelConfig(
+            on_message=self._on_message,
+            on_chat_metadata=self._on_chat_metadata,
+            registered_groups=lambda: dict(self._groups),
+        )
+
+    async def add_channel(self, key: str, factory: ChannelFactory) -> None:
+        """Connect a channel driver made by ``factory`` under ``key``."""
+        if not self._started:
+            self._initial_channels[key] = factory
+            return
+        await self._channels.add(key, factory)
+        self._hub.emit("channel.connected", key=key)
+
+    async def remove_channel(self, key: str) -> None:
+        await self._channels.remove(key)
+        self._hub.emit("channel.disconnected", key=key)
+
+    def register_group(self, jid: str, *, name: str, folder: str, trigger: str | None = None,
+                       requires_trigger: bool = True, is_main: bool = False,
+                       container_config: dict[str, Any] | None = None) -> RegisteredGroup:  # fmt: skip
+        """Register a chat as a group the agent answers in; its files live in ``groups/<folder>``."""
+        if not self._started:
+            raise AgentliteError("Call start() before register_group()")
+        check_group_folder(folder)
+        group = RegisteredGroup(jid=jid, name=name, folder=folder, trigger=trigger or f"@{self.assistant_name}",
+                                added_at=now_iso(), container_config=container_config,
+                                requires_trigger=requires_trigger, is_main=is_main)  # fmt: skip
+        self.store.register_group(group)
+        self._groups[jid] = group
+        (self.groups_dir / folder / "logs").mkdir(parents=True, exist_ok=True)
+        ensure_memory_alias(self.groups_dir / folder)
+        self._hub.emit("group.registered", jid=jid, name=name, folder=folder)
+        return group
+
+    def registered_groups(self) -> dict[str, RegisteredGroup]:
+        return dict(self._groups)
+
+    async def send_message(self, jid: str, text: str) -> None:
+        """Send ``text`` to a chat through the channel that owns it."""
+        if not await self._channels.send(jid, text):
+            return
+        self._hub.emit("message.out", jid=jid, text=strip_internal(text))
+
+    async def _on_message(self, chat_id: str, message: Message) -> None:
+        if chat_id in self._groups and not message.is_from_me:
+            rule = self._allowlist.rule(chat_id)
+            if rule.mode == "drop" and not rule.allows(message.sender):
+                if self._allowlist.log_denied:
+                    log.info("dropped message from %s in %s (sender allowlist)", message.sender, chat_id)
+                return
+        self.store.store_message(message)
+        self.store.store_chat_metadata(chat_id, message.timestamp)
+        self._hub.emit("message.in", jid=chat_id, sender=message.sender, text=message.content,
+                       timestamp=message.timestamp)  # fmt: skip
+        self._wake.set()
+
+    def _on_chat_metadata(self, chat_id: str, timestamp: str, name: str | None = None, channel: str | None = None,
+                          is_group: bool | None = None) -> None:  # fmt: skip
+        self.store.store_chat_metadata(chat_id, timestamp, name=name, channel=channel, is_group=is_group)
+        self._hub.emit("chat.metadata", jid=chat_id, name=name, channel=channel, is_group=is_group)
+
+    # -- backend -------------------------------------------------------------------------------
+
+    def get_backend(self) -> BackendConfig:
+        return self._record.backend.model_copy()
+
+    async def set_backend(self, backend: BackendConfig | dict[str, Any], *,
+                          context: Literal["handoff", "fresh"] = "handoff") -> dict[str, Any]:  # fmt: skip
+        """Switch backend for the next turn; a type change hands the group context over (or starts fresh)."""
+        try:
+            new = BackendConfig.model_validate(backend)
+        except ValueError as exc:
+            raise ConfigError(f"Invalid agent backend `{backend}`: {exc}") from None
+        old = self._record.backend
+        if (new.type, new.model, new.base_url) == (old.type, old.model, old.base_url):
+            return {"previous": old, "current": old, "applies": "nextTurn", "handoff": "notNeeded"}
+        self._record = self._platform.registry.update(self.name, backend=new)
+        handoff = "notNeeded"
+        if new.type != old.type:
+            self.backend_revision += 1
+            handoff = "skipped"
+            if self._started and self._groups:
+                for group in self._groups.values():
+                    self.store.delete_session(group.folder, new.type)
+                    self._sessions.pop(group.folder, None)
+                    if context == "handoff":
+                        self.store.set_handoff(group.folder, old.type, new.type)
+                handoff = "pending" if context == "handoff" else "skipped"
+            self._sessions = self.store.get_sessions(new.type) if self._started else {}
+        if self._started:
+            for jid in self._groups:
+                self._queue.close_stdin(jid)
+        self._hub.emit(
+            "backend.changed", previous=old.model_dump(), current=new.model_dump(), handoff=handoff
+        )
+        return {"previous": old, "current": new, "applies": "nextTurn", "handoff": handoff}
+
+    # -- customization -------------------------------------------------------------------------
+
+    def get_instructions(self) -> str | None:
+        return self._record.instructions
+
+    def set_instructions(self, text: str | None) -> None:
+        self._record = self._platform.registry.update(self.name, instructions=text or None)
+        self._sync_instructions()
+
+    def _sync_instructions(self) -> None:
+        agent_dir = self.workdir / "agent"
+        if self._record.instructions:
+            agent_dir.mkdir(parents=True, exist_ok=True)
+            (agent_dir / "CLAUDE.md").write_text(self._record.instructions)
+            ensure_memory_alias(agent_dir)
+        elif (agent_dir / "CLAUDE.md").exists():
+            (agent_dir / "CLAUDE.md").unlink()
+            (agent_dir / "AGENTS.md").unlink(missing_ok=True)
+
+    def get_mcp_servers(self) -> dict[str, dict[str, Any]]:
+        return dict(self._record.mcp_servers or {})
+
+    def set_mcp_servers(self, servers: dict[str, dict[str, Any]] | None) -> None:
+        for name, server in (servers or {}).items():
+            McpServer.model_validate({k: v for k, v in server.items() if k != "source"})
+            if name == "agentlite":
+                raise ConfigError("MCP server name `agentlite` is reserved")
+        self._record = self._platform.registry.update(self.name, mcp_servers=servers or None)
+
+    def action(self, name: str, handler: Callable[..., Any], *, description: str | None = None,
+               schema: Any = None) -> None:  # fmt: skip
+        """Register a custom action the agent can call from inside its box (``call_action``)."""
+        self._actions.register(name, handler, description=description, schema=schema)
+
+    # -- tasks ---------------------------------------------------------------------------------
+
+    def _need_scheduler(self) -> Any:
+        if self._scheduler is None:
+            raise AgentliteError(f"agent `{self.name}` is not started")
+        return self._scheduler
+
+    async def schedule_task(self, *, jid: str, prompt: str, schedule_type: str, schedule_value: str,
+                            context_mode: str = "isolated") -> Task:  # fmt: skip
+        group = self._groups.get(jid)
+        if group is None:
+            raise ConfigError(f"unknown group `{jid}`: register it before scheduling tasks for it")
+        return await self._need_scheduler().create_task(group_folder=group.folder, chat_id=jid, prompt=prompt,
+                                                        schedule_type=schedule_type, schedule_value=schedule_value,
+                                                        context_mode=context_mode)  # fmt: skip
+
+    def list_tasks(self, group_folder: str | None = None) -> list[Task]:
+        return self.store.list_tasks(group_folder)
+
+    def get_task(self, task_id: str) -> Any:
+        return self._need_scheduler().get_task(task_id)
+
+    async def update_task(self, task_id: str, **changes: Any) -> Task | None:
+        return await self._need_scheduler().update_task(task_id, **changes)
+
+    async def pause_task(self, task_id: str) -> Task | None:
+        return await self._need_scheduler().pause_task(task_id)
+
+    async def resume_task(self, task_id: str) -> Task | None:
+        return await self._need_scheduler().resume_task(task_id)
+
+    async def cancel_task(self, task_id: str) -> bool:
+        return await self._need_scheduler().cancel_task(task_id)
+
+    def _task_owner(self, task_id: str) -> str | None:
+        task = self.store.get_task(task_id)
+        return None if task is None else task.group_folder
+
+    # -- the message loop ------------------------------------------------------------------------
+
+    def _save_cursors(self) -> None:
+        self.store.set_json_state("last_agent_timestamp", self._cursors)
+
+    def _set_inflight(self, jid: str, previous_cursor: str | None) -> None:
+        inflight = self.store.get_json_state("inflight_cursors", {})
+        inflight = inflight if isinstance(inflight, dict) else {}
+        if previous_cursor is None:
+            inflight.pop(jid, None)
+        else:
+            inflight[jid] = previous_cursor
+        self.store.set_json_state("inflight_cursors", inflight)
+
+    def _recover_pending(self) -> None:
+        """At start: roll back runs a crash interrupted, then run every group with pending messages."""
+        inflight = self.store.get_json_state("inflight_cursors", {})
+        for jid, previous in (inflight if isinstance(inflight, dict) else {}).items():
+            if jid in self._groups and isinstance(previous, str):
+                log.info("run in %s was interrupted before it answered; its messages are pending again", jid)
+                self._cursors[jid] = previous
+        self._save_cursors()
+        self.store.set_json_state("inflight_cursors", {})
+        for jid in self._groups:
+            pending = self.store.get_messages_since(jid, self._cursors.get(jid, ""), self.assistant_name)
+            if pending:
+                log.info("recovering %d pending messages in %s", len(pending), jid)
+                self._queue.enqueue_message_check(jid)
+
+    async def _message_loop(self) -> None:
+        while not self._stopping:
+            try:
+                await self._poll_once()
+            except Exception:
+                log.exception("message loop iteration failed agent=%s", self.id)
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), POLL_INTERVAL)
+            except TimeoutError:
+                pass
+
+    async def _poll_once(self) -> None:
+        jids = list(self._groups)
+        if not jids:
+            return
+        messages, self._last_timestamp = self.store.get_new_messages(
+            jids, self._last_timestamp, self.assistant_name
+        )
+        self.store.set_state("last_timestamp", self._last_timestamp)
+        by_chat: dict[str, list[Message]] = {}
+        for message in messages:
+            by_chat.setdefault(message.chat_id, []).append(message)
+        for jid, batch in by_chat.items():
+            group = self._groups[jid]
+            if not self._channels.owner(jid):
+                continue
+            if self._needs_trigger(group) and not any(
+                is_trigger(m, self.assistant_name, self._allowlist) for m in batch
+            ):
+                continue  # stored; included as context the next time the agent is woken
+            pending = (
+                self.store.get_messages_since(jid, self._cursors.get(jid, ""), self.assistant_name) or batch
+            )
+            if self._queue.send_message(jid, format_messages(pending, self._platform.timezone)):
+                self._cursors[jid] = pending[-1].timestamp
+                self._save_cursors()
+                await self._channels.set_typing(jid, True)
+            else:
+                self._queue.enqueue_message_check(jid)
+
+    def _needs_trigger(self, group: RegisteredGroup) -> bool:
+        return not group.is_main and group.requires_trigger
+
+    async def _process_group(self, jid: str) -> bool:
+        """Run the agent on a group's pending messages; False asks the queue to retry later."""
+        group = self._groups.get(jid)
+        if group is None or not self._channels.owner(jid):
+            return True
+        previous = self._cursors.get(jid, "")
+        pending = self.store.get_messages_since(jid, previous, self.assistant_name)
+        if not pending:
+            return True
+        if self._needs_trigger(group) and not any(
+            is_trigger(m, self.assistant_name, self._allowlist) for m in pending
+        ):
+            return True
+        prompt = format_messages(pending, self._platform.timezone)
+        self._cursors[jid] = pending[-1].timestamp  # advance first: a retry must not answer twice
+        self._save_cursors()
+        # Better than the reference: if the host dies mid-run before anything was sent, the next
+        # start rolls this cursor back, so the messages are answered instead of lost.
+        self._set_inflight(jid, previous)
+        await self._channels.set_typing(jid, True)
+        sent = False
+
+        async def deliver(text: str) -> None:
+            nonlocal sent
+            if strip_internal(text):
+                await self.send_message(jid, text)
+                sent = True
+                self._set_inflight(jid, None)
+
+        try:
+            status = await self._run_turn(group, prompt, deliver)
+        finally:
+            await self._channels.set_typing(jid, False)
+        self._set_inflight(jid, None)
+        if status == "error" and not sent:
+            self._cursors[jid] = previous  # nothing reached the chat: let the retry see these messages
+            self._save_cursors()
+            return False
+        return True
+
+    # -- one turn ------------------------------------------------------------------------------
+
+    def _mcp_servers(self, group: RegisteredGroup, auth: Any) -> dict[str, McpServer]:
+        env = {
+            "AGENTLITE_CHAT_JID": group.jid,
+            "AGENTLITE_GROUP_FOLDER": group.folder,
+            "AGENTLITE_IS_MAIN": "1" if group.is_main else "0",
+            "AGENTLITE_IPC_DIR": "/workspace/ipc",
+        }
+        if auth is not None:
+            env |= {"AGENTLITE_ACTIONS_URL": auth.url, "AGENTLITE_ACTIONS_TOKEN": auth.token}
+        servers = {
+            "agentlite": McpServer(command=sys.executable, args=["-m", "agentlite.mcp_server"], env=env)
+        }
+        for name, server in self.get_mcp_servers().items():
+            servers[name] = McpServer.model_validate({k: v for k, v in server.items() if k != "source"})
+        return servers
+
+    async def _run_turn(self, group: RegisteredGroup, prompt: str, deliver: Callable[[str], Any], *,
+                        task: Task | None = None) -> str:  # fmt: skip
+        """One run of the group's box; returns ``"success"`` or ``"error"``."""
+        backend = self._record.backend.model_copy()
+        revision = self.backend_revision
+        use_session = task is None or task.context_mode == "group"
+        session_id = self._sessions.get(group.folder) if use_session else None
+        pending_handoff = self.store.get_handoff(group.folder) if use_session else None
+        if pending_handoff and pending_handoff.get("to_backend_type") == backend.type:
+            block = handoff_block(self.store, self.groups_dir / group.folder, group.jid,
+                                  pending_handoff["from_backend_type"], backend.type, self.assistant_name)  # fmt: skip
+            prompt = with_handoff(block, prompt, scheduled=task is not None)
+            session_id = None
+        else:
+            pending_handoff = None
+        self._write_snapshots(group)
+        auth = self._actions_server.mint_token(group.folder, group.is_main) if self._actions_server else None
+        run_input = RunnerInput(prompt=prompt, group_folder=group.folder, chat_id=group.jid, is_main=group.is_main,
+                                session_id=session_id, is_scheduled_task=task is not None,
+                                assistant_name=self.assistant_name, backend=backend,
+                                mcp_servers=self._mcp_servers(group, auth), actions_auth=auth)  # fmt: skip
+        errored = False
+
+        def keep_session(new_id: str | None) -> None:
+            if new_id and use_session and revision == self.backend_revision:
+                self._sessions[group.folder] = new_id
+                self.store.set_session(group.folder, backend.type, new_id)
+
+        async def on_event(event: Event) -> None:
+            nonlocal errored
+            if isinstance(event, StateEvent | ResultEvent | ErrorEvent):
+                keep_session(event.new_session_id)
+            if isinstance(event, StateEvent):
+                self._hub.emit("run.state", jid=group.jid, name=group.name, folder=group.folder, state=event.state,
+                               reason=event.reason, exit_code=event.exit_code)  # fmt: skip
+                if event.state == "idle":
+                    self._queue.notify_idle(group.jid)
+                    if task is not None:
+                        self._queue.schedule_close(group.jid, TASK_CLOSE_DELAY)
+            elif isinstance(event, ResultEvent):
+                if pending_handoff and revision == self.backend_revision:
+                    # The new backend answered with the handoff in hand and has its own session now.
+                    self.store.clear_handoff(group.folder)
+                if event.result:
+                    await deliver(event.result)
+            elif isinstance(event, ErrorEvent):
+                errored = True
+            elif isinstance(event, SdkMessageEvent):
+                self._emit_sdk(group, event)
+
+        extra = group_volumes(self.workdir, group.folder, is_main=group.is_main)
+        spec = BoxSpec(env=await self._credential_env(), volumes=extra)
+        self._queue.register_box(group.jid, group.folder, is_task=task is not None)
+        try:
+            outcome = await run_agent(
+                self._platform.runtime, self._platform.box_home, run_input,
+                workspace=self.groups_dir / group.folder, ipc_dir=self.ipc_root / group.folder,
+                agent_home=self.workdir / "data" / "sessions" / group.folder, on_event=on_event,
+                agent_id=self.id, group=group.folder, timeout=self._platform.box_timeout,
+                idle_timeout=self._platform.idle_timeout, spec=spec,
+            )  # fmt: skip
+        except Exception:
+            log.exception("run failed agent=%s group=%s", self.id, group.folder)
+            return "error"
+        finally:
+            if auth is not None:
+                self._actions_server.revoke_token(auth.token)
+        keep_session(outcome.session_id)
+        if outcome.status == "error" or errored:
+            return "error"
+        if pending_handoff and revision == self.backend_revision:
+            self.store.clear_handoff(group.folder)
+        return "success"
+
+    async def _credential_env(self) -> dict[str, str]:
+        if self._credentials is None:
+            return {}
+        values = self._credentials()
+        if asyncio.iscoroutine(values):
+            values = await values
+        return {str(k): str(v) for k, v in dict(values).items()}
+
+    def _emit_sdk(self, group: RegisteredGroup, event: SdkMessageEvent) -> None:
+        self._hub.emit("run.sdk_message", jid=group.jid, sdk_type=event.sdk_type, sdk_subtype=event.sdk_subtype,
+                       message=event.message)  # fmt: skip
+        message = event.message if isinstance(event.message, dict) else {}
+        if event.sdk_type == "assistant":
+            for block in (message.get("message") or {}).get("content") or []:
+                if (
+                    isinstance(block, dict)
+                    and block.get("type") == "tool_use"
+                    and block.get("name")
+                    and block.get("id")
+                ):
+                    import json
+
+                    self._hub.emit("run.tool", jid=group.jid, tool_name=block["name"], tool_use_id=block["id"],
+                                   input=json.dumps(block.get("input"))[:TOOL_INPUT_LIMIT])  # fmt: skip
+        elif event.sdk_type == "item.started" and event.sdk_subtype == "command_execution":
+            item = message.get("item") or {}
+            self._hub.emit("run.tool", jid=group.jid, tool_name="shell", tool_use_id=str(item.get("id")),
+                           input=str(item.get("command"))[:TOOL_INPUT_LIMIT])  # fmt: skip
+        elif event.sdk_type == "system" and event.sdk_subtype == "status" and message.get("status"):
+            self._hub.emit("run.status", jid=group.jid, status=message["status"])
+
+    def _write_snapshots(self, group: RegisteredGroup) -> None:
+        from agentlite._ipc import write_snapshots
+
+        registered = set(self._groups)
+        chats = [
+            {"jid": c["jid"], "name": c.get("name") or c["jid"], "last_activity": c.get("last_message_time"),
+             "is_registered": c["jid"] in registered}
+            for c in self.store.list_chats()
+            if c.get("is_group") and c["jid"] != "__group_sync__"
+        ]  # fmt: skip
+        write_snapshots(self.ipc_root, group.folder, group.is_main, self.store.list_tasks(), chats)
+
+    async def _run_task(self, task: Task) -> str | None:
+        """The scheduler's runner: one task run in the group's box; the result text, or raises."""
+        group = next((g for g in self._groups.values() if g.folder == task.group_folder), None)
+        if group is None:
+            raise AgentliteError(f"group `{task.group_folder}` not found")
+        results: list[str] = []
+
+        async def deliver(text: str) -> None:
+            results.append(text)
+            if strip_internal(text):
+                await self.send_message(group.jid, text)
+
+        status = await self._run_turn(group, task.prompt, deliver, task=task)
+        if status == "error":
+            raise AgentliteError("the task's run failed")
+        return results[-1] if results else None
+
+
+class _IpcBridge:
+    """What the box asks for over filesystem IPC, done by the agent (authorization is the watcher's)."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    async def send_message(self, chat_id: str, text: str, sender: str | None = None) -> None:
+        await self.agent.send_message(chat_id, text)
+
+    async def schedule_task(self, **fields: Any) -> None:
+        await self.agent.schedule_task(jid=fields["chat_id"], prompt=fields["prompt"],
+                                       schedule_type=fields["schedule_type"], schedule_value=fields["schedule_value"],
+                                       context_mode=fields.get("context_mode") or "isolated")  # fmt: skip
+
+    async def pause_task(self, task_id: str) -> None:
+        await self.agent.pause_task(task_id)
+
+    async def resume_task(self, task_id: str) -> None:
+        await self.agent.resume_task(task_id)
+
+    async def cancel_task(self, task_id: str) -> None:
+        await self.agent.cancel_task(task_id)
+
+    async def update_task(self, task_id: str, **changes: Any) -> None:
+        await self.agent.update_task(task_id, **changes)
+
+    async def register_group(self, jid: str, name: str, folder: str, trigger: str | None = None) -> None:
+        self.agent.register_group(jid, name=name, folder=folder, trigger=trigger)
+
+    async def refresh_groups(self) -> None:
+        return None
+
+
+__all__ = ["Agent", "MountAllowlist"]

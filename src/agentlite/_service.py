@@ -1,0 +1,173 @@
+"""``agentlite serve``: agents, channels, groups and backends from a TOML file, run until SIGTERM.
+
+Example ``agentlite.toml``::
+
+    workdir = "./agentlite-data"
+    timezone = "Europe/Berlin"
+    max_concurrent = 5
+
+    [[agents]]
+    name = "main"
+    assistant_name = "Andy"
+    backend = { type = "codex", model = "gpt-5" }
+
+    [[agents.channels]]
+    type = "telegram"
+    token_env = "TELEGRAM_BOT_TOKEN"
+
+    [[agents.groups]]
+    jid = "tg:123456"
+    name = "Me"
+    folder = "main"
+    is_main = true
+
+Environment overrides (the reference's variables): ``TZ``, ``MAX_CONCURRENT_CONTAINERS``,
+``CONTAINER_TIMEOUT`` and ``IDLE_TIMEOUT`` (milliseconds), ``AGENTLITE_RUNTIME``.
+A bad file is refused before anything starts, with one error naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from agentlite._errors import ConfigError
+from agentlite._protocol import BackendConfig
+
+log = logging.getLogger("agentlite.service")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ChannelConfig(_Strict):
+    type: Literal["telegram", "terminal", "jsonl"]
+    #: Telegram: the variable holding the bot token (never put the token itself in the file).
+    token_env: str | None = None
+    base_url: str | None = None
+
+
+class GroupConfig(_Strict):
+    jid: str
+    name: str
+    folder: str
+    trigger: str | None = None
+    is_main: bool = False
+    requires_trigger: bool = True
+
+
+class AgentConfig(_Strict):
+    name: str
+    assistant_name: str = "Andy"
+    backend: BackendConfig = BackendConfig(type="claude_code")
+    instructions: str | None = None
+    channels: list[ChannelConfig] = []
+    groups: list[GroupConfig] = []
+
+
+class ServiceConfig(_Strict):
+    workdir: str = "./agentlite-data"
+    timezone: str | None = None
+    runtime: Literal["auto", "boxlite", "sandbox"] | None = None
+    max_concurrent: int = Field(default=5, ge=1)
+    box_timeout: float = Field(default=1800.0, gt=0)
+    idle_timeout: float = Field(default=1800.0, gt=0)
+    agents: list[AgentConfig] = []
+
+
+_ENV_OVERRIDES = {
+    "TZ": ("timezone", str),
+    "MAX_CONCURRENT_CONTAINERS": ("max_concurrent", int),
+    "CONTAINER_TIMEOUT": ("box_timeout", lambda v: int(v) / 1000),
+    "IDLE_TIMEOUT": ("idle_timeout", lambda v: int(v) / 1000),
+    "AGENTLITE_RUNTIME": ("runtime", str),
+}
+
+
+def load_config(path: Path, env: dict[str, str] | None = None) -> ServiceConfig:
+    """Read and validate ``path`` plus environment overrides; :class:`ConfigError` names file and key."""
+    env = dict(os.environ) if env is None else env
+    try:
+        data: dict[str, Any] = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file `{path}` does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file `{path}` is not valid TOML: {exc}") from None
+    for var, (key, convert) in _ENV_OVERRIDES.items():
+        if env.get(var):
+            try:
+                data[key] = convert(env[var])
+            except ValueError:
+                raise ConfigError(f"environment variable `{var}` has a bad value `{env[var]}`") from None
+    try:
+        config = ServiceConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"]).lstrip(".")
+        raise ConfigError(f"config file `{path}`: `{where}`: {first['msg']}") from None
+    names = [a.name for a in config.agents]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"config file `{path}`: `agents`: agent names must be unique, got {names}")
+    base = path.parent
+    if not Path(config.workdir).is_absolute():
+        config.workdir = str((base / config.workdir).resolve())
+    return config
+
+
+def channel_factory(channel: ChannelConfig, assistant_name: str) -> Any:
+    if channel.type == "telegram":
+        from agentlite.channels.telegram import telegram
+
+        var = channel.token_env or "TELEGRAM_BOT_TOKEN"
+        token = os.environ.get(var)
+        if not token:
+            raise ConfigError(f"telegram channel: environment variable `{var}` (token_env) is not set")
+        return telegram(token, assistant_name=assistant_name, base_url=channel.base_url)
+    if channel.type == "terminal":
+        from agentlite.channels.terminal import TerminalChannel
+
+        return lambda config: TerminalChannel(config)
+    from agentlite.channels.jsonl import JsonlChannel
+
+    return lambda config: JsonlChannel(config)
+
+
+async def serve(config: ServiceConfig, *, stop: asyncio.Event | None = None) -> None:
+    """Start every configured agent and run until ``stop`` is set (or SIGTERM/SIGINT)."""
+    import agentlite
+
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    platform = await agentlite.create(workdir=config.workdir, timezone=config.timezone, runtime=config.runtime,
+                                      max_concurrent=config.max_concurrent, box_timeout=config.box_timeout,
+                                      idle_timeout=config.idle_timeout)  # fmt: skip
+    async with platform:
+        for spec in config.agents:
+            channels = {
+                f"{c.type}{i}": channel_factory(c, spec.assistant_name) for i, c in enumerate(spec.channels)
+            }
+            agent = await platform.get_or_create_agent(spec.name, assistant_name=spec.assistant_name,
+                                                       backend=spec.backend, channels=channels)  # fmt: skip
+            if spec.instructions is not None and spec.instructions != agent.get_instructions():
+                agent.set_instructions(spec.instructions)
+            if agent.get_backend() != spec.backend:
+                await agent.set_backend(spec.backend)
+            await agent.start()
+            known = agent.registered_groups()
+            for group in spec.groups:
+                if group.jid not in known:
+                    agent.register_group(group.jid, name=group.name, folder=group.folder, trigger=group.trigger,
+                                         is_main=group.is_main, requires_trigger=group.requires_trigger)  # fmt: skip
+            log.info("agent %s started (id %s, backend %s)", spec.name, agent.id, agent.get_backend().type)
+        await stop.wait()
+        log.info("shutting down")
