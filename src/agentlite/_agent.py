@@ -79,6 +79,8 @@ class Agent:
 
         self._actions = ActionRegistry()
         self._allowlist = SenderAllowlist.load(self.workdir / "sender-allowlist.json")
+        #: A model endpoint for this process only (never persisted): the CLI's offline demo model.
+        self.endpoint_override: str | None = None
 
     # -- plain properties ----------------------------------------------------------------------
 
@@ -499,6 +501,8 @@ class Agent:
                         task: Task | None = None) -> str:  # fmt: skip
         """One run of the group's box; returns ``"success"`` or ``"error"``."""
         backend = self._record.backend.model_copy()
+        if self.endpoint_override and backend.base_url is None:
+            backend.base_url = self.endpoint_override
         revision = self.backend_revision
         use_session = task is None or task.context_mode == "group"
         session_id = self._sessions.get(group.folder) if use_session else None

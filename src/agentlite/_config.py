@@ -10,6 +10,7 @@ from agentlite._errors import ConfigError
 ENV_HOME = "AGENTLITE_HOME"
 ENV_LOG_LEVEL = "AGENTLITE_LOG_LEVEL"
 ENV_DEBUG = "AGENTLITE_DEBUG"
+ENV_WORKDIR = "AGENTLITE_WORKDIR"
 
 
 def default_home() -> Path:
@@ -31,3 +32,10 @@ def resolve_home(home: Path | str | None = None) -> Path:
     if not os.access(path, os.W_OK | os.X_OK):
         raise ConfigError(f"home `{path}` is not writable")
     return path
+
+
+def default_workdir() -> Path:
+    """The platform's work folder: ``$AGENTLITE_WORKDIR``, else ``<default home>/platform``."""
+    if env := os.environ.get(ENV_WORKDIR):
+        return Path(env)
+    return default_home() / "platform"

@@ -2,7 +2,7 @@
 
 Example ``agentlite.toml``::
 
-    workdir = "./agentlite-data"
+    workdir = "./agentlite-data"        # relative to this file
     timezone = "Europe/Berlin"
     max_concurrent = 5
 
@@ -74,7 +74,9 @@ class AgentConfig(_Strict):
 
 
 class ServiceConfig(_Strict):
-    workdir: str = "./agentlite-data"
+    #: Relative paths are taken from the config file's folder; unset means $AGENTLITE_WORKDIR or
+    #: ~/.local/share/agentlite/platform, the folder the other CLI commands use.
+    workdir: str | None = None
     timezone: str | None = None
     runtime: Literal["auto", "boxlite", "sandbox"] | None = None
     max_concurrent: int = Field(default=5, ge=1)
@@ -116,9 +118,12 @@ def load_config(path: Path, env: dict[str, str] | None = None) -> ServiceConfig:
     names = [a.name for a in config.agents]
     if len(set(names)) != len(names):
         raise ConfigError(f"config file `{path}`: `agents`: agent names must be unique, got {names}")
-    base = path.parent
-    if not Path(config.workdir).is_absolute():
-        config.workdir = str((base / config.workdir).resolve())
+    if config.workdir is None:
+        from agentlite._config import default_workdir
+
+        config.workdir = str(default_workdir())
+    elif not Path(config.workdir).is_absolute():
+        config.workdir = str((path.parent / config.workdir).resolve())
     return config
 
 
@@ -134,7 +139,7 @@ def channel_factory(channel: ChannelConfig, assistant_name: str) -> Any:
     if channel.type == "terminal":
         from agentlite.channels.terminal import TerminalChannel
 
-        return lambda config: TerminalChannel(config)
+        return lambda config: TerminalChannel(config, assistant_name=assistant_name)
     from agentlite.channels.jsonl import JsonlChannel
 
     return lambda config: JsonlChannel(config)

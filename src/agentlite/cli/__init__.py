@@ -8,11 +8,14 @@ from typing import Annotated
 import typer
 
 from agentlite._logging import configure_logging
+from agentlite.cli import agents as agents_cli, tasks as tasks_cli
 from agentlite.cli.boxes import boxes, cleanup
+from agentlite.cli.chat import chat_command
 from agentlite.cli.doctor import doctor
 from agentlite.cli.exec import exec_command
 from agentlite.cli.host import host_command
 from agentlite.cli.run import run_command
+from agentlite.cli.serve import serve_command
 
 app = typer.Typer(
     name="agentlite",
@@ -46,6 +49,10 @@ app.command("boxes")(boxes)
 app.command("cleanup")(cleanup)
 app.command("run")(run_command)
 app.command("host")(host_command)
+app.command("serve")(serve_command)
+app.command("chat")(chat_command)
+app.add_typer(agents_cli.app, name="agents")
+app.add_typer(tasks_cli.app, name="tasks")
 
 
 def main() -> None:
