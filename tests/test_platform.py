@@ -428,3 +428,24 @@ async def test_sigkill_mid_run_then_restart_recovers_the_message_and_reaps_the_b
 
     assert [b.name for b in await SandboxRuntime(workdir / ".boxlite").list()] == []  # the orphan was reaped
     assert RecordStore(workdir / ".boxlite").record_names() == []
+
+
+async def test_telegram_message_gets_the_agents_reply(platform: agentlite.AgentLite, model: ModelServer) -> None:
+    """The whole path through a real Telegram library against a fake Bot API server on 127.0.0.1."""
+    from agentlite.channels.telegram import telegram
+    from tests.fake_telegram import FakeTelegram
+
+    async with FakeTelegram() as fake:
+        agent = await platform.get_or_create_agent(
+            "tg", backend=codex(model), channels={"telegram": telegram(fake.token, assistant_name="Andy",
+                                                                       base_url=fake.base_url, poll_timeout=1)}
+        )  # fmt: skip
+        await agent.start()
+        agent.register_group("tg:777", name="group", folder="tgroup", requires_trigger=True)
+        fake.inject_message(777, "@Andy are you there?", chat_type="group", title="Team")
+        sent = await fake.wait_for("sendMessage", 1, timeout=60)
+        assert (sent[0]["chat_id"], sent[0]["text"]) in ((777, "hi from the offline model"),
+                                                         ("777", "hi from the offline model"))  # fmt: skip
+        stored = agent.store.get_messages_since("tg:777", "", "Andy")
+        assert stored[0].content == "@Andy are you there?" and stored[0].sender_name == "Alice"
+        await agent.stop()
