@@ -132,6 +132,7 @@ class Agent:
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
         seed_memory(self.groups_dir, self.assistant_name)
         self._sync_instructions()
+        self._sync_skills()
         # The startup sweep: boxes of this agent whose owner died (a crashed earlier run of us).
         decisions = await cleanup_orphans(self._platform.runtime, self._platform.box_home, self.id)
         if removed := [d.name for d in decisions if d.action == "remove"]:
@@ -312,6 +313,36 @@ class Agent:
         elif (agent_dir / "CLAUDE.md").exists():
             (agent_dir / "CLAUDE.md").unlink()
             (agent_dir / "AGENTS.md").unlink(missing_ok=True)
+
+    def get_skills(self) -> list[str]:
+        return list(self._record.skills or [])
+
+    def set_skills(self, paths: list[str | Path] | None) -> None:
+        """Skill folders (each with a ``SKILL.md``), copied into ``agent/skills/`` for every box."""
+        resolved = [str(_check_skill(Path(p))) for p in paths or []]
+        self._record = self._platform.registry.update(self.name, skills=resolved or None)
+        self._sync_skills()
+
+    def add_skill(self, path: str | Path) -> None:
+        skill = str(_check_skill(Path(path)))
+        if skill not in self.get_skills():
+            self.set_skills([*self.get_skills(), skill])
+
+    def remove_skill(self, name: str) -> None:
+        self.set_skills([p for p in self.get_skills() if Path(p).name != name])
+
+    def _sync_skills(self) -> None:
+        import shutil
+
+        target = self.workdir / "agent" / "skills"
+        wanted = {Path(p).name: Path(p) for p in self.get_skills()}
+        if target.is_dir():
+            for stale in target.iterdir():
+                if stale.name not in wanted:
+                    shutil.rmtree(stale, ignore_errors=True)
+        for name, source in wanted.items():
+            if source.is_dir():
+                shutil.copytree(source, target / name, dirs_exist_ok=True)
 
     def get_mcp_servers(self) -> dict[str, dict[str, Any]]:
         return dict(self._record.mcp_servers or {})
@@ -549,7 +580,9 @@ class Agent:
             elif isinstance(event, SdkMessageEvent):
                 self._emit_sdk(group, event)
 
-        extra = group_volumes(self.workdir, group.folder, is_main=group.is_main)
+        extra = group_volumes(
+            self.workdir, group.folder, is_main=group.is_main, extra=self._extra_mounts(group)
+        )
         spec = BoxSpec(env=await self._credential_env(), volumes=extra)
         self._queue.register_box(group.jid, group.folder, is_task=task is not None)
         try:
@@ -572,6 +605,25 @@ class Agent:
         if pending_handoff and revision == self.backend_revision:
             self.store.clear_handoff(group.folder)
         return "success"
+
+    def _extra_mounts(self, group: RegisteredGroup) -> list[Any]:
+        """The group's additional mounts that the agent's allowlist permits; the rest are logged."""
+        from agentlite._mounts import ExtraMount, check_extra_mount
+
+        allowlist = (
+            MountAllowlist.model_validate(self._record.mount_allowlist)
+            if self._record.mount_allowlist
+            else None
+        )
+        volumes = []
+        for raw in (group.container_config or {}).get("additional_mounts", []):
+            try:
+                volumes.append(
+                    check_extra_mount(ExtraMount.model_validate(raw), allowlist, is_main=group.is_main)
+                )
+            except (ConfigError, ValueError) as exc:
+                log.warning("group %s: %s", group.folder, exc)
+        return volumes
 
     async def _credential_env(self) -> dict[str, str]:
         if self._credentials is None:
@@ -632,6 +684,15 @@ class Agent:
         if status == "error":
             raise AgentliteError("the task's run failed")
         return results[-1] if results else None
+
+
+def _check_skill(path: Path) -> Path:
+    path = path.expanduser().resolve()
+    if not path.is_dir():
+        raise ConfigError(f"Skill source `{path}` is not a directory")
+    if not (path / "SKILL.md").is_file():
+        raise ConfigError(f"Skill directory `{path}` is missing SKILL.md")
+    return path
 
 
 class _IpcBridge:
