@@ -430,10 +430,13 @@ async def test_sigkill_mid_run_then_restart_recovers_the_message_and_reaps_the_b
     assert RecordStore(workdir / ".boxlite").record_names() == []
 
 
-async def test_telegram_message_gets_the_agents_reply(platform: agentlite.AgentLite, model: ModelServer) -> None:
+async def test_telegram_message_gets_the_agents_reply(
+    platform: agentlite.AgentLite, model: ModelServer
+) -> None:
     """The whole path through a real Telegram library against a fake Bot API server on 127.0.0.1."""
-    from agentlite.channels.telegram import telegram
     from tests.fake_telegram import FakeTelegram
+
+    from agentlite.channels.telegram import telegram
 
     async with FakeTelegram() as fake:
         agent = await platform.get_or_create_agent(
