@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from agentlite.chaos import host_argv
 from agentlite.runtime.probe import sandbox_checks
 from agentlite.runtime.sandbox import SandboxRuntime
 
@@ -57,26 +57,15 @@ class HostProcess:
         fail_remove: bool = False,
         cleanup_first: bool = True,
     ) -> None:
-        argv = [
-            sys.executable,
-            "-m",
-            "agentlite.chaos",
-            "host",
-            "--home",
-            str(home),
-            "--agent",
+        argv = host_argv(
+            home,
             agent,
-            "--group",
-            group,
-            "--hold",
-            str(hold),
-        ]
-        if pause_at:
-            argv += ["--pause-at", pause_at]
-        if fail_remove:
-            argv.append("--fail-remove")
-        if cleanup_first:
-            argv.append("--cleanup-first")
+            group=group,
+            hold=hold,
+            pause_at=pause_at,
+            fail_remove=fail_remove,
+            cleanup_first=cleanup_first,
+        )
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.events: list[dict[str, Any]] = []
 

@@ -109,6 +109,28 @@ async def _host(args: argparse.Namespace) -> int:
 # -- the harness ----------------------------------------------------------------------------------
 
 
+def host_argv(
+    home: Path,
+    agent: str,
+    *,
+    group: str = "main",
+    hold: float = 2.0,
+    pause_at: str | None = None,
+    fail_remove: bool = False,
+    cleanup_first: bool = True,
+) -> list[str]:
+    """The command line of one host process (``python -m agentlite.chaos host ...``)."""
+    argv = [sys.executable, "-m", "agentlite.chaos", "host", "--home", str(home), "--agent", agent]
+    argv += ["--group", group, "--hold", str(hold)]
+    if pause_at:
+        argv += ["--pause-at", pause_at]
+    if fail_remove:
+        argv.append("--fail-remove")
+    if cleanup_first:
+        argv.append("--cleanup-first")
+    return argv
+
+
 class _Host:
     def __init__(
         self,
@@ -121,26 +143,15 @@ class _Host:
         hold: float,
         cleanup_first: bool = True,
     ) -> None:
-        argv = [
-            sys.executable,
-            "-m",
-            "agentlite.chaos",
-            "host",
-            "--home",
-            str(home),
-            "--agent",
+        argv = host_argv(
+            home,
             agent,
-            "--group",
-            f"g{index}",
-            "--hold",
-            str(hold),
-        ]
-        if pause_at:
-            argv += ["--pause-at", pause_at]
-        if fail_remove:
-            argv.append("--fail-remove")
-        if cleanup_first:
-            argv.append("--cleanup-first")
+            group=f"g{index}",
+            hold=hold,
+            pause_at=pause_at,
+            fail_remove=fail_remove,
+            cleanup_first=cleanup_first,
+        )
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self.events: list[dict[str, Any]] = []
         self.box: str | None = None

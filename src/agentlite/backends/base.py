@@ -8,10 +8,12 @@ runner turns that into one ``error`` event.
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
@@ -121,6 +123,21 @@ def _toml_string(value: str) -> str:
     import json
 
     return json.dumps(value)  # a JSON string is a valid TOML basic string
+
+
+async def json_lines(stream: Any, label: str) -> AsyncIterator[dict[str, Any]]:
+    """The JSON objects a CLI prints one per line; blank and unparsable lines are skipped (logged)."""
+    async for raw in stream:
+        line = raw.decode(errors="replace").strip()
+        if not line:
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError:
+            print(f"[agent-runner] Failed to parse {label} JSON line: {line[:200]}", file=sys.stderr)
+            continue
+        if isinstance(event, dict):
+            yield event
 
 
 def tail(text: str, limit: int = 500) -> str:

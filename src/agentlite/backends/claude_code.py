@@ -11,10 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 
 from agentlite._protocol import ResultEvent, SdkMessageEvent, StateEvent, UsageEvent
-from agentlite.backends.base import BackendContext, TurnFailed, tail
+from agentlite.backends.base import BackendContext, TurnFailed, json_lines, tail
 
 
 class ClaudeCodeBackend:
@@ -66,15 +65,7 @@ class ClaudeCodeBackend:
         message = {"type": "user", "message": {"role": "user", "content": prompt}}
         proc.stdin.write((json.dumps(message) + "\n").encode())
         await proc.stdin.drain()
-        async for raw in proc.stdout:
-            line = raw.decode(errors="replace").strip()
-            if not line:
-                continue
-            try:
-                event = json.loads(line)
-            except ValueError:
-                print(f"[agent-runner] Failed to parse Claude JSON line: {line[:200]}", file=sys.stderr)
-                continue
+        async for event in json_lines(proc.stdout, "Claude"):
             kind = str(event.get("type", ""))
             subtype = event.get("subtype") if kind == "system" else None
             emit(SdkMessageEvent(sdk_type=kind, sdk_subtype=subtype, message=event))

@@ -8,12 +8,10 @@ result at all.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import sys
 
 from agentlite._protocol import ResultEvent, SdkMessageEvent, StateEvent, UsageEvent
-from agentlite.backends.base import BackendContext, TurnFailed, tail
+from agentlite.backends.base import BackendContext, TurnFailed, json_lines, tail
 
 
 def codex_args(model: str | None, session_id: str | None) -> list[str]:
@@ -50,15 +48,7 @@ class CodexBackend:
         stderr_task = asyncio.create_task(proc.stderr.read())
         latest_text: str | None = None
         failure: str | None = None
-        async for raw in proc.stdout:
-            line = raw.decode(errors="replace").strip()
-            if not line:
-                continue
-            try:
-                event = json.loads(line)
-            except ValueError:
-                print(f"[agent-runner] Failed to parse Codex JSON line: {line[:200]}", file=sys.stderr)
-                continue
+        async for event in json_lines(proc.stdout, "Codex"):
             kind = str(event.get("type", ""))
             item = event.get("item") if isinstance(event.get("item"), dict) else {}
             if kind == "thread.started" and isinstance(event.get("thread_id"), str):
