@@ -452,3 +452,22 @@ async def test_telegram_message_gets_the_agents_reply(
         stored = agent.store.get_messages_since("tg:777", "", "Andy")
         assert stored[0].content == "@Andy are you there?" and stored[0].sender_name == "Alice"
         await agent.stop()
+
+
+async def test_an_old_backend_turn_does_not_repopulate_sessions_after_a_switch(platform: agentlite.AgentLite,
+                                                                               model: ModelServer) -> None:  # fmt: skip
+    agent, channel = await started(platform, model)
+    agent.register_group("t:main", name="main", folder="main", is_main=True)
+    model.delay = 2.0
+    states: list[str] = []
+    agent.on("run.state", lambda e: states.append(e.data["state"]))
+    await channel.say("t:main", "a slow question")
+    deadline = time.monotonic() + 30
+    while "active" not in states and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    await agent.set_backend({"type": "claude_code", "base_url": model.anthropic_base_url}, context="fresh")
+    await channel.wait_sent(1)  # the codex turn still answers...
+    await asyncio.sleep(0.5)
+    assert agent.store.get_session("main", "codex") is None  # ...but its session is not saved
+    assert agent._sessions.get("main") is None
+    await agent.stop()
