@@ -178,3 +178,53 @@ async def test_instructions_skills_and_mcp_servers_persist(tmp_path: Path) -> No
         assert agent.get_mcp_servers() == {"notes": {"command": "notes-mcp", "args": ["--stdio"]}}
         agent.remove_skill("review")
         assert agent.get_skills() == [] and not (agent.workdir / "agent" / "skills" / "review").exists()
+
+
+async def test_messages_sharing_a_millisecond_are_all_answered(tmp_path: Path) -> None:
+    """Regression: timestamps have millisecond resolution; a message stored after a poll in the same
+    millisecond as the cursor used to be skipped for good."""
+    import agentlite
+    from agentlite.channels.base import ChannelConfig
+
+    answered: list[str] = []
+
+    class Quiet:
+        name, is_connected = "q", True
+
+        def __init__(self, config: ChannelConfig) -> None:
+            self.config = config
+
+        async def connect(self) -> None: ...
+        async def disconnect(self) -> None: ...
+        async def set_typing(self, chat_id: str, on: bool) -> None: ...
+        async def send_message(self, chat_id: str, text: str) -> None: ...
+
+        def owns_chat(self, chat_id: str) -> bool:
+            return True
+
+    holder: dict[str, Quiet] = {}
+    async with await agentlite.create(workdir=tmp_path / "data", runtime="sandbox") as platform:
+        agent = await platform.create_agent("a", backend={"type": "codex"},
+                                            channels={"q": lambda c: holder.setdefault("q", Quiet(c))})  # fmt: skip
+
+        async def trivial_turn(group, prompt, deliver, *, task=None):  # type: ignore[no-untyped-def]
+            import re
+
+            answered.extend(re.findall(r">(text\d+)</message>", prompt))
+            return "success"
+
+        agent._run_turn = trivial_turn  # type: ignore[method-assign]
+        await agent.start()
+        for n in range(4):
+            agent.register_group(f"c{n}", name=f"g{n}", folder=f"g{n}", is_main=True)
+        same = "2026-11-25T10:00:00.000Z"
+        for n in range(20):
+            message = Message(id=f"m{n}", chat_id=f"c{n % 4}", sender="u", sender_name="U", content=f"text{n}",
+                              timestamp=same)  # fmt: skip
+            await holder["q"].config.deliver(message.chat_id, message)
+            await asyncio.sleep(0.05)  # let the loop poll between messages of the same millisecond
+        deadline = asyncio.get_running_loop().time() + 20
+        while len(set(answered)) < 20 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.1)
+        await agent.stop()
+    assert sorted(set(answered)) == sorted(f"text{n}" for n in range(20))

@@ -9,9 +9,11 @@ the run fails having sent nothing, so the queue's retry sees the messages again.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -68,6 +70,12 @@ class Agent:
         self._sessions: dict[str, str] = {}
         self._last_timestamp = ""
         self._cursors: dict[str, str] = {}
+        # Ids of the handled messages that carry the cursor's own timestamp: timestamps have
+        # millisecond resolution, so a later message can share one and must not be skipped.
+        self._cursor_ids: dict[str, frozenset[str]] = {}
+        self._last_ids: frozenset[str] = frozenset()
+        self._inflight: dict[str, dict[str, Any]] = {}
+        self._snapshots: dict[str, str] = {}
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._channels: Any = None
@@ -141,6 +149,12 @@ class Agent:
         self._last_timestamp = self.store.get_state("last_timestamp") or ""
         cursors = self.store.get_json_state("last_agent_timestamp", {})
         self._cursors = cursors if isinstance(cursors, dict) else {}
+        ids = self.store.get_json_state("last_agent_ids", {})
+        self._cursor_ids = (
+            {k: frozenset(v) for k, v in ids.items() if isinstance(v, list)} if isinstance(ids, dict) else {}
+        )
+        last_ids = self.store.get_json_state("last_timestamp_ids", [])
+        self._last_ids = frozenset(last_ids) if isinstance(last_ids, list) else frozenset()
         self._sessions = self.store.get_sessions(self._record.backend.type)
         self._groups = self.store.get_registered_groups()
         self._queue = GroupQueue(max_concurrent=self._platform.max_concurrent, ipc_root=self.ipc_root,
@@ -401,25 +415,41 @@ class Agent:
 
     def _save_cursors(self) -> None:
         self.store.set_json_state("last_agent_timestamp", self._cursors)
+        self.store.set_json_state(
+            "last_agent_ids", {jid: sorted(ids) for jid, ids in self._cursor_ids.items()}
+        )
 
-    def _set_inflight(self, jid: str, previous_cursor: str | None) -> None:
-        inflight = self.store.get_json_state("inflight_cursors", {})
-        inflight = inflight if isinstance(inflight, dict) else {}
+    def _pending(self, jid: str) -> list[Message]:
+        """The group's messages after its cursor, including ones stored later in the same millisecond."""
+        cursor = self._cursors.get(jid, "")
+        fetched = self.store.get_messages_since(jid, _step_back(cursor), self.assistant_name)
+        return _unseen(fetched, cursor, self._cursor_ids.get(jid, frozenset()))
+
+    def _move_cursor(self, jid: str, handled: list[Message]) -> None:
+        cursor, ids = self._cursors.get(jid, ""), self._cursor_ids.get(jid, frozenset())
+        self._cursors[jid], self._cursor_ids[jid] = _advance(handled, cursor, ids)
+        self._save_cursors()
+
+    def _set_inflight(self, jid: str, previous_cursor: dict[str, Any] | None) -> None:
+        if self._inflight.get(jid) == previous_cursor:
+            return
         if previous_cursor is None:
-            inflight.pop(jid, None)
+            self._inflight.pop(jid, None)
         else:
-            inflight[jid] = previous_cursor
-        self.store.set_json_state("inflight_cursors", inflight)
+            self._inflight[jid] = previous_cursor
+        self.store.set_json_state("inflight_cursors", self._inflight)
 
     def _recover_pending(self) -> None:
         """At start: roll back runs a crash interrupted, then run every group with pending messages."""
         inflight = self.store.get_json_state("inflight_cursors", {})
         for jid, previous in (inflight if isinstance(inflight, dict) else {}).items():
-            if jid in self._groups and isinstance(previous, str):
+            if jid in self._groups and isinstance(previous, dict) and isinstance(previous.get("cursor"), str):
                 log.info("run in %s was interrupted before it answered; its messages are pending again", jid)
-                self._cursors[jid] = previous
+                self._cursors[jid] = previous["cursor"]
+                self._cursor_ids[jid] = frozenset(previous.get("ids") or [])
         self._save_cursors()
         self.store.set_json_state("inflight_cursors", {})
+        self._inflight = {}
         for jid in self._groups:
             pending = self.store.get_messages_since(jid, self._cursors.get(jid, ""), self.assistant_name)
             if pending:
@@ -442,10 +472,15 @@ class Agent:
         jids = list(self._groups)
         if not jids:
             return
-        messages, self._last_timestamp = self.store.get_new_messages(
-            jids, self._last_timestamp, self.assistant_name
-        )
-        self.store.set_state("last_timestamp", self._last_timestamp)
+        fetched, _ = self.store.get_new_messages(jids, _step_back(self._last_timestamp), self.assistant_name)
+        messages = _unseen(fetched, self._last_timestamp, self._last_ids)
+        if not messages:
+            return
+        previous = self._last_timestamp
+        self._last_timestamp, self._last_ids = _advance(messages, self._last_timestamp, self._last_ids)
+        if self._last_timestamp != previous:
+            self.store.set_state("last_timestamp", self._last_timestamp)
+        self.store.set_json_state("last_timestamp_ids", sorted(self._last_ids))
         by_chat: dict[str, list[Message]] = {}
         for message in messages:
             by_chat.setdefault(message.chat_id, []).append(message)
@@ -457,12 +492,12 @@ class Agent:
                 is_trigger(m, self.assistant_name, self._allowlist) for m in batch
             ):
                 continue  # stored; included as context the next time the agent is woken
-            pending = (
-                self.store.get_messages_since(jid, self._cursors.get(jid, ""), self.assistant_name) or batch
-            )
+            if not self._queue.is_active(jid):
+                self._queue.enqueue_message_check(jid)  # the group run reads and formats them itself
+                continue
+            pending = self._pending(jid) or batch
             if self._queue.send_message(jid, format_messages(pending, self._platform.timezone)):
-                self._cursors[jid] = pending[-1].timestamp
-                self._save_cursors()
+                self._move_cursor(jid, pending)
                 await self._channels.set_typing(jid, True)
             else:
                 self._queue.enqueue_message_check(jid)
@@ -476,7 +511,8 @@ class Agent:
         if group is None or not self._channels.owner(jid):
             return True
         previous = self._cursors.get(jid, "")
-        pending = self.store.get_messages_since(jid, previous, self.assistant_name)
+        previous_ids = self._cursor_ids.get(jid, frozenset())
+        pending = self._pending(jid)
         if not pending:
             return True
         if self._needs_trigger(group) and not any(
@@ -484,11 +520,10 @@ class Agent:
         ):
             return True
         prompt = format_messages(pending, self._platform.timezone)
-        self._cursors[jid] = pending[-1].timestamp  # advance first: a retry must not answer twice
-        self._save_cursors()
+        self._move_cursor(jid, pending)  # advance first: a retry must not answer twice
         # Better than the reference: if the host dies mid-run before anything was sent, the next
         # start rolls this cursor back, so the messages are answered instead of lost.
-        self._set_inflight(jid, previous)
+        self._set_inflight(jid, {"cursor": previous, "ids": sorted(previous_ids)})
         await self._channels.set_typing(jid, True)
         sent = False
 
@@ -505,7 +540,8 @@ class Agent:
             await self._channels.set_typing(jid, False)
         self._set_inflight(jid, None)
         if status == "error" and not sent:
-            self._cursors[jid] = previous  # nothing reached the chat: let the retry see these messages
+            # Nothing reached the chat: let the retry see these messages.
+            self._cursors[jid], self._cursor_ids[jid] = previous, previous_ids
             self._save_cursors()
             return False
         return True
@@ -666,7 +702,15 @@ class Agent:
             for c in self.store.list_chats()
             if c.get("is_group") and c["jid"] != "__group_sync__"
         ]  # fmt: skip
-        write_snapshots(self.ipc_root, group.folder, group.is_main, self.store.list_tasks(), chats)
+        tasks = self.store.list_tasks()
+        key = json.dumps([[t.model_dump() for t in tasks], chats, group.is_main], sort_keys=True, default=str)
+        if (
+            self._snapshots.get(group.folder) == key
+            and (self.ipc_root / group.folder / "current_tasks.json").exists()
+        ):
+            return  # unchanged since the last run of this group
+        write_snapshots(self.ipc_root, group.folder, group.is_main, tasks, chats)
+        self._snapshots[group.folder] = key
 
     async def _run_task(self, task: Task) -> str | None:
         """The scheduler's runner: one task run in the group's box; the result text, or raises."""
@@ -684,6 +728,24 @@ class Agent:
         if status == "error":
             raise AgentliteError("the task's run failed")
         return results[-1] if results else None
+
+
+def _step_back(timestamp: str) -> str:
+    """One millisecond before ``timestamp`` (``""`` stays ``""``), to query a cursor inclusively."""
+    if not timestamp:
+        return ""
+    moment = datetime.fromisoformat(timestamp.replace("Z", "+00:00")) - timedelta(milliseconds=1)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _unseen(messages: list[Message], cursor: str, seen: frozenset[str]) -> list[Message]:
+    return [m for m in messages if m.timestamp > cursor or (m.timestamp == cursor and m.id not in seen)]
+
+
+def _advance(handled: list[Message], cursor: str, seen: frozenset[str]) -> tuple[str, frozenset[str]]:
+    newest = max((m.timestamp for m in handled), default=cursor)
+    at_newest = frozenset(m.id for m in handled if m.timestamp == newest)
+    return (newest, seen | at_newest) if newest == cursor else (newest, at_newest)
 
 
 def _check_skill(path: Path) -> Path:

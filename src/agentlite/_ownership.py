@@ -8,6 +8,10 @@ before it creates the box, refreshes it every 5 s while the box lives, and delet
 teardown path. ``boot_id`` is ``"<pid>:<process start ms>"`` (a reused pid has another start time);
 ``machine_boot_id`` is the kernel's boot id, so a record from before a reboot is never live.
 
+Records are not fsynced: they only mean something within one machine boot (a record from an earlier
+boot is dead by its ``machine_boot_id``), and the page cache survives any process crash; the rename
+alone keeps readers from ever seeing a partial file.
+
 Each host process also holds an exclusive ``flock`` on its own lease file for its whole life. The
 kernel drops the lock however the process dies, so "is the lease still locked?" answers "is the
 owner alive?" without clocks or pid arithmetic. Records without a lease fall back to the original
@@ -342,7 +346,7 @@ class HostOwnership:
         with self._lock:
             if box_name in self._records:
                 return
-            create_atomic(self.store.path(box_name), _dump(record))
+            create_atomic(self.store.path(box_name), _dump(record), fsync=False)
             self._records[box_name] = record
         self._start_heartbeat()
 
@@ -365,7 +369,7 @@ class HostOwnership:
                     continue
                 fresh = record.model_copy(update={"updated_at": _now_iso()})
                 try:
-                    write_atomic(self.store.path(name), _dump(fresh))
+                    write_atomic(self.store.path(name), _dump(fresh), fsync=False)
                     self._records[name] = fresh
                 except OSError as exc:
                     log.warning("heartbeat write failed box=%s error=%s", name, exc)
