@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v bwrap >/dev/null 2>&1 || need_apt+=(bubblewrap)
 command -v nsenter >/dev/null 2>&1 || need_apt+=(util-linux)
+command -v mmdebstrap >/dev/null 2>&1 || need_apt+=(mmdebstrap)
 command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from agentlite._logging import configure_logging
-from agentlite.cli import agents as agents_cli, tasks as tasks_cli
+from agentlite.cli import agents as agents_cli, image as image_cli, tasks as tasks_cli
 from agentlite.cli.boxes import boxes, cleanup
 from agentlite.cli.chat import chat_command
 from agentlite.cli.doctor import doctor
@@ -53,6 +53,7 @@ app.command("serve")(serve_command)
 app.command("chat")(chat_command)
 app.add_typer(agents_cli.app, name="agents")
 app.add_typer(tasks_cli.app, name="tasks")
+app.add_typer(image_cli.app, name="image")
 
 
 def main() -> None:

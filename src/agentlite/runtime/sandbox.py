@@ -12,6 +12,11 @@ kernel tears down a pid namespace with its pid 1.
 
 State lives in ``<home>/sandbox/<box name>/box.json``; whether a box runs is read from the init's pid
 and start time, so a reused pid never passes for a live box.
+
+Image mode (``SandboxRuntime(home, rootfs=<unpacked guest image>)``, see :mod:`agentlite._image`): the
+box's root holds the image's top-level folders read-only instead of the host's system folders, the
+box runs as the image's non-root user (uid/gid 1000, home ``/home/agent``), with the image's paths and
+environment; only the host's DNS settings and CA bundle are bound in at start, never baked.
 """
 
 from __future__ import annotations
@@ -115,9 +120,14 @@ class SandboxRuntime(BoxRuntime):
 
     name = "sandbox"
 
-    def __init__(self, home: Path, *, extra_ro_paths: Sequence[Path] = ()) -> None:
+    def __init__(
+        self, home: Path, *, extra_ro_paths: Sequence[Path] = (), rootfs: Path | None = None
+    ) -> None:
         self._root = Path(home) / "sandbox"
         self._extra_ro_paths = [Path(p) for p in extra_ro_paths]
+        self._rootfs = None if rootfs is None else Path(rootfs).resolve()
+        if self._rootfs is not None and not (self._rootfs / "etc" / "passwd").is_file():
+            raise ConfigError(f"sandbox rootfs `{rootfs}` is not an unpacked root filesystem (no etc/passwd)")
         self._tools = _find_tools()
         self._our_children: set[int] = set()
 
@@ -210,25 +220,30 @@ class SandboxRuntime(BoxRuntime):
         argv += ["--unshare-cgroup-try", "--hostname", name[:63], "--new-session"]
         if not spec.network:
             argv.append("--unshare-net")
-        argv += ["--ro-bind", "/usr", "/usr"]
-        for link in _ROOT_LINKS:
-            host = Path("/") / link
-            if host.is_symlink():
-                argv += ["--symlink", os.readlink(host), f"/{link}"]
-            elif host.is_dir():
-                argv += ["--ro-bind", str(host), f"/{link}"]
-        argv += ["--ro-bind", str(self._etc_snapshot()), "/etc"]
+        if self._rootfs is not None:
+            argv += _image_root_argv(self._rootfs)
+            argv += ["--uid", str(IMAGE_UID), "--gid", str(IMAGE_UID)]
+        else:
+            argv += ["--ro-bind", "/usr", "/usr"]
+            for link in _ROOT_LINKS:
+                host = Path("/") / link
+                if host.is_symlink():
+                    argv += ["--symlink", os.readlink(host), f"/{link}"]
+                elif host.is_dir():
+                    argv += ["--ro-bind", str(host), f"/{link}"]
+            argv += ["--ro-bind", str(self._etc_snapshot()), "/etc"]
         # The private /tmp first: host paths bound below may live under the host's /tmp (a checkout
         # in /tmp), and a later tmpfs would hide them.
         argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--dir", BOX_HOME]
-        for path in [*host_system_paths(), *self._extra_ro_paths]:
+        system_paths = host_system_paths() if self._rootfs is None else []
+        for path in [*system_paths, *self._extra_ro_paths]:
             argv += ["--ro-bind", str(path), str(path)]
         for volume in spec.volumes:
             if not volume.host.exists():
                 raise ConfigError(f"volume host path `{volume.host}` does not exist")
             argv += ["--ro-bind" if volume.read_only else "--bind", str(volume.host), volume.guest]
         argv += ["--dir", spec.working_dir, "--chdir", spec.working_dir, "--clearenv"]
-        for key, value in _box_env(spec.env).items():
+        for key, value in _box_env(spec.env, image=self._rootfs is not None).items():
             argv += ["--setenv", key, value]
         # The init tells us on fd 4 that the sandbox is fully set up, then sleeps until killed.
         argv += [
@@ -268,6 +283,7 @@ class SandboxRuntime(BoxRuntime):
                 "cpus": spec.cpus,
                 "volumes": [str(v) for v in spec.volumes],
                 "env": dict(spec.env),
+                "rootfs": None if self._rootfs is None else str(self._rootfs),
             }
             # Runtime state, not an ownership record: no fsync, it is rewritten only at create.
             write_atomic(box_dir / "box.json", json.dumps(state, indent=2).encode(), fsync=False, mode=0o600)
@@ -334,7 +350,8 @@ class SandboxRuntime(BoxRuntime):
             raise BoxExecFailed(name, f"Cannot exec in box `{name}`: it is stopped")
         if not argv:
             raise ConfigError("exec needs a command")
-        box_env = _box_env({**state.get("env", {}), **(env or {})})
+        image = state.get("rootfs") is not None
+        box_env = _box_env({**state.get("env", {}), **(env or {})}, image=image)
         t = self._tools
         # nsenter and setpriv pass their environment on, so the box env is simply ours to give;
         # --wd takes the init's working folder, and `env -C` is needed only for another one.
@@ -350,6 +367,7 @@ class SandboxRuntime(BoxRuntime):
             "--net",
             "--root",
             "--wd",
+            *(["--setuid", str(IMAGE_UID), "--setgid", str(IMAGE_UID)] if image else []),
             "--",
             t["setpriv"],
             "--bounding-set=-all",
@@ -359,7 +377,7 @@ class SandboxRuntime(BoxRuntime):
         ]
         if cwd is not None and cwd != state.get("working_dir"):
             command += ["/usr/bin/env", "-C", cwd]
-        command += argv
+        command += _image_argv(argv) if image else argv
         try:
             proc = await asyncio.create_subprocess_exec(
                 *command,
@@ -481,9 +499,55 @@ async def _lines(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
         yield pending
 
 
-def _box_env(env: Mapping[str, str]) -> dict[str, str]:
-    base = {"PATH": BASE_PATH, "HOME": BOX_HOME, "LANG": "C.UTF-8"}
-    return {**base, **{str(k): str(v) for k, v in env.items()}}
+def _box_env(env: Mapping[str, str], *, image: bool = False) -> dict[str, str]:
+    if not image:
+        base = {"PATH": BASE_PATH, "HOME": BOX_HOME, "LANG": "C.UTF-8"}
+        return {**base, **{str(k): str(v) for k, v in env.items()}}
+    from agentlite._image import GUEST_ENV
+
+    merged = {**GUEST_ENV, **{str(k): str(v) for k, v in env.items()}}
+    # The image's own folders come first; a PATH given for host-root boxes keeps only what is left.
+    own = GUEST_ENV["PATH"].split(":")
+    merged["PATH"] = ":".join([*own, *(p for p in merged["PATH"].split(":") if p and p not in own)])
+    merged["HOME"] = BOX_HOME
+    return merged
+
+
+# Image mode: the image's user, which top-level folders of the image are shown, which host files are
+# bound over the image's placeholders at start.
+IMAGE_UID = 1000
+_IMAGE_SKIP = frozenset(
+    {"dev", "proc", "sys", "tmp", "run", "home", "root", "mnt", "media", "srv", "workspace"}
+)
+_IMAGE_INJECT = ("/etc/resolv.conf", "/etc/hosts", "/etc/ssl/certs/ca-certificates.crt")
+
+
+def _image_root_argv(rootfs: Path) -> list[str]:
+    argv: list[str] = []
+    for entry in sorted(rootfs.iterdir(), key=lambda p: p.name):
+        if entry.name in _IMAGE_SKIP:
+            continue
+        if entry.is_symlink():
+            argv += ["--symlink", os.readlink(entry), f"/{entry.name}"]
+        elif entry.is_dir():
+            argv += ["--ro-bind", str(entry), f"/{entry.name}"]
+    # Host-specific settings the box needs, bound over the image's own files (which stay generic).
+    for path in _IMAGE_INJECT:
+        host, guest = Path(path), rootfs / path.lstrip("/")
+        if host.exists() and (guest.exists() or guest.is_symlink()):
+            argv += ["--ro-bind", str(host.resolve()), path]
+    return argv
+
+
+def _image_argv(argv: Sequence[str]) -> list[str]:
+    """Host-root commands that name the host's Python run the image's venv Python instead."""
+    from agentlite._image import GUEST_PYTHON
+
+    first = argv[0]
+    host_pythons = {sys.executable, os.path.realpath(sys.executable)}
+    if first in host_pythons:
+        return [GUEST_PYTHON, *argv[1:]]
+    return list(argv)
 
 
 def _read_all(fd: int, timeout: float) -> bytes:
