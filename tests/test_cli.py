@@ -45,6 +45,7 @@ def test_doctor_json_says_which_runtime_and_why(home: Path) -> None:
         "agent CLI claude",
         "agent CLI codex-acp",
         "agent CLI claude-agent-acp",
+        "guest image",
     ]
     versions = {
         c["name"]: c["detail"] for c in data["checks"] if c["name"].startswith("agent CLI") and c["ok"]

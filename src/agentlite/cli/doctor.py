@@ -24,7 +24,7 @@ def doctor(home: HomeOption = None, runtime: RuntimeOption = None, json: JsonOpt
 
     with user_errors():
         home_dir = home_path(home)
-    checks = all_checks()
+    checks = all_checks(home_dir)
     try:
         choice = choose_runtime(runtime)
         chosen, reason, ok = choice.name, choice.reason, True

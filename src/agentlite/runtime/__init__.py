@@ -35,7 +35,6 @@ RUNTIME_NAMES = ("auto", "boxlite", "sandbox")
 ENV_RUNTIME = "AGENTLITE_RUNTIME"
 ENV_BOX_IMAGE = "AGENTLITE_BOX_IMAGE"
 ENV_BOX_ROOTFS = "AGENTLITE_BOX_ROOTFS"
-DEFAULT_BOX_IMAGE = "debian:bookworm-slim"
 
 
 @dataclass(frozen=True)
@@ -92,14 +91,17 @@ def open_runtime(home: Path, requested: str | None = None) -> tuple[BoxRuntime, 
     if choice.name == "boxlite":
         from agentlite.runtime.boxlite import BoxliteRuntime
 
+        image = os.environ.get(ENV_BOX_IMAGE)
         rootfs = os.environ.get(ENV_BOX_ROOTFS)
-        runtime = BoxliteRuntime(
-            home,
-            image=os.environ.get(ENV_BOX_IMAGE, DEFAULT_BOX_IMAGE),
-            rootfs_path=Path(rootfs) if rootfs else None,
-        )
+        if not image and not rootfs:
+            # Our own guest image, built locally from Debian packages (once; cached by its inputs).
+            from agentlite._image import build_image, stderr_progress
+
+            rootfs = str(build_image(home, progress=stderr_progress).layout)
+        runtime = BoxliteRuntime(home, image=image, rootfs_path=Path(rootfs) if rootfs else None)
     else:
+        from agentlite._image import sandbox_rootfs_from_env
         from agentlite.runtime.sandbox import SandboxRuntime
 
-        runtime = SandboxRuntime(home)
+        runtime = SandboxRuntime(home, rootfs=sandbox_rootfs_from_env(home))
     return runtime, choice

@@ -151,5 +151,23 @@ def agent_cli_checks() -> list[Check]:
     return checks
 
 
-def all_checks() -> list[Check]:
-    return [*sandbox_checks(), *boxlite_checks(), *agent_cli_checks()]
+def image_check(home: Path | None) -> Check:
+    """Whether the guest image for the current inputs is built (BoxLite's default, sandbox image mode)."""
+    if home is None:
+        return Check("guest image", False, "no home given")
+    from agentlite._image import find_image
+
+    try:
+        info = find_image(home)
+    except Exception as exc:  # doctor reports; it never fails on a check
+        return Check("guest image", False, f"cannot tell: {exc}", "agentlite image build")
+    if info is None:
+        return Check("guest image", False, "not built for the current inputs (built on first use)",
+                     "agentlite image build")  # fmt: skip
+    versions = ", ".join(f"{k} {v}" for k, v in info.versions.items() if v)
+    return Check("guest image", True, f"{info.key}: {info.compressed_size / 1e6:.0f} MB compressed, "
+                 f"{info.digest[:19]}; {versions}")  # fmt: skip
+
+
+def all_checks(home: Path | None = None) -> list[Check]:
+    return [*sandbox_checks(), *boxlite_checks(), *agent_cli_checks(), image_check(home)]
