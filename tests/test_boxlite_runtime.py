@@ -93,3 +93,15 @@ async def test_exec_in_a_booted_vm(tmp_path: Path) -> None:
     result = await run_in_box(runtime, tmp_path / "home", ["sh", "-c", "echo vm"], on_stdout=lines.append)
     assert (result.exit_code, lines) == (0, [b"vm\n"])
     assert await runtime.list() == []
+
+
+def test_vm_boxes_get_the_host_ca_bundle_at_start_not_baked() -> None:
+    from agentlite.runtime.boxlite import GUEST_CA_DIR, host_injections
+
+    env, volumes = host_injections(BoxSpec(env={"A": "1"}))
+    if not Path("/etc/ssl/certs/ca-certificates.crt").is_file():
+        assert (env, volumes) == ({"A": "1"}, [])
+        return
+    assert [(v.guest, v.read_only) for v in volumes] == [(GUEST_CA_DIR, True)]
+    assert env["A"] == "1" and env["SSL_CERT_FILE"] == f"{GUEST_CA_DIR}/ca-certificates.crt"
+    assert env["NODE_EXTRA_CA_CERTS"] == env["SSL_CERT_FILE"]

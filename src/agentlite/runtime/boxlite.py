@@ -24,7 +24,7 @@ from agentlite._errors import (
     BoxStartFailed,
     ConfigError,
 )
-from agentlite.runtime.base import BoxInfo, BoxRuntime, BoxSpec, BoxState
+from agentlite.runtime.base import BoxInfo, BoxRuntime, BoxSpec, BoxState, Volume
 
 # Which AgentLite error each BoxLite error becomes; a test checks that none is missing.
 ERROR_MAP: dict[type[BaseException], type[BoxError]] = {
@@ -86,13 +86,14 @@ class BoxliteRuntime(BoxRuntime):
         self._rt = boxlite.Boxlite(boxlite.Options(home_dir=str(home)))
 
     async def create(self, name: str, spec: BoxSpec) -> BoxInfo:
+        env, volumes = host_injections(spec)
         options = boxlite.BoxOptions(
             image=None if self._rootfs_path else self._image,
             rootfs_path=str(self._rootfs_path) if self._rootfs_path else None,
             memory_mib=spec.memory_mib,
             cpus=spec.cpus,
-            env=list(spec.env.items()),
-            volumes=[(str(v.host), v.guest, v.read_only) for v in spec.volumes],
+            env=list(env.items()),
+            volumes=[(str(v.host), v.guest, v.read_only) for v in volumes],
             working_dir=spec.working_dir,
             auto_remove=False,
             network=None if spec.network else _network_off(),
@@ -152,6 +153,24 @@ class BoxliteRuntime(BoxRuntime):
                 await self._rt.remove(name, force=force)
             except boxlite.InvalidStateError as exc:
                 raise BoxRemoveFailed(name, f"Cannot remove box `{name}`: {exc}") from exc
+
+
+HOST_CA_DIR = Path("/etc/ssl/certs")
+GUEST_CA_DIR = "/run/agentlite/host-certs"
+
+
+def host_injections(spec: BoxSpec) -> tuple[dict[str, str], list[Volume]]:
+    """What a VM box gets from the host at start, never baked into the image: the host's CA
+    certificates (a host behind a TLS-inspecting proxy trusts extra CAs), pointed at by the usual
+    variables. DNS inside the VM comes from BoxLite's own network stack."""
+    env, volumes = dict(spec.env), list(spec.volumes)
+    bundle = HOST_CA_DIR / "ca-certificates.crt"
+    if bundle.is_file() and not any(v.guest == GUEST_CA_DIR for v in volumes):
+        volumes.append(Volume(HOST_CA_DIR.resolve(), GUEST_CA_DIR, read_only=True))
+        guest_bundle = f"{GUEST_CA_DIR}/ca-certificates.crt"
+        for var in ("SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+            env.setdefault(var, guest_bundle)
+    return env, volumes
 
 
 def _network_off() -> Any:
