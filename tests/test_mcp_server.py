@@ -193,7 +193,7 @@ async def test_validation_errors_are_tool_errors(tmp_path: Path) -> None:
         error, _ = await b.call("schedule_task", prompt="  ", schedule_type="interval", schedule_value="1000")
         assert error
         error, text = await b.call("update_task", task_id="t1", schedule_type="cron", schedule_value="bad")
-        assert error and "Invalid cron expression `bad`" in text
+        assert error and "cron expression `bad` is invalid" in text
         error, text = await b.call("update_task", task_id="t1")
         assert error and "Nothing to update" in text
         error, text = await b.call("update_task", task_id="t1", schedule_type="cron")

@@ -59,7 +59,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from croniter import croniter
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
@@ -113,31 +112,17 @@ def new_task_id() -> str:
 
 
 def validate_schedule(schedule_type: str, schedule_value: str) -> None:
-    """Raise ToolError (an ``isError`` result) unless the schedule can work; the host re-checks."""
-    if schedule_type == "cron":
-        if not croniter.is_valid(schedule_value):
-            raise ToolError(f"Invalid cron expression `{schedule_value}`. Use a format like `0 9 * * *`.")
-    elif schedule_type == "interval":
-        value = schedule_value.strip()
-        if not value.isdigit() or int(value) <= 0:
-            raise ToolError(
-                f"Invalid interval `{schedule_value}`: use a positive whole number of milliseconds "
-                "(for example `300000` for 5 minutes)."
-            )
-    elif schedule_type == "once":
-        try:
-            when = datetime.fromisoformat(schedule_value.strip())
-        except ValueError:
-            raise ToolError(
-                f"Invalid timestamp `{schedule_value}`: use local time like `2026-02-01T15:30:00`."
-            ) from None
-        if when.tzinfo is not None:
-            raise ToolError(
-                f"Invalid timestamp `{schedule_value}`: use local time without `Z` or a UTC offset "
-                "(for example `2026-02-01T15:30:00`)."
-            )
-    else:
-        raise ToolError(f"Unknown schedule_type `{schedule_type}`: use cron, interval or once.")
+    """Raise ToolError (an ``isError`` result) unless the schedule can work: the scheduler's own rules,
+    checked here too so the agent hears about a mistake at once (the host re-checks)."""
+    from agentlite._errors import ConfigError
+    from agentlite._scheduler import validate_schedule as check
+
+    try:
+        check(schedule_type, schedule_value.strip(), "UTC")
+    except ConfigError as exc:
+        raise ToolError(
+            f"{exc}. Examples: cron `0 9 * * *`, interval `300000` (ms), once `2026-02-01T15:30:00`."
+        ) from None
 
 
 def _post(url: str, token: str | None, body: dict[str, Any]) -> tuple[int, Any]:
