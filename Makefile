@@ -12,10 +12,8 @@ lint:
 	.venv/bin/ruff format --check src tests bench
 
 bench:
-	.venv/bin/python bench/box_spawn.py
-	.venv/bin/python bench/cleanup_sweep.py
-	.venv/bin/python bench/run_overhead.py
-	.venv/bin/python bench/host_jsonl.py
+	for b in box_spawn cleanup_sweep run_overhead host_jsonl platform_overhead message_throughput image_build image_spawn; do \
+		.venv/bin/python bench/$$b.py || exit 1; done
 
 chaos:
 	.venv/bin/python -m agentlite.chaos --trials 100
