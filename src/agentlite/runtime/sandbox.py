@@ -22,6 +22,7 @@ environment; only the host's DNS settings and CA bundle are bound in at start, n
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -88,9 +89,11 @@ _ETC_ENTRIES = (
 _ROOT_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 
 
-def host_system_paths() -> list[Path]:
+@functools.cache
+def host_system_paths() -> tuple[Path, ...]:
     """Host folders outside ``/usr`` that a box needs read-only: the Python interpreter, the
-    installed ``agentlite`` package (a box runs ``python -m agentlite.runner``) and the agent CLIs."""
+    installed ``agentlite`` package (a box runs ``python -m agentlite.runner``) and the agent CLIs.
+    Computed once per process: they do not move while it runs."""
     import agentlite
     from agentlite._clis import agent_clis_prefix
 
@@ -103,7 +106,7 @@ def host_system_paths() -> list[Path]:
     }
     if (clis := agent_clis_prefix()) is not None:
         candidates.add(clis)
-    return sorted(p for p in candidates if p.is_dir() and not _under(p, Path("/usr")))
+    return tuple(sorted(p for p in candidates if p.is_dir() and not _under(p, Path("/usr"))))
 
 
 def _under(path: Path, root: Path) -> bool:
@@ -235,7 +238,7 @@ class SandboxRuntime(BoxRuntime):
         # The private /tmp first: host paths bound below may live under the host's /tmp (a checkout
         # in /tmp), and a later tmpfs would hide them.
         argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--dir", BOX_HOME]
-        system_paths = host_system_paths() if self._rootfs is None else []
+        system_paths = host_system_paths() if self._rootfs is None else ()
         for path in [*system_paths, *self._extra_ro_paths]:
             argv += ["--ro-bind", str(path), str(path)]
         for volume in spec.volumes:
