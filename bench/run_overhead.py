@@ -44,11 +44,11 @@ from pydantic import BaseModel
 
 from agentlite._clis import agent_clis_bin
 from agentlite._protocol import BackendConfig, Event, ResultEvent, RunnerInput, SdkMessageEvent, StateEvent
-from agentlite._run import GUEST_IPC, GUEST_WORKSPACE, run_agent
+from agentlite._run import GUEST_IPC, GUEST_WORKSPACE, run_agent, runner_env
 from agentlite.backends.base import BackendContext
 from agentlite.backends.codex import codex_args
 from agentlite.runtime.base import BoxInfo, BoxSpec, Volume
-from agentlite.runtime.sandbox import BASE_PATH, BOX_HOME, SandboxProcess, SandboxRuntime
+from agentlite.runtime.sandbox import BOX_HOME, SandboxProcess, SandboxRuntime
 from agentlite.testing.model_server import ModelServer
 
 TARGET_PCT = 10.0
@@ -131,19 +131,7 @@ class TimedSandbox(SandboxRuntime):
 
 def box_env(single_turn: bool = True) -> dict[str, str]:
     """The box env ``run_agent`` gives (the API key only when the host has one, as it does)."""
-    env = {
-        "PATH": ":".join(p for p in (str(agent_clis_bin() or ""), BASE_PATH) if p),
-        "AGENTLITE_IPC_INPUT": f"{GUEST_IPC}/input",
-        "AGENTLITE_WORKSPACE": GUEST_WORKSPACE,
-        "PYTHONUNBUFFERED": "1",
-        "PYTHONDONTWRITEBYTECODE": "1",
-    }
-    if single_turn:
-        env["AGENTLITE_SINGLE_TURN"] = "1"
-    key_env = BackendConfig().key_env()
-    if os.environ.get(key_env):
-        env[key_env] = os.environ[key_env]
-    return env
+    return runner_env(BackendConfig(), single_turn=single_turn)
 
 
 async def drain(lines: AsyncIterator[bytes], on_line: Callable[[bytes], None] | None = None) -> bytes:

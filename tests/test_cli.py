@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -205,4 +204,3 @@ def test_cli_logs_go_to_stderr_only(home: Path) -> None:
     result = cli("--log-level", "info", "exec", "--", "echo", "hi", home=home)
     assert result.stdout == "hi\n"
     assert "level=info logger=agentlite.runtime" in result.stderr and "runtime=sandbox" in result.stderr
-    time.sleep(0)  # keeps ruff from folding the file; no timing is asserted

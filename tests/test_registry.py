@@ -191,7 +191,7 @@ def test_backend_normalization() -> None:
 )
 def test_invalid_backends_are_refused(registry: Registry, bad: Any) -> None:
     with pytest.raises(
-        ConfigError, match=r"invalid agent backend `.*`; expected \{type: codex \| claude_code \| acp\}"
+        ConfigError, match=r"Invalid agent backend `.*`; expected \{type: codex \| claude_code \| acp\}"
     ):
         make(registry, backend=bad)
     assert registry.list() == []
@@ -270,7 +270,7 @@ def test_update_can_clear_a_model(registry: Registry) -> None:
 def test_invalid_updates_change_nothing(db_path: Path, registry: Registry) -> None:
     make(registry, backend={"type": "codex"})
     before = raw(db_path, "SELECT * FROM agents")
-    with pytest.raises(ConfigError, match="invalid agent backend"):
+    with pytest.raises(ConfigError, match="Invalid agent backend"):
         registry.update("alice", backend={"type": "claude"})
     with pytest.raises(ConfigError, match="cannot update agent field `agent_id`"):
         registry.update("alice", agent_id="XXXXXXXX")

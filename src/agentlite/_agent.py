@@ -13,7 +13,7 @@ import json
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -32,10 +32,11 @@ from agentlite._protocol import (
     SdkMessageEvent,
     StateEvent,
 )
-from agentlite._registry import AgentRecord
+from agentlite._registry import AgentRecord, normalize_backend
 from agentlite._router import SenderAllowlist, format_messages, is_trigger, strip_internal
 from agentlite._run import run_agent
 from agentlite._store import AgentStore, Message, RegisteredGroup, Task, check_group_folder, now_iso
+from agentlite._time import iso_utc, parse_iso
 from agentlite.runtime.base import BoxSpec
 
 if TYPE_CHECKING:
@@ -281,10 +282,7 @@ class Agent:
     async def set_backend(self, backend: BackendConfig | dict[str, Any], *,
                           context: Literal["handoff", "fresh"] = "handoff") -> dict[str, Any]:  # fmt: skip
         """Switch backend for the next turn; a type change hands the group context over (or starts fresh)."""
-        try:
-            new = BackendConfig.model_validate(backend)
-        except ValueError as exc:
-            raise ConfigError(f"Invalid agent backend `{backend}`: {exc}") from None
+        new = normalize_backend(backend)
         old = self._record.backend
         if (new.type, new.model, new.base_url) == (old.type, old.model, old.base_url):
             return {"previous": old, "current": old, "applies": "nextTurn", "handoff": "notNeeded"}
@@ -734,8 +732,7 @@ def _step_back(timestamp: str) -> str:
     """One millisecond before ``timestamp`` (``""`` stays ``""``), to query a cursor inclusively."""
     if not timestamp:
         return ""
-    moment = datetime.fromisoformat(timestamp.replace("Z", "+00:00")) - timedelta(milliseconds=1)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso_utc(parse_iso(timestamp) - timedelta(milliseconds=1))
 
 
 def _unseen(messages: list[Message], cursor: str, seen: frozenset[str]) -> list[Message]:

@@ -24,14 +24,13 @@ import contextlib
 import json
 import logging
 import os
-import re
 import stat
 from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from agentlite._atomic import write_atomic
+from agentlite._time import now_iso
 
 log = logging.getLogger("agentlite.ipc")
 
@@ -39,15 +38,18 @@ log = logging.getLogger("agentlite.ipc")
 SKIP_DIRS = frozenset({"errors", "input"})
 #: A request file larger than this is not read (a box could otherwise make the host load anything).
 MAX_REQUEST_BYTES = 1024 * 1024
-_FOLDER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
 def valid_folder(folder: str) -> bool:
-    """The group-folder rule of ``agentlite._store.check_group_folder``, as a predicate.
+    """The group-folder rule of :func:`agentlite._store.check_group_folder`, as a predicate."""
+    from agentlite._errors import ConfigError
+    from agentlite._store import check_group_folder
 
-    Kept here so the in-box MCP server can check a folder without importing the store.
-    """
-    return isinstance(folder, str) and bool(_FOLDER_RE.match(folder)) and folder.lower() != "global"
+    try:
+        check_group_folder(folder)
+    except (ConfigError, TypeError):
+        return False
+    return True
 
 
 class GroupLike(Protocol):
@@ -307,10 +309,6 @@ def _field(item: Any, key: str) -> Any:
     return getattr(item, key, None)
 
 
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def write_snapshots(
     ipc_root: Path,
     folder: str,
@@ -345,6 +343,6 @@ def write_snapshots(
     write_atomic(target / "current_tasks.json", json.dumps(visible, indent=2).encode(), fsync=False)
     write_atomic(
         target / "available_groups.json",
-        json.dumps({"groups": listed, "last_sync": last_sync or _now_iso()}, indent=2).encode(),
+        json.dumps({"groups": listed, "last_sync": last_sync or now_iso()}, indent=2).encode(),
         fsync=False,
     )

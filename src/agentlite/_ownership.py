@@ -31,13 +31,14 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from agentlite._atomic import create_atomic, write_atomic
 from agentlite._procs import start_time
+from agentlite._time import now_iso
 
 log = logging.getLogger("agentlite.ownership")
 
@@ -64,10 +65,6 @@ def process_boot_id(pid: int) -> str | None:
 
 def safe_record_name(box_name: str) -> str:
     return "".join(c if c.isalnum() or c in "_.-" else "_" for c in box_name)
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class OwnerRecord(BaseModel):
@@ -333,7 +330,7 @@ class HostOwnership:
         """
         self._ensure_lease()
         self.store.dir.mkdir(parents=True, exist_ok=True)
-        now = _now_iso()
+        now = now_iso()
         record = OwnerRecord(
             name=box_name,
             pid=self.pid,
@@ -367,7 +364,7 @@ class HostOwnership:
                 record = self._records.get(name)
                 if record is None:
                     continue
-                fresh = record.model_copy(update={"updated_at": _now_iso()})
+                fresh = record.model_copy(update={"updated_at": now_iso()})
                 try:
                     write_atomic(self.store.path(name), _dump(fresh), fsync=False)
                     self._records[name] = fresh

@@ -22,13 +22,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from agentlite._agent import Agent
 from agentlite._errors import AgentliteError, ConfigError
 from agentlite._lifecycle import cleanup_orphans
-from agentlite._protocol import BackendConfig
-from agentlite._registry import AgentRecord, Registry
+from agentlite._registry import AgentRecord, Registry, normalize_backend
 from agentlite.runtime import BoxRuntime, open_runtime
 
 log = logging.getLogger("agentlite.platform")
 
-DEFAULT_BACKEND = BackendConfig(type="claude_code")
 _PERSISTED = ("assistant_name", "backend", "workdir", "mount_allowlist")
 
 
@@ -48,22 +46,6 @@ def resolve_timezone(name: str | None) -> str:
         except (ZoneInfoNotFoundError, ValueError):
             log.warning("time zone %r is not a valid IANA name; ignoring it", candidate)
     return "UTC"
-
-
-def normalize_backend(value: Any) -> BackendConfig:
-    """A backend from ``None`` (the default), a dict or a :class:`BackendConfig`; anything else is refused."""
-    if value is None:
-        return DEFAULT_BACKEND.model_copy()
-    if isinstance(value, BackendConfig):
-        return value.model_copy()
-    if not isinstance(value, dict):
-        raise ConfigError(f"Invalid agent backend `{value!r}`; expected {{type: codex | claude_code | acp}}")
-    try:
-        return BackendConfig.model_validate(value)
-    except ValueError:
-        raise ConfigError(
-            f"Invalid agent backend `{value!r}`; expected {{type: codex | claude_code | acp}}"
-        ) from None
 
 
 class AgentLite:

@@ -144,7 +144,7 @@ def normalize_backend(value: BackendConfig | Mapping[str, Any] | None) -> Backen
 def _bad_backend(value: object, exc: ValidationError | None) -> ConfigError:
     detail = f": {exc.errors()[0]['msg']}" if exc is not None else ""
     return ConfigError(
-        f"invalid agent backend `{value!r}`; expected {{type: {' | '.join(BACKEND_TYPES)}}}{detail}"
+        f"Invalid agent backend `{value!r}`; expected {{type: {' | '.join(BACKEND_TYPES)}}}{detail}"
     )
 
 

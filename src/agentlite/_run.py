@@ -25,6 +25,7 @@ from agentlite._atomic import write_atomic
 from agentlite._clis import agent_clis_bin
 from agentlite._lifecycle import Deadline, run_in_box
 from agentlite._protocol import (
+    BackendConfig,
     ErrorEvent,
     Event,
     FrameParser,
@@ -77,6 +78,24 @@ class _Capture:
         self.data += chunk
 
 
+def runner_env(backend: BackendConfig, *, single_turn: bool) -> dict[str, str]:
+    """The environment the in-box runner starts with: where its CLIs, IPC and workspace are, and
+    the one API key this backend needs (from the host's environment), never any other secret."""
+    env = {
+        "PATH": ":".join(p for p in (str(agent_clis_bin() or ""), BASE_PATH) if p),
+        "AGENTLITE_IPC_INPUT": f"{GUEST_IPC}/input",
+        "AGENTLITE_WORKSPACE": GUEST_WORKSPACE,
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    if single_turn:
+        env["AGENTLITE_SINGLE_TURN"] = "1"
+    key_env = backend.key_env()
+    if os.environ.get(key_env):
+        env[key_env] = os.environ[key_env]
+    return env
+
+
 def write_follow_up(ipc_dir: Path, text: str) -> Path:
     """Hand a follow-up message to a live runner (it picks it up within 500 ms)."""
     folder = ipc_dir / "input"
@@ -126,18 +145,7 @@ async def run_agent(
     # group can resume its session.
     agent_home = (agent_home or home / "agent-homes" / agent_id / _safe(group)).resolve()
     agent_home.mkdir(parents=True, exist_ok=True)
-    key_env = run_input.backend.key_env()
-    env = {
-        "PATH": ":".join(p for p in (str(agent_clis_bin() or ""), BASE_PATH) if p),
-        "AGENTLITE_IPC_INPUT": f"{GUEST_IPC}/input",
-        "AGENTLITE_WORKSPACE": GUEST_WORKSPACE,
-        "PYTHONUNBUFFERED": "1",
-        "PYTHONDONTWRITEBYTECODE": "1",
-    }
-    if single_turn:
-        env["AGENTLITE_SINGLE_TURN"] = "1"
-    if os.environ.get(key_env):
-        env[key_env] = os.environ[key_env]  # only the one secret this backend needs, never the rest
+    env = runner_env(run_input.backend, single_turn=single_turn)
     base = spec or BoxSpec()
     box_spec = BoxSpec(
         memory_mib=base.memory_mib,

@@ -38,6 +38,7 @@ from pydantic import Field
 
 from agentlite._errors import ConfigError
 from agentlite._store import RegisteredGroup, Task, TaskRun, check_group_folder
+from agentlite._time import iso_utc, parse_iso
 
 log = logging.getLogger("agentlite.scheduler")
 
@@ -85,20 +86,6 @@ class TaskDetails(Task):
 
 
 # -- time helpers --------------------------------------------------------------------------------
-
-
-def iso_utc(moment: datetime) -> str:
-    """``moment`` as the store's UTC form: milliseconds and ``Z`` (naive means UTC)."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
-def parse_iso(value: str) -> datetime:
-    """Read a stored UTC ISO string back (an offset-less value is taken as UTC)."""
-    moment = datetime.fromisoformat(value)
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def resolve_tz(tz: str | tzinfo) -> tzinfo:

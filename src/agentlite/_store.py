@@ -28,7 +28,6 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,6 +35,7 @@ from pydantic import BaseModel, ValidationError
 
 from agentlite._errors import AgentliteError, ConfigError
 from agentlite._protocol import BACKEND_TYPES
+from agentlite._time import now_iso
 
 log = logging.getLogger("agentlite.store")
 
@@ -64,11 +64,6 @@ def check_group_folder(folder: str) -> str:
     if folder.lower() == "global":
         raise ConfigError(f"group folder `{folder}` is reserved for the shared global memory")
     return folder
-
-
-def now_iso() -> str:
-    """The current UTC time as ``2026-11-25T13:24:47.123Z`` (sorts correctly as a string)."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 # -- models ---------------------------------------------------------------------------------------

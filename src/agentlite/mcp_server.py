@@ -55,7 +55,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -63,6 +62,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
 from agentlite._ipc import valid_folder
+from agentlite._time import now_iso
 
 SERVER_NAME = "agentlite"
 DEFAULT_IPC_DIR = "/workspace/ipc"
@@ -91,10 +91,6 @@ class BoxConfig:
             actions_url=(env.get("AGENTLITE_ACTIONS_URL") or "").rstrip("/") or None,
             actions_token=env.get("AGENTLITE_ACTIONS_TOKEN") or None,
         )
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def write_ipc_file(directory: Path, data: dict[str, Any]) -> Path:
@@ -155,7 +151,7 @@ def build_server(config: BoxConfig) -> MCPServer:
         return fn
 
     def write_task(data: dict[str, Any]) -> Path:
-        return write_ipc_file(tasks_dir, {**data, "timestamp": _now_iso()})
+        return write_ipc_file(tasks_dir, {**data, "timestamp": now_iso()})
 
     def task_ref(kind: str, task_id: str, **extra: Any) -> dict[str, Any]:
         if not task_id.strip():
@@ -194,7 +190,7 @@ def build_server(config: BoxConfig) -> MCPServer:
                 "text": text,
                 "sender": sender or None,
                 "group_folder": config.group_folder,
-                "timestamp": _now_iso(),
+                "timestamp": now_iso(),
             },
         )
         return "Message sent."

@@ -22,10 +22,10 @@ import threading
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, TextIO, runtime_checkable
 
 from agentlite._errors import ConfigError
+from agentlite._time import now_iso
 
 if TYPE_CHECKING:
     from agentlite._store import Message
@@ -38,18 +38,6 @@ _INTERNAL = re.compile(r"<internal>.*?</internal>", re.DOTALL)
 def strip_internal(text: str) -> str:
     """Drop the agent's ``<internal>...</internal>`` notes to itself and trim what is left."""
     return _INTERNAL.sub("", text).strip()
-
-
-def iso_utc(moment: datetime) -> str:
-    """``2026-11-25T13:24:47.123Z``: the one timestamp format the store compares as text."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    moment = moment.astimezone(UTC)
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"
-
-
-def now_iso() -> str:
-    return iso_utc(datetime.now(UTC))
 
 
 def new_message_id(prefix: str) -> str:

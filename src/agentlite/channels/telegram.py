@@ -27,7 +27,8 @@ from telegram.error import InvalidToken, RetryAfter, TelegramError
 from telegram.request import HTTPXRequest
 
 from agentlite._errors import AgentliteError, ConfigError
-from agentlite.channels.base import ChannelConfig, ChannelFactory, cancel_task, iso_utc, make_message
+from agentlite._time import iso_utc
+from agentlite.channels.base import ChannelConfig, ChannelFactory, cancel_task, make_message
 
 log = logging.getLogger("agentlite.channels.telegram")
 
