@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -113,3 +116,47 @@ def hosts() -> Iterator[list[HostProcess]]:
     yield started
     for host in started:
         host.close()
+
+
+class CapturedLog(logging.Handler):
+    """Records of one logger, kept for assertions."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def messages(self, level: int = logging.WARNING) -> list[str]:
+        return [r.getMessage() for r in self.records if r.levelno >= level]
+
+    def text(self) -> str:
+        return "\n".join(self.messages())
+
+
+@contextmanager
+def captured_log(name: str) -> Iterator[CapturedLog]:
+    """Capture a logger through a handler on the logger itself: the CLI's logging setup turns off
+    propagation to the root, which would hide records from caplog when CLI tests ran first."""
+    logger = logging.getLogger(name)
+    handler = CapturedLog()
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+
+
+def raw_sql(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Run SQL on a database file through a separate connection, as another tool or process would."""
+    conn = sqlite3.connect(path)
+    try:
+        rows = conn.execute(sql, params).fetchall()
+        conn.commit()
+        return rows
+    finally:
+        conn.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import re
 import sqlite3
 from collections.abc import Iterator
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.conftest import CapturedLog, captured_log, raw_sql
 
 from agentlite import _registry
 from agentlite._errors import ConfigError
@@ -37,39 +37,10 @@ def registry(db_path: Path) -> Iterator[Registry]:
     r.close()
 
 
-class Captured(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def text(self) -> str:
-        return "\n".join(r.getMessage() for r in self.records if r.levelno >= logging.WARNING)
-
-
 @pytest.fixture
-def registry_log() -> Iterator[Captured]:
-    # On the logger itself: the CLI's logging setup turns off propagation, which would blind caplog.
-    logger = logging.getLogger("agentlite.registry")
-    handler = Captured()
-    logger.addHandler(handler)
-    old_level = logger.level
-    logger.setLevel(logging.DEBUG)
-    yield handler
-    logger.removeHandler(handler)
-    logger.setLevel(old_level)
-
-
-def raw(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(path)
-    try:
-        rows = conn.execute(sql, params).fetchall()
-        conn.commit()
-        return rows
-    finally:
-        conn.close()
+def registry_log() -> Iterator[CapturedLog]:
+    with captured_log("agentlite.registry") as handler:
+        yield handler
 
 
 def make(registry: Registry, name: str = "alice", **kw: Any) -> AgentRecord:
@@ -91,7 +62,7 @@ def test_creates_the_file_and_persists_new_agents(db_path: Path, registry: Regis
         mount_allowlist=ALLOWLIST,
     )
     assert db_path.exists()
-    assert raw(db_path, "PRAGMA journal_mode") == [("wal",)]
+    assert raw_sql(db_path, "PRAGMA journal_mode") == [("wal",)]
     assert re.fullmatch(r"[0-9A-Za-z]{8}", rec.agent_id)
     assert rec.backend == BackendConfig(type="codex", model="gpt-5.1-codex")
     assert (rec.workdir, rec.assistant_name, rec.mount_allowlist) == ("/srv/alice", "Robo", ALLOWLIST)
@@ -201,7 +172,7 @@ def test_backend_is_stored_in_type_and_model_columns(db_path: Path, registry: Re
     make(registry, "alice", backend={"type": "codex", "model": " gpt-5 "})
     make(registry, "bob")
     make(registry, "carol", backend=BackendConfig(type="acp", command=["codex-acp"], base_url="http://m:1"))
-    rows = raw(
+    rows = raw_sql(
         db_path, "SELECT name, backend_type, backend_model, backend_options_json FROM agents ORDER BY name"
     )
     assert rows == [
@@ -227,7 +198,7 @@ def test_customizations_round_trip_and_mcp_keys_are_sorted(db_path: Path, regist
     assert rec.mcp_servers == mcp
     assert list(rec.mcp_servers or {}) == ["alpha", "zeta"]
     assert registry.get("alice") == rec
-    (stored,) = raw(db_path, "SELECT mcp_servers_json, skills_sources_json, instructions FROM agents")
+    (stored,) = raw_sql(db_path, "SELECT mcp_servers_json, skills_sources_json, instructions FROM agents")
     assert stored[0] == json.dumps(mcp, sort_keys=True, separators=(",", ":"))
     assert json.loads(stored[1]) == ["/skills/a", "/skills/b"]
     assert stored[2] == "Be brief."
@@ -236,7 +207,7 @@ def test_customizations_round_trip_and_mcp_keys_are_sorted(db_path: Path, regist
 def test_empty_skills_and_mcp_maps_are_stored_as_none(db_path: Path, registry: Registry) -> None:
     rec = make(registry, skills=[], mcp_servers={})
     assert (rec.skills, rec.mcp_servers) == (None, None)
-    assert raw(db_path, "SELECT skills_sources_json, mcp_servers_json FROM agents") == [(None, None)]
+    assert raw_sql(db_path, "SELECT skills_sources_json, mcp_servers_json FROM agents") == [(None, None)]
 
 
 # -- update and delete ----------------------------------------------------------------------------
@@ -245,7 +216,7 @@ def test_empty_skills_and_mcp_maps_are_stored_as_none(db_path: Path, registry: R
 def test_update_sets_only_given_fields_and_bumps_updated_at(db_path: Path, registry: Registry) -> None:
     rec = make(registry, mount_allowlist=ALLOWLIST, instructions="old", skills=["/s"])
     # Another process changes the instructions meanwhile; an update of other fields keeps that.
-    raw(db_path, "UPDATE agents SET instructions = 'changed elsewhere'")
+    raw_sql(db_path, "UPDATE agents SET instructions = 'changed elsewhere'")
     updated = registry.update("alice", backend={"type": "codex", "model": "gpt-5"}, skills=["/s", "/t"])
     assert updated.backend == BackendConfig(type="codex", model="gpt-5")
     assert updated.skills == ["/s", "/t"]
@@ -269,7 +240,7 @@ def test_update_can_clear_a_model(registry: Registry) -> None:
 
 def test_invalid_updates_change_nothing(db_path: Path, registry: Registry) -> None:
     make(registry, backend={"type": "codex"})
-    before = raw(db_path, "SELECT * FROM agents")
+    before = raw_sql(db_path, "SELECT * FROM agents")
     with pytest.raises(ConfigError, match="Invalid agent backend"):
         registry.update("alice", backend={"type": "claude"})
     with pytest.raises(ConfigError, match="cannot update agent field `agent_id`"):
@@ -280,7 +251,7 @@ def test_invalid_updates_change_nothing(db_path: Path, registry: Registry) -> No
         registry.update("alice", instructions="new", skills=5)
     with pytest.raises(ConfigError, match="agent `nobody` does not exist"):
         registry.update("nobody", instructions="x")
-    assert raw(db_path, "SELECT * FROM agents") == before
+    assert raw_sql(db_path, "SELECT * FROM agents") == before
 
 
 def test_delete(registry: Registry) -> None:
@@ -329,7 +300,7 @@ def test_rows_from_before_backend_model_keep_their_type(db_path: Path) -> None:
         assert (bob.backend.type, bob.assistant_name) == ("claude_code", "Bobby")
         assert carol.backend.type == "claude_code"
         assert registry.update("alice", backend={"type": "codex", "model": "gpt-5"}).backend.model == "gpt-5"
-    columns = {r[1] for r in raw(db_path, "PRAGMA table_info(agents)")}
+    columns = {r[1] for r in raw_sql(db_path, "PRAGMA table_info(agents)")}
     assert {
         "backend_model",
         "skills_sources_json",
@@ -337,7 +308,7 @@ def test_rows_from_before_backend_model_keep_their_type(db_path: Path) -> None:
         "instructions",
         "backend_options_json",
     } <= columns
-    assert raw(db_path, "SELECT name FROM schema_migrations ORDER BY id") == [
+    assert raw_sql(db_path, "SELECT name FROM schema_migrations ORDER BY id") == [
         ("agents_table",),
         ("agents_missing_columns",),
         ("backend_options",),
@@ -357,17 +328,17 @@ def test_rows_from_before_backend_types_read_as_the_default(db_path: Path) -> No
 
 
 def test_corrupt_values_fall_back_and_are_logged(
-    db_path: Path, registry: Registry, registry_log: Captured
+    db_path: Path, registry: Registry, registry_log: CapturedLog
 ) -> None:
     make(registry, "alice", mount_allowlist=ALLOWLIST, skills=["/s"], mcp_servers={"fs": {"command": "x"}})
     bob = make(registry, "bob", backend={"type": "codex", "model": "m"})
     make(registry, "carol", backend=BackendConfig(type="acp", command=["x"]))
-    raw(
+    raw_sql(
         db_path,
         "UPDATE agents SET mount_allowlist_json = '{broken', skills_sources_json = '\"just a string\"',"
         " mcp_servers_json = 'garbage' WHERE name = 'alice'",
     )
-    raw(
+    raw_sql(
         db_path,
         "UPDATE agents SET backend_type = 'gpt-bot', backend_options_json = '[1' WHERE name = 'carol'",
     )
@@ -385,21 +356,21 @@ def test_corrupt_values_fall_back_and_are_logged(
 
 
 def test_invalid_backend_options_are_ignored(
-    db_path: Path, registry: Registry, registry_log: Captured
+    db_path: Path, registry: Registry, registry_log: CapturedLog
 ) -> None:
     make(registry, "alice", backend={"type": "codex", "model": "m"})
-    raw(db_path, "UPDATE agents SET backend_options_json = '{\"max_retries\": 99}'")
+    raw_sql(db_path, "UPDATE agents SET backend_options_json = '{\"max_retries\": 99}'")
     alice = registry.get("alice")
     assert alice is not None and alice.backend == BackendConfig(type="codex", model="m")
     assert "stored backend options are invalid" in registry_log.text()
 
 
 def test_an_unreadable_row_is_left_out_of_the_list(
-    db_path: Path, registry: Registry, registry_log: Captured
+    db_path: Path, registry: Registry, registry_log: CapturedLog
 ) -> None:
     make(registry, "alice")
     bob = make(registry, "bob")
-    raw(db_path, "UPDATE agents SET agent_id = '../../x' WHERE name = 'alice'")  # unsafe in a box name
+    raw_sql(db_path, "UPDATE agents SET agent_id = '../../x' WHERE name = 'alice'")  # unsafe in a box name
     assert registry.list() == [bob]
     assert registry.get("alice") is None
     assert "skipping unreadable registry row 'alice'" in registry_log.text()

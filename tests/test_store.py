@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.conftest import CapturedLog, captured_log, raw_sql
 
 from agentlite._errors import AgentliteError, ConfigError
 from agentlite._store import (
@@ -74,41 +75,10 @@ def store(db_path: Path) -> Iterator[AgentStore]:
     s.close()
 
 
-class Captured(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def messages(self, level: int = logging.WARNING) -> list[str]:
-        return [r.getMessage() for r in self.records if r.levelno >= level]
-
-
 @pytest.fixture
-def store_log() -> Iterator[Captured]:
-    # A handler on the logger itself: the CLI's logging setup turns off propagation to the root,
-    # which would hide records from caplog when the CLI tests run first.
-    logger = logging.getLogger("agentlite.store")
-    handler = Captured()
-    logger.addHandler(handler)
-    old_level = logger.level
-    logger.setLevel(logging.DEBUG)
-    yield handler
-    logger.removeHandler(handler)
-    logger.setLevel(old_level)
-
-
-def raw(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Run SQL on the file through a separate connection, as another tool or process would."""
-    conn = sqlite3.connect(path)
-    try:
-        rows = conn.execute(sql, params).fetchall()
-        conn.commit()
-        return rows
-    finally:
-        conn.close()
+def store_log() -> Iterator[CapturedLog]:
+    with captured_log("agentlite.store") as handler:
+        yield handler
 
 
 # -- group folders and time -------------------------------------------------------------------------
@@ -161,8 +131,8 @@ def test_now_iso_is_utc_with_milliseconds() -> None:
 
 def test_creates_the_folder_in_wal_mode_with_every_migration(db_path: Path, store: AgentStore) -> None:
     assert db_path.exists()
-    assert raw(db_path, "PRAGMA journal_mode") == [("wal",)]
-    recorded = raw(db_path, "SELECT id, name FROM schema_migrations ORDER BY id")
+    assert raw_sql(db_path, "PRAGMA journal_mode") == [("wal",)]
+    recorded = raw_sql(db_path, "SELECT id, name FROM schema_migrations ORDER BY id")
     assert recorded == [(m.id, m.name) for m in store_migrations()]
     assert [r[0] for r in recorded] == list(range(1, 9))
 
@@ -172,7 +142,7 @@ def test_reopening_applies_nothing_and_keeps_data(db_path: Path, store: AgentSto
     store.close()
     with AgentStore(db_path) as again:
         assert [m.id for m in again.get_messages_since("tg:1", "", "Andy")] == ["1"]
-    assert raw(db_path, "SELECT count(*) FROM schema_migrations") == [(8,)]
+    assert raw_sql(db_path, "SELECT count(*) FROM schema_migrations") == [(8,)]
 
 
 def test_closed_store_raises_a_clear_error(store: AgentStore) -> None:
@@ -207,7 +177,7 @@ def test_store_message_upserts_on_id_and_chat(store: AgentStore) -> None:
 
 def test_empty_content_is_not_stored(store: AgentStore, db_path: Path) -> None:
     store.store_message(msg("1", content=""))
-    assert raw(db_path, "SELECT count(*) FROM messages") == [(0,)]
+    assert raw_sql(db_path, "SELECT count(*) FROM messages") == [(0,)]
 
 
 def test_message_flags_round_trip(store: AgentStore) -> None:
@@ -316,10 +286,10 @@ def test_state_round_trips(store: AgentStore) -> None:
 
 
 def test_corrupt_json_state_falls_back_and_is_logged(
-    store: AgentStore, db_path: Path, store_log: Captured
+    store: AgentStore, db_path: Path, store_log: CapturedLog
 ) -> None:
     store.set_state("last_timestamp", ts(1))
-    raw(db_path, "INSERT INTO router_state (key, value) VALUES ('last_agent_timestamp', '{not json')")
+    raw_sql(db_path, "INSERT INTO router_state (key, value) VALUES ('last_agent_timestamp', '{not json')")
     assert store.get_json_state("last_agent_timestamp", {"fallback": True}) == {"fallback": True}
     assert any("last_agent_timestamp" in m and "not valid JSON" in m for m in store_log.messages())
     assert store.get_state("last_timestamp") == ts(1)
@@ -426,14 +396,14 @@ def test_unstorable_container_config_is_refused(store: AgentStore) -> None:
 
 
 def test_corrupt_group_rows_do_not_hide_the_others(
-    store: AgentStore, db_path: Path, store_log: Captured
+    store: AgentStore, db_path: Path, store_log: CapturedLog
 ) -> None:
     store.register_group(group("tg:1", "family"))
     store.register_group(group("tg:2", "work", container_config={"a": 1}))
     store.register_group(group("tg:3", "list", container_config={"a": 1}))
-    raw(db_path, "UPDATE registered_groups SET container_config = 'garbage{' WHERE jid = 'tg:2'")
-    raw(db_path, "UPDATE registered_groups SET container_config = '[1, 2]' WHERE jid = 'tg:3'")
-    raw(
+    raw_sql(db_path, "UPDATE registered_groups SET container_config = 'garbage{' WHERE jid = 'tg:2'")
+    raw_sql(db_path, "UPDATE registered_groups SET container_config = '[1, 2]' WHERE jid = 'tg:3'")
+    raw_sql(
         db_path,
         "INSERT INTO registered_groups (jid, name, folder, trigger_pattern, added_at)"
         " VALUES ('tg:evil', 'evil', '../../etc', '@Andy', ?)",
@@ -476,7 +446,7 @@ def test_task_crud(store: AgentStore) -> None:
 def test_update_task_sets_only_the_given_fields(store: AgentStore, db_path: Path) -> None:
     store.create_task(task("t1", next_run=ts(10), last_result="ok"))
     # Someone else changes the prompt between our read and our update: it must survive.
-    raw(db_path, "UPDATE scheduled_tasks SET prompt = 'changed elsewhere' WHERE id = 't1'")
+    raw_sql(db_path, "UPDATE scheduled_tasks SET prompt = 'changed elsewhere' WHERE id = 't1'")
     store.update_task("t1", next_run=None, last_run=ts(11))
     got = store.get_task("t1")
     assert got is not None
@@ -532,7 +502,7 @@ def test_run_logs_newest_first_and_deleted_with_the_task(store: AgentStore, db_p
     assert store.get_task_runs("t1") == [runs[1], runs[2], runs[0]]
     store.delete_task("t1")
     assert store.get_task_runs("t1") == []
-    assert raw(db_path, "SELECT task_id FROM task_run_logs") == [("t2",)]
+    assert raw_sql(db_path, "SELECT task_id FROM task_run_logs") == [("t2",)]
 
 
 def test_logging_a_run_of_a_missing_task_is_refused(store: AgentStore) -> None:
@@ -541,19 +511,19 @@ def test_logging_a_run_of_a_missing_task_is_refused(store: AgentStore) -> None:
 
 
 def test_corrupt_task_rows_are_skipped_and_logged(
-    store: AgentStore, db_path: Path, store_log: Captured
+    store: AgentStore, db_path: Path, store_log: CapturedLog
 ) -> None:
     store.create_task(task("good", next_run=ts(1)))
     store.create_task(task("bad", next_run=ts(1)))
-    raw(db_path, "UPDATE scheduled_tasks SET status = 'exploded' WHERE id = 'bad'")
-    raw(db_path, "UPDATE scheduled_tasks SET schedule_type = 'active' WHERE id = 'bad'")
+    raw_sql(db_path, "UPDATE scheduled_tasks SET status = 'exploded' WHERE id = 'bad'")
+    raw_sql(db_path, "UPDATE scheduled_tasks SET schedule_type = 'active' WHERE id = 'bad'")
     assert [t.id for t in store.list_tasks()] == ["good"]
     assert store.get_task("bad") is None
     assert any("skipping unreadable task 'bad'" in m for m in store_log.messages())
     store.create_task(task("bad-run"))
     store.log_task_run(TaskRun(task_id="bad-run", run_at=ts(1), duration_ms=1, status="success"))
     store.log_task_run(TaskRun(task_id="bad-run", run_at=ts(2), duration_ms=1, status="success"))
-    raw(db_path, "UPDATE task_run_logs SET status = 'weird' WHERE run_at = ?", (ts(2),))
+    raw_sql(db_path, "UPDATE task_run_logs SET status = 'weird' WHERE run_at = ?", (ts(2),))
     assert [r.run_at for r in store.get_task_runs("bad-run")] == [ts(1)]
 
 
@@ -564,7 +534,7 @@ def test_a_failed_write_rolls_back_all_of_it(store: AgentStore, db_path: Path) -
     """delete_task deletes run logs, then the task; if the second step fails the first is undone."""
     store.create_task(task("t1"))
     store.log_task_run(TaskRun(task_id="t1", run_at=ts(1), duration_ms=1, status="success"))
-    raw(
+    raw_sql(
         db_path,
         "CREATE TRIGGER keep_t1 BEFORE DELETE ON scheduled_tasks WHEN OLD.id = 't1'"
         " BEGIN SELECT RAISE(ABORT, 'task t1 is protected'); END",
@@ -579,7 +549,7 @@ def test_a_failed_write_rolls_back_all_of_it(store: AgentStore, db_path: Path) -
 
 
 def test_constraint_violations_become_config_errors(store: AgentStore, db_path: Path) -> None:
-    raw(
+    raw_sql(
         db_path,
         "CREATE TRIGGER no_spam BEFORE INSERT ON messages WHEN NEW.content = 'spam'"
         " BEGIN SELECT RAISE(ABORT, 'spam is not stored'); END",
@@ -676,11 +646,13 @@ def test_a_v1_file_upgrades_without_losing_data(db_path: Path) -> None:
         store.store_message(msg("3", content="Andy: reply", at=3, is_bot_message=True))
         store.set_handoff("family", "codex", "claude_code")
         assert store.get_handoff("family") is not None
-    columns = {r[1] for r in raw(db_path, "PRAGMA table_info(messages)")}
+    columns = {r[1] for r in raw_sql(db_path, "PRAGMA table_info(messages)")}
     assert "is_bot_message" in columns
-    indexes = {r[0] for r in raw(db_path, "SELECT name FROM sqlite_master WHERE type = 'index'")}
+    indexes = {r[0] for r in raw_sql(db_path, "SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"idx_messages_timestamp", "idx_messages_chat_time", "idx_tasks_due"} <= indexes
-    assert [r[0] for r in raw(db_path, "SELECT id FROM schema_migrations ORDER BY id")] == list(range(1, 9))
+    assert [r[0] for r in raw_sql(db_path, "SELECT id FROM schema_migrations ORDER BY id")] == list(
+        range(1, 9)
+    )
 
 
 def test_a_file_at_migration_1_upgrades(db_path: Path) -> None:
@@ -691,19 +663,19 @@ def test_a_file_at_migration_1_upgrades(db_path: Path) -> None:
     conn.close()
     with AgentStore(db_path) as store:
         assert store.get_sessions("claude_code") == {"family": "sess-1"}
-    assert raw(db_path, "SELECT count(*) FROM schema_migrations") == [(8,)]
+    assert raw_sql(db_path, "SELECT count(*) FROM schema_migrations") == [(8,)]
 
 
 def test_a_file_from_a_newer_version_is_refused(db_path: Path) -> None:
     AgentStore(db_path).close()
-    raw(db_path, "INSERT INTO schema_migrations VALUES (9, 'from_the_future', ?)", (T0,))
+    raw_sql(db_path, "INSERT INTO schema_migrations VALUES (9, 'from_the_future', ?)", (T0,))
     with pytest.raises(AgentliteError, match=r"migration 9 .*newer version"):
         AgentStore(db_path)
 
 
 def test_a_renamed_migration_is_refused(db_path: Path) -> None:
     AgentStore(db_path).close()
-    raw(db_path, "UPDATE schema_migrations SET name = 'something_else' WHERE id = 3")
+    raw_sql(db_path, "UPDATE schema_migrations SET name = 'something_else' WHERE id = 3")
     with pytest.raises(AgentliteError, match="`something_else`, expected `message_bot_flag`"):
         AgentStore(db_path)
 
