@@ -8,6 +8,11 @@ Order matters and is the point of this module:
   in the caller's output handler, cancellation) removes the box and then deletes the record;
 * :func:`cleanup_orphans` removes a box only when its record says the owner is gone, and deletes
   that record even when the removal fails.
+
+Timeouts hold whatever the command leaves behind: at the deadline the whole box is stopped (not just
+the command), and when the command exits its pipes get a short drain (:data:`DRAIN_SECONDS`) before
+the box goes, so a background child holding them never delays the end nor hides the exit code.
+Every teardown step is bounded in time (:data:`TEARDOWN_SECONDS`) and logs what it gave up on.
 """
 
 from __future__ import annotations
@@ -37,6 +42,10 @@ from agentlite.runtime.base import BoxProcess, BoxRuntime, BoxSpec
 log = logging.getLogger("agentlite.lifecycle")
 
 OutputHandler = Callable[[bytes], Awaitable[None] | None]
+#: After the command exits, how long its output pipes may still deliver what was written.
+DRAIN_SECONDS = 1.5
+#: The most one teardown step (killing the command, removing the box) may take before we give up.
+TEARDOWN_SECONDS = 30.0
 _AGENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -140,7 +149,9 @@ async def run_in_box(
             await proc.close_stdin()
         except (OSError, RuntimeError) as exc:
             raise BoxExecFailed(name, f"Failed to write stdin to `{name}`: {exc}") from exc
-        exit_code, timed_out = await _supervise(proc, on_stdout, on_stderr, deadline)
+        exit_code, timed_out = await _supervise(
+            proc, on_stdout, on_stderr, deadline, stop_box=lambda: runtime.stop(name)
+        )
         return CommandResult(name, exit_code, timed_out, time.monotonic() - started)
     finally:
         await _shielded(_teardown(runtime, ownership, name, proc))
@@ -165,6 +176,7 @@ async def _supervise(
     on_stdout: OutputHandler | None,
     on_stderr: OutputHandler | None,
     deadline: Deadline,
+    stop_box: Callable[[], Awaitable[None]] | None = None,
 ) -> tuple[int, bool]:
     handler_error: list[BaseException] = []
 
@@ -181,35 +193,65 @@ async def _supervise(
                 await proc.kill()
 
     pumps = asyncio.gather(pump(proc.stdout_lines(), on_stdout), pump(proc.stderr_lines(), on_stderr))
+    exited = asyncio.ensure_future(proc.wait())
     timed_out = False
     try:
-        while True:
-            done, _ = await asyncio.wait({pumps}, timeout=deadline.remaining())
-            if done:
-                break
-            if deadline.remaining() == 0:
+        # Until the command exits (or, for a command that closed its output, until it exits too).
+        while not exited.done():
+            waiting = {exited} if pumps.done() else {exited, pumps}
+            await asyncio.wait(waiting, timeout=deadline.remaining(), return_when=asyncio.FIRST_COMPLETED)
+            if not exited.done() and deadline.remaining() == 0:
                 timed_out = True
-                log.warning("box run timed out after %ss; killing it", deadline.seconds)
-                await proc.kill()
-                await pumps
                 break
-        pumps.result()
+        if timed_out:
+            log.warning("box run timed out after %ss; stopping the box", deadline.seconds)
+            await _bounded(_stop_everything(proc, stop_box), "stopping the timed-out box")
+        # What the command wrote before it ended, but no longer than a short drain: a background
+        # child may keep the pipes open for ever.
+        await asyncio.wait({pumps}, timeout=DRAIN_SECONDS)
+        if pumps.done():
+            pumps.result()
+        else:
+            log.info("output pipes still open %.1f s after the command ended; closing them", DRAIN_SECONDS)
     finally:
-        if not pumps.done():
-            pumps.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pumps
-    exit_code = await proc.wait()
+        for task in (pumps, exited):
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    exit_code = exited.result() if exited.done() and not exited.cancelled() else -9
     if handler_error:
         raise handler_error[0]
     return exit_code, timed_out
 
 
+async def _stop_everything(proc: BoxProcess, stop_box: Callable[[], Awaitable[None]] | None) -> None:
+    # The whole box first: the command's own kill misses what it started in another session.
+    if stop_box is not None:
+        try:
+            await stop_box()
+        except Exception as exc:
+            log.warning("could not stop the timed-out box: %s", exc)
+    await proc.kill()
+
+
+async def _bounded(work: Awaitable[None], what: str, seconds: float = TEARDOWN_SECONDS) -> bool:
+    """Await ``work`` for at most ``seconds``; log an error and go on when it takes longer."""
+    try:
+        await asyncio.wait_for(work, seconds)
+        return True
+    except TimeoutError:
+        log.error(
+            "%s did not finish in %.0f s; giving up (the next cleanup reaps what is left)", what, seconds
+        )
+        return False
+
+
 async def _teardown(runtime: BoxRuntime, ownership: Any, name: str, proc: BoxProcess | None) -> None:
     try:
         if proc is not None:
-            await proc.kill()
-        await runtime.remove(name, force=True)
+            await _bounded(proc.kill(), f"killing the command in box `{name}`")
+        await _bounded(runtime.remove(name, force=True), f"removing box `{name}`")
     except BoxNotFound:
         pass
     except Exception as exc:
@@ -220,15 +262,27 @@ async def _teardown(runtime: BoxRuntime, ownership: Any, name: str, proc: BoxPro
 
 
 async def _shielded(coro: Coroutine[Any, Any, None]) -> None:
-    """Run cleanup to the end even if the caller is cancelled, then let the cancellation through."""
+    """Run cleanup to the end even if the caller is cancelled, then let the cancellation through.
+
+    ``coro`` must bound its own steps (see :func:`_bounded`); this adds an outer bound so a caller
+    is never held longer than twice :data:`TEARDOWN_SECONDS` plus a margin.
+    """
     task = asyncio.ensure_future(coro)
     cancelled = False
+    give_up_at = time.monotonic() + 2 * TEARDOWN_SECONDS + 10
     while not task.done():
+        left = give_up_at - time.monotonic()
+        if left <= 0:
+            log.error("cleanup did not finish in %.0f s; leaving it to run on", 2 * TEARDOWN_SECONDS + 10)
+            break
         try:
-            await asyncio.shield(task)
+            await asyncio.wait_for(asyncio.shield(task), left)
+        except TimeoutError:
+            continue
         except asyncio.CancelledError:
             cancelled = True
-    task.result()
+    if task.done():
+        task.result()
     if cancelled:
         raise asyncio.CancelledError
 

@@ -1,12 +1,16 @@
-"""Process identity that survives PID reuse: a pid plus the process's start time."""
+"""Process identity that survives PID reuse (a pid plus its start time), bounded killing, and
+finding processes by a marker in their environment."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
 
 import psutil
+
+log = logging.getLogger("agentlite.procs")
 
 
 def start_time(pid: int) -> float | None:
@@ -22,7 +26,10 @@ def start_time(pid: int) -> float | None:
         return None
     except psutil.AccessDenied:
         # It exists; we just may not look at it. Its start time is still readable on Linux.
-        return psutil.Process(pid).create_time()
+        try:
+            return psutil.Process(pid).create_time()
+        except psutil.Error:
+            return None
 
 
 def is_same_process(pid: int, started: float, tolerance: float = 0.5) -> bool:
@@ -31,14 +38,38 @@ def is_same_process(pid: int, started: float, tolerance: float = 0.5) -> bool:
     return actual is not None and abs(actual - started) <= tolerance
 
 
-def kill_and_wait(pids: list[int], timeout: float = 5.0) -> list[int]:
-    """SIGKILL every pid, reap our own children among them, and return those still alive after
-    ``timeout`` seconds."""
+def kill_and_wait(pids: list[int], timeout: float = 5.0, *, term_grace: float = 0.0) -> list[int]:
+    """End every pid and return those still alive at the end; never waits longer than
+    ``term_grace + 2 * timeout`` seconds.
+
+    The escalation: SIGTERM and up to ``term_grace`` seconds to exit (skipped when 0: a box's init
+    ignores SIGTERM from outside its pid namespace), then SIGKILL and up to ``timeout`` seconds, then
+    SIGKILL once more and another ``timeout`` (a process in uninterruptible sleep dies only when it
+    wakes), then give up with a logged error. Our own children among them are reaped on the way.
+    """
+    alive = list(pids)
+    if term_grace > 0:
+        _signal_all(alive, signal.SIGTERM)
+        alive = _wait_gone(alive, term_grace)
+    for _attempt in range(2):
+        if not alive:
+            return []
+        _signal_all(alive, signal.SIGKILL)
+        alive = _wait_gone(alive, timeout)
+    if alive:
+        log.error("processes %s survived SIGKILL for %.0f s; giving up on them", alive, 2 * timeout)
+    return alive
+
+
+def _signal_all(pids: list[int], signum: int) -> None:
     for pid in pids:
         try:
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, signum)
         except ProcessLookupError:
             pass
+
+
+def _wait_gone(pids: list[int], timeout: float) -> list[int]:
     deadline = time.monotonic() + timeout
     alive = list(pids)
     while alive:
@@ -46,7 +77,7 @@ def kill_and_wait(pids: list[int], timeout: float = 5.0) -> list[int]:
         alive = [pid for pid in alive if start_time(pid) is not None]
         if not alive or time.monotonic() > deadline:
             break
-        time.sleep(0.01)
+        time.sleep(0.01)  # polling a condition with a deadline: there is no wait for a non-child
     return alive
 
 
@@ -57,3 +88,25 @@ def reap_children(pids: list[int]) -> None:
             os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
             pass
+
+
+def processes_marked(key: str, value_prefix: str) -> dict[int, str]:
+    """Live processes whose environment holds ``key=<value starting with value_prefix>``, as
+    ``{pid: value}``. Processes we may not inspect (other users') are skipped."""
+    needle = f"{key}=".encode()
+    found: dict[int, str] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as f:
+                environ = f.read()
+        except OSError:
+            continue
+        for item in environ.split(b"\0"):
+            if item.startswith(needle):
+                value = item[len(needle) :].decode(errors="replace")
+                if value.startswith(value_prefix):
+                    found[int(entry.name)] = value
+                break
+    return found

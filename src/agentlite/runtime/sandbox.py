@@ -11,7 +11,10 @@ environment through ``env -i``. Killing the init kills every process of the box 
 kernel tears down a pid namespace with its pid 1.
 
 State lives in ``<home>/sandbox/<box name>/box.json``; whether a box runs is read from the init's pid
-and start time, so a reused pid never passes for a live box.
+and start time, so a reused pid never passes for a live box. The state is on disk (``"starting"``)
+before the box's first process starts, and a removal deletes it only after every process is gone.
+Each box's ``bwrap`` carries ``AGENTLITE_SANDBOX_BOX=<box folder>`` in its environment: a marker only
+our boxes have, so a box whose state folder was lost is still found (:meth:`untracked`) and reaped.
 
 Image mode (``SandboxRuntime(home, rootfs=<unpacked guest image>)``, see :mod:`agentlite._image`): the
 box's root holds the image's top-level folders read-only instead of the host's system folders, the
@@ -30,10 +33,13 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from agentlite._atomic import write_atomic
 from agentlite._errors import (
@@ -45,7 +51,7 @@ from agentlite._errors import (
     ConfigError,
     RuntimeUnavailable,
 )
-from agentlite._procs import is_same_process, kill_and_wait, reap_children, start_time
+from agentlite._procs import is_same_process, kill_and_wait, processes_marked, reap_children, start_time
 from agentlite.runtime.base import BoxInfo, BoxRuntime, BoxSpec, BoxState
 
 log = logging.getLogger("agentlite.runtime.sandbox")
@@ -53,6 +59,8 @@ log = logging.getLogger("agentlite.runtime.sandbox")
 BOX_HOME = "/home/agent"
 BASE_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
 _START_TIMEOUT = 15.0
+#: The environment variable on every box's ``bwrap`` that names the box's state folder.
+BOX_MARKER_ENV = "AGENTLITE_SANDBOX_BOX"
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 # The parts of /etc that ordinary programs read. Nothing else of /etc is shown: it can hold secrets
@@ -132,7 +140,9 @@ class SandboxRuntime(BoxRuntime):
         if self._rootfs is not None and not (self._rootfs / "etc" / "passwd").is_file():
             raise ConfigError(f"sandbox rootfs `{rootfs}` is not an unpacked root filesystem (no etc/passwd)")
         self._tools = _find_tools()
+        # bwrap processes we spawned and must reap; added from worker threads, reaped from any.
         self._our_children: set[int] = set()
+        self._children_lock = threading.Lock()
 
     # -- listing -------------------------------------------------------------------------------
 
@@ -267,19 +277,10 @@ class SandboxRuntime(BoxRuntime):
             box_dir.mkdir(mode=0o700)
         except FileExistsError:
             raise BoxExists(name, f"box `{name}` already exists") from None
+        state: dict[str, Any] = {"name": name, "runtime": self.name, "status": "starting"}
         try:
-            init_pid, bwrap_pid = await asyncio.to_thread(self._launch, box_dir, argv)
-            init_started = start_time(init_pid)
-            if init_started is None:
-                raise BoxStartFailed(name, f"box `{name}` exited right after it started: {_tail(box_dir)}")
-            state = {
-                "name": name,
-                "runtime": self.name,
+            state |= {
                 "created_at": time.time(),
-                "init_pid": init_pid,
-                "init_started": init_started,
-                "bwrap_pid": bwrap_pid,
-                "bwrap_started": start_time(bwrap_pid),
                 "working_dir": spec.working_dir,
                 "network": spec.network,
                 "memory_mib": spec.memory_mib,
@@ -288,9 +289,22 @@ class SandboxRuntime(BoxRuntime):
                 "env": dict(spec.env),
                 "rootfs": None if self._rootfs is None else str(self._rootfs),
             }
-            # Runtime state, not an ownership record: no fsync, it is rewritten only at create.
-            write_atomic(box_dir / "box.json", json.dumps(state, indent=2).encode(), fsync=False, mode=0o600)
+            # On disk before the first process starts, so no process of ours is ever without state.
+            _write_state(box_dir, state)
+            init_pid, bwrap_pid = await asyncio.to_thread(self._launch, box_dir, argv)
+            init_started = start_time(init_pid)
+            if init_started is None:
+                raise BoxStartFailed(name, f"box `{name}` exited right after it started: {_tail(box_dir)}")
+            state |= {
+                "status": "running",
+                "init_pid": init_pid,
+                "init_started": init_started,
+                "bwrap_pid": bwrap_pid,
+                "bwrap_started": start_time(bwrap_pid),
+            }
+            _write_state(box_dir, state)
         except BaseException:
+            # Bounded: _destroy's kills give up after a fixed time, so this cannot hang a teardown.
             await asyncio.shield(asyncio.to_thread(self._destroy, name, box_dir))
             raise
         return BoxInfo(name=name, runtime=self.name, state=BoxState.RUNNING)
@@ -306,7 +320,7 @@ class SandboxRuntime(BoxRuntime):
             pid = os.posix_spawn(
                 argv[0],
                 argv,
-                {"PATH": BASE_PATH},
+                {"PATH": BASE_PATH, BOX_MARKER_ENV: self._marker(box_dir.name)},
                 file_actions=[
                     (os.POSIX_SPAWN_DUP2, null_fd, 0),
                     (os.POSIX_SPAWN_DUP2, log_fd, 1),
@@ -319,7 +333,8 @@ class SandboxRuntime(BoxRuntime):
         finally:
             for fd in (info_w, ready_w, log_fd, null_fd):
                 os.close(fd)
-        self._our_children.add(pid)
+        with self._children_lock:
+            self._our_children.add(pid)
         try:
             ready = _read_all(ready_r, _START_TIMEOUT)
             info = _read_all(info_r, 2.0)
@@ -382,17 +397,9 @@ class SandboxRuntime(BoxRuntime):
             command += ["/usr/bin/env", "-C", cwd]
         command += _image_argv(argv) if image else argv
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *command,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                env=box_env,
-                start_new_session=True,
-            )
+            return await SandboxProcess.start(command, box_env)
         except OSError as exc:
             raise BoxExecFailed(name, f"Cannot exec in box `{name}`: {exc}") from exc
-        return SandboxProcess(proc)
 
     # -- stop and remove -----------------------------------------------------------------------
 
@@ -412,14 +419,55 @@ class SandboxRuntime(BoxRuntime):
             )
             if isinstance(pid, int) and isinstance(started, float | int) and is_same_process(pid, started)
         ]
+        # And whatever carries this box's marker (a box still starting has no pids in its state).
+        pids += [pid for pid in self._marked_tree(name) if pid not in pids]
         left = kill_and_wait(pids)
         if left:
             raise BoxRemoveFailed(name, f"box `{name}`: processes {left} survived SIGKILL")
+
+    def _marker(self, name: str) -> str:
+        return os.path.join(os.path.abspath(self._root), name)
+
+    def _marked_tree(self, name: str | None = None) -> list[int]:
+        """Processes of the box ``name`` (of every box when None) found by their marker: each marked
+        ``bwrap`` and everything below it (its init and commands carry no marker of their own)."""
+        root = os.path.abspath(self._root) + os.sep
+        wanted = None if name is None else self._marker(name)
+        pids: list[int] = []
+        for pid, value in processes_marked(BOX_MARKER_ENV, root).items():
+            if wanted is not None and value != wanted:
+                continue
+            pids.append(pid)
+            try:
+                pids += [child.pid for child in psutil.Process(pid).children(recursive=True)]
+            except psutil.Error:
+                pass
+        return pids
+
+    async def untracked(self) -> list[str]:
+        """Names of boxes whose processes run but whose state folder is gone (deleted under them)."""
+        return await asyncio.to_thread(self._untracked)
+
+    def _untracked(self) -> list[str]:
+        root = os.path.abspath(self._root) + os.sep
+        names = set()
+        for pid, value in processes_marked(BOX_MARKER_ENV, root).items():
+            name = value[len(root) :]
+            if os.sep in name or name.startswith("."):
+                continue
+            # Checked after the scan: a box made after it has its folder before its first process.
+            if not (self._root / name).is_dir() and start_time(pid) is not None:
+                names.add(name)
+        return sorted(names)
 
     async def remove(self, name: str, *, force: bool = False) -> None:
         box_dir = self._dir(name)
         state = self._read_state(name)
         if state is None and not box_dir.is_dir():
+            # An untracked box (its folder was deleted under it) is still ours to reap.
+            if force and await asyncio.to_thread(self._marked_tree, name):
+                await asyncio.to_thread(self._kill_box, name, {})
+                return
             raise BoxNotFound(name, f"Cannot remove box `{name}`: it does not exist")
         state = state or {"name": name}
         if self._state_of(state) is BoxState.RUNNING and not force:
@@ -437,18 +485,60 @@ class SandboxRuntime(BoxRuntime):
         shutil.rmtree(doomed, ignore_errors=True)
 
     def _reap(self) -> None:
-        reap_children(list(self._our_children))
-        self._our_children = {pid for pid in self._our_children if start_time(pid) is not None}
+        with self._children_lock:
+            children = list(self._our_children)
+        reap_children(children)
+        gone = {pid for pid in children if start_time(pid) is None}
+        with self._children_lock:
+            self._our_children -= gone
 
     async def aclose(self) -> None:
         self._reap()
 
 
+class _ExitAwareProtocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """Tells when the process itself exits. ``Process.wait()`` also waits for its pipes to close,
+    which a background child holding them can delay without end."""
+
+    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=limit, loop=loop)
+        self.exited = asyncio.Event()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        self.exited.set()
+
+
+#: How long :meth:`SandboxProcess.kill` waits for the killed command to exit before it gives up.
+_KILL_WAIT = 5.0
+
+
 class SandboxProcess:
     """A command running in a sandbox box (the host-side ``nsenter`` process and its child)."""
 
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, exited: asyncio.Event | None = None) -> None:
         self._proc = proc
+        self._exited = exited
+
+    @classmethod
+    async def start(cls, command: Sequence[str], env: Mapping[str, str]) -> SandboxProcess:
+        loop = asyncio.get_running_loop()
+        protocol_holder: list[_ExitAwareProtocol] = []
+
+        def make_protocol() -> _ExitAwareProtocol:
+            protocol_holder.append(_ExitAwareProtocol(2**16, loop))
+            return protocol_holder[0]
+
+        transport, protocol = await loop.subprocess_exec(
+            make_protocol,
+            *command,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=dict(env),
+            start_new_session=True,
+        )
+        return cls(asyncio.subprocess.Process(transport, protocol, loop), protocol.exited)
 
     @property
     def pid(self) -> int:
@@ -477,17 +567,28 @@ class SandboxProcess:
             pass
 
     async def wait(self) -> int:
-        return await self._proc.wait()
+        """Its exit code, as soon as it exits (not when everything holding its pipes is gone)."""
+        if self._exited is None:
+            return await self._proc.wait()
+        await self._exited.wait()
+        code = self._proc.returncode
+        assert code is not None
+        return code
 
     async def kill(self) -> None:
         if self._proc.returncode is not None:
+            # Not the group of a reaped leader (its pid may be reused); what it left running in the
+            # background goes with the box.
             return
         # nsenter forked the command into the box's pid namespace; both are in this process group.
         try:
             os.killpg(self._proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
+        except (ProcessLookupError, PermissionError):
             pass
-        await self._proc.wait()
+        try:
+            await asyncio.wait_for(self.wait(), _KILL_WAIT)
+        except TimeoutError:
+            log.error("command pid %s did not exit %.0f s after SIGKILL", self._proc.pid, _KILL_WAIT)
 
 
 async def _lines(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
@@ -551,6 +652,11 @@ def _image_argv(argv: Sequence[str]) -> list[str]:
     if first in host_pythons:
         return [GUEST_PYTHON, *argv[1:]]
     return list(argv)
+
+
+def _write_state(box_dir: Path, state: dict[str, Any]) -> None:
+    # Runtime state, not an ownership record: no fsync, it is rewritten only while the box starts.
+    write_atomic(box_dir / "box.json", json.dumps(state, indent=2).encode(), fsync=False, mode=0o600)
 
 
 def _read_all(fd: int, timeout: float) -> bytes:

@@ -1,0 +1,86 @@
+"""Timeouts hold whatever a command leaves running, and the command's own exit code is reported."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from agentlite._lifecycle import Deadline, run_in_box
+from agentlite._ownership import RecordStore
+from agentlite._procs import processes_marked
+from agentlite.runtime.sandbox import BOX_MARKER_ENV, SandboxRuntime
+
+AGENTLITE = [sys.executable, "-m", "agentlite"]
+
+
+def box_processes(home: Path) -> dict[int, str]:
+    """Every process of a box under ``home``, tracked or not, found by the marker our boxes carry."""
+    return processes_marked(BOX_MARKER_ENV, str(home.resolve() / "sandbox") + os.sep)
+
+
+def exec_cli(home: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    env = {**os.environ, "NO_COLOR": "1", "AGENTLITE_HOME": str(home)}
+    env.pop("AGENTLITE_RUNTIME", None)
+    started = time.monotonic()
+    result = subprocess.run([*AGENTLITE, "exec", *args], capture_output=True, text=True, env=env, timeout=120)
+    return result, time.monotonic() - started
+
+
+async def assert_box_gone(home: Path) -> None:
+    assert await SandboxRuntime(home).list() == []
+    assert box_processes(home) == {}
+    assert RecordStore(home).record_names() == []
+
+
+async def test_cli_timeout_kills_the_whole_box_whatever_holds_its_pipes(
+    sandbox: SandboxRuntime, home: Path
+) -> None:
+    result, took = exec_cli(home, "--timeout", "3", "--", "sh", "-c", "sleep 40 & sleep 30")
+    assert result.returncode == 124, result.stderr
+    assert "timed out after 3 s" in result.stderr
+    # Well before either sleep could have ended on its own (generous: the machine is shared).
+    assert took < 25
+    await assert_box_gone(home)
+
+
+async def test_cli_reports_the_exit_code_at_once_when_a_background_child_holds_the_pipes(
+    sandbox: SandboxRuntime, home: Path
+) -> None:
+    result, took = exec_cli(home, "--", "sh", "-c", "echo before; sleep 20 & exit 3")
+    assert result.returncode == 3, result.stderr
+    assert result.stdout == "before\n"
+    assert took < 15
+    await assert_box_gone(home)
+
+
+async def test_output_written_just_before_exit_is_drained(sandbox: SandboxRuntime, home: Path) -> None:
+    lines: list[bytes] = []
+    result = await run_in_box(
+        sandbox,
+        home,
+        ["sh", "-c", "sleep 30 & seq 1 2000; exit 5"],
+        on_stdout=lines.append,
+    )
+    assert (result.exit_code, result.timed_out) == (5, False)
+    assert lines == [f"{i}\n".encode() for i in range(1, 2001)]
+    await assert_box_gone(home)
+
+
+async def test_a_process_that_closes_its_output_still_times_out(sandbox: SandboxRuntime, home: Path) -> None:
+    result = await run_in_box(sandbox, home, ["sh", "-c", "exec >&- 2>&-; sleep 60"], deadline=Deadline(1.0))
+    assert result.timed_out
+    await assert_box_gone(home)
+
+
+async def test_background_child_in_its_own_session_cannot_outlive_the_timeout(
+    sandbox: SandboxRuntime, home: Path
+) -> None:
+    # setsid puts the child out of the command's process group: only stopping the box reaches it.
+    task = run_in_box(sandbox, home, ["sh", "-c", "setsid sleep 60 & sleep 60"], deadline=Deadline(1.0))
+    result = await asyncio.wait_for(task, 60)
+    assert result.timed_out
+    await assert_box_gone(home)
