@@ -281,6 +281,29 @@ async def test_agent_uses_mcp_tools_and_custom_actions_from_inside_the_box(platf
     await agent.stop()
 
 
+@pytest.mark.parametrize("kind", ["codex", "claude_code"])
+async def test_first_model_call_can_already_send_a_message(platform: agentlite.AgentLite, model: ModelServer,
+                                                           kind: str) -> None:  # fmt: skip
+    """The in-box MCP server is up before the agent's first model call: a turn that opens with
+    send_message reaches the chat, and the tool answered "Message sent." (not "unsupported call")."""
+    if kind == "claude_code" and not (agent_clis_bin() / "claude").exists():  # type: ignore[operator]
+        pytest.skip("claude CLI not installed in agent-clis/")
+    backend = {"type": kind, "max_retries": 0,
+               "base_url": model.anthropic_base_url if kind == "claude_code" else model.openai_base_url}  # fmt: skip
+    agent, channel = await started(platform, model, backend=backend)
+    agent.register_group("t:main", name="main", folder="main", is_main=True)
+    model.scenario = "tool_call"
+    model.tool = ("mcp__agentlite__send_message", {"text": "sent by the first model call"})
+    await channel.say("t:main", "say something at once")
+    sent = await channel.wait_sent(2)
+    assert ("t:main", "sent by the first model call") in sent
+    turn = [r for r in model.requests if r.scenario == "tool_call"]
+    assert [r.step for r in turn[:2]] == [0, 1]  # the tool call was the turn's first model call
+    tool_output = json.dumps(turn[1].body)
+    assert "Message sent." in tool_output and "unsupported call" not in tool_output
+    await agent.stop()
+
+
 async def test_non_main_group_cannot_message_another_group(
     platform: agentlite.AgentLite, model: ModelServer
 ) -> None:

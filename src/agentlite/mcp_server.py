@@ -44,41 +44,51 @@ offset (``2026-02-01T15:30:00``). The host writes ``current_tasks.json`` and
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import json
 import os
-import secrets
-import string
+import sys
+import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
-
-from agentlite._ipc import valid_folder
 from agentlite._time import now_iso
 
 SERVER_NAME = "agentlite"
+SERVER_VERSION = "1"
 DEFAULT_IPC_DIR = "/workspace/ipc"
 #: How long call_action waits for the host; actions may do real work.
 ACTION_TIMEOUT = 300.0
-_BASE36 = string.digits + string.ascii_lowercase
+#: MCP revisions that open with the ``initialize`` handshake, oldest first; the CLIs in the box
+#: use one of these.
+PROTOCOL_VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
+_BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+# JSON-RPC error codes.
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
 
 
-@dataclass(frozen=True)
+class ToolError(Exception):
+    """A tool refused its arguments or failed: the agent sees the message as an ``isError`` result."""
+
+
 class BoxConfig:
-    chat_jid: str
-    group_folder: str
-    is_main: bool
-    ipc_dir: Path
-    actions_url: str | None
-    actions_token: str | None
+    """Who this server speaks for, from its environment (see the module docstring)."""
+
+    __slots__ = ("actions_token", "actions_url", "chat_jid", "group_folder", "ipc_dir", "is_main")
+
+    def __init__(self, chat_jid: str, group_folder: str, is_main: bool, ipc_dir: Path,
+                 actions_url: str | None, actions_token: str | None) -> None:  # fmt: skip
+        self.chat_jid = chat_jid
+        self.group_folder = group_folder
+        self.is_main = is_main
+        self.ipc_dir = ipc_dir
+        self.actions_url = actions_url
+        self.actions_token = actions_token
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> BoxConfig:
@@ -93,10 +103,23 @@ class BoxConfig:
         )
 
 
+_name_lock = threading.Lock()
+_last_ms = 0
+
+
+def _next_ms() -> int:
+    """Epoch milliseconds, strictly rising within this process: the host reads files in name
+    order, so two messages sent in the same millisecond must still sort in the order sent."""
+    global _last_ms
+    with _name_lock:
+        _last_ms = max(int(time.time() * 1000), _last_ms + 1)
+        return _last_ms
+
+
 def write_ipc_file(directory: Path, data: dict[str, Any]) -> Path:
     """Publish ``data`` as ``<epochMs>-<random>.json``: written as ``.tmp``, then renamed."""
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{int(time.time() * 1000)}-{secrets.token_hex(4)}.json"
+    path = directory / f"{_next_ms()}-{os.urandom(4).hex()}.json"
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2))
     os.replace(tmp, path)
@@ -104,14 +127,16 @@ def write_ipc_file(directory: Path, data: dict[str, Any]) -> Path:
 
 
 def new_task_id() -> str:
-    return f"task-{int(time.time() * 1000)}-{''.join(secrets.choice(_BASE36) for _ in range(6))}"
+    suffix = "".join(_BASE36[b % 36] for b in os.urandom(6))
+    return f"task-{int(time.time() * 1000)}-{suffix}"
 
 
 def validate_schedule(schedule_type: str, schedule_value: str) -> None:
-    """Raise ToolError (an ``isError`` result) unless the schedule can work: the scheduler's own rules,
-    checked here too so the agent hears about a mistake at once (the host re-checks)."""
+    """Raise ToolError (an ``isError`` result) unless the schedule can work: the scheduler's own rules
+    (:mod:`agentlite._schedules`), checked here too so the agent hears about a mistake at once (the
+    host re-checks)."""
     from agentlite._errors import ConfigError
-    from agentlite._scheduler import validate_schedule as check
+    from agentlite._schedules import validate_schedule as check
 
     try:
         check(schedule_type, schedule_value.strip(), "UTC")
@@ -121,7 +146,18 @@ def validate_schedule(schedule_type: str, schedule_value: str) -> None:
         ) from None
 
 
+def valid_folder(folder: str) -> bool:
+    """The store's group-folder rule. Imported when a group is registered (main group only, rare),
+    never at start-up: the rule's module pulls in the host store."""
+    from agentlite._ipc import valid_folder as store_rule
+
+    return store_rule(folder)
+
+
 def _post(url: str, token: str | None, body: dict[str, Any]) -> tuple[int, Any]:
+    import urllib.error
+    import urllib.request  # ~30 ms of imports: only when an action is called
+
     headers = {"Content-Type": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
@@ -139,16 +175,81 @@ def _post(url: str, token: str | None, body: dict[str, Any]) -> tuple[int, Any]:
         raise ToolError(f"Actions server unreachable: {getattr(exc, 'reason', exc)}") from None
 
 
-def build_server(config: BoxConfig) -> MCPServer:
-    """The MCP server with every tool bound to ``config``."""
-    server = MCPServer(SERVER_NAME, log_level="WARNING")
+# -- the tools ------------------------------------------------------------------------------------
+
+_STRING: dict[str, Any] = {"type": "string"}
+_SCHEDULE_TYPE: dict[str, Any] = {"type": "string", "enum": ["cron", "interval", "once"]}
+
+
+class Tool:
+    """One tool: what ``tools/list`` shows and the function ``tools/call`` runs."""
+
+    __slots__ = ("description", "fn", "name", "properties", "required")
+
+    def __init__(self, fn: Callable[..., str], properties: dict[str, dict[str, Any]], required: tuple[str, ...]) -> None:  # fmt: skip
+        self.name = fn.__name__
+        self.description = _cleandoc(fn.__doc__ or "")
+        self.properties = properties
+        self.required = required
+        self.fn = fn
+
+    def listing(self) -> dict[str, Any]:
+        schema = {"type": "object", "properties": self.properties, "required": list(self.required)}
+        return {"name": self.name, "description": self.description, "inputSchema": schema}
+
+    def check(self, arguments: Any) -> dict[str, Any]:
+        """The arguments the function takes; ToolError naming the first one that is wrong."""
+        if arguments is None:
+            arguments = {}
+        if not isinstance(arguments, dict):
+            raise ToolError("arguments must be a JSON object.")
+        missing = [name for name in self.required if arguments.get(name) is None]
+        if missing:
+            raise ToolError(f"missing required argument `{missing[0]}`.")
+        taken: dict[str, Any] = {}
+        for name, schema in self.properties.items():
+            value = arguments.get(name)
+            if value is None:
+                continue  # optional and not given (or null): the function's default applies
+            kind = schema["type"]
+            ok = (
+                isinstance(value, str)
+                if kind == "string"
+                else isinstance(value, int) and not isinstance(value, bool)
+                if kind == "integer"
+                else isinstance(value, dict)
+            )
+            if not ok:
+                raise ToolError(f"argument `{name}` must be a JSON {kind}, not {json.dumps(value)[:80]}.")
+            if "enum" in schema and value not in schema["enum"]:
+                raise ToolError(
+                    f"argument `{name}` must be one of {', '.join(schema['enum'])}, not `{value}`."
+                )
+            taken[name] = value
+        return taken
+
+
+def _cleandoc(text: str) -> str:
+    # inspect.cleandoc without importing inspect: the agent sees the text without source indentation.
+    lines = text.expandtabs().splitlines()
+    indents = [len(line) - len(line.lstrip()) for line in lines[1:] if line.strip()]
+    margin = min(indents) if indents else 0
+    body = [lines[0].strip()] + [line[margin:].rstrip() for line in lines[1:]] if lines else []
+    return "\n".join(body).strip()
+
+
+def build_tools(config: BoxConfig) -> dict[str, Tool]:
+    """Every tool, bound to ``config``."""
     messages_dir = config.ipc_dir / "messages"
     tasks_dir = config.ipc_dir / "tasks"
+    tools: dict[str, Tool] = {}
 
-    def tool(fn: Callable[..., Any]) -> Callable[..., Any]:
-        # cleandoc: the agent should see the docstring without the source indentation.
-        server.add_tool(fn, description=inspect.cleandoc(fn.__doc__ or ""), structured_output=False)
-        return fn
+    def tool(properties: dict[str, dict[str, Any]], *required: str) -> Callable[[Callable[..., str]], Callable[..., str]]:  # fmt: skip
+        def add(fn: Callable[..., str]) -> Callable[..., str]:
+            tools[fn.__name__] = Tool(fn, properties, required)
+            return fn
+
+        return add
 
     def write_task(data: dict[str, Any]) -> Path:
         return write_ipc_file(tasks_dir, {**data, "timestamp": now_iso()})
@@ -164,16 +265,16 @@ def build_server(config: BoxConfig) -> MCPServer:
             **extra,
         }
 
-    async def actions(path: str, body: dict[str, Any]) -> Any:
+    def actions(path: str, body: dict[str, Any]) -> Any:
         if not config.actions_url:
             raise ToolError("Actions are not available in this session.")
-        status, reply = await asyncio.to_thread(_post, config.actions_url + path, config.actions_token, body)
+        status, reply = _post(config.actions_url + path, config.actions_token, body)
         if not 200 <= status < 300:
             error = reply.get("error") if isinstance(reply, dict) else None
             raise ToolError(str(error or f"actions server replied HTTP {status}"))
         return reply
 
-    @tool
+    @tool({"text": _STRING, "sender": _STRING}, "text")
     def send_message(text: str, sender: str | None = None) -> str:
         """Send a message to the chat right away, while you are still working.
 
@@ -195,12 +296,23 @@ def build_server(config: BoxConfig) -> MCPServer:
         )
         return "Message sent."
 
-    @tool
+    @tool(
+        {
+            "prompt": _STRING,
+            "schedule_type": _SCHEDULE_TYPE,
+            "schedule_value": _STRING,
+            "context_mode": {"type": "string", "enum": ["group", "isolated"], "default": "group"},
+            "target_group_jid": _STRING,
+        },
+        "prompt",
+        "schedule_type",
+        "schedule_value",
+    )
     def schedule_task(
         prompt: str,
-        schedule_type: Literal["cron", "interval", "once"],
+        schedule_type: str,
         schedule_value: str,
-        context_mode: Literal["group", "isolated"] = "group",
+        context_mode: str = "group",
         target_group_jid: str | None = None,
     ) -> str:
         """Schedule a recurring or one-time task that runs as a full agent with all tools.
@@ -232,7 +344,7 @@ def build_server(config: BoxConfig) -> MCPServer:
         )
         return f"Task {task_id} scheduled: {schedule_type} - {schedule_value}"
 
-    @tool
+    @tool({})
     def list_tasks() -> str:
         """List the scheduled tasks: all of them from the main group, otherwise this group's own."""
         path = config.ipc_dir / "current_tasks.json"
@@ -258,29 +370,30 @@ def build_server(config: BoxConfig) -> MCPServer:
             )
         return "Scheduled tasks:\n" + "\n".join(lines)
 
-    @tool
+    @tool({"task_id": _STRING}, "task_id")
     def pause_task(task_id: str) -> str:
         """Pause a scheduled task; it will not run until resumed."""
         write_task(task_ref("pause_task", task_id))
         return f"Task {task_id} pause requested."
 
-    @tool
+    @tool({"task_id": _STRING}, "task_id")
     def resume_task(task_id: str) -> str:
         """Resume a paused task."""
         write_task(task_ref("resume_task", task_id))
         return f"Task {task_id} resume requested."
 
-    @tool
+    @tool({"task_id": _STRING}, "task_id")
     def cancel_task(task_id: str) -> str:
         """Cancel and delete a scheduled task."""
         write_task(task_ref("cancel_task", task_id))
         return f"Task {task_id} cancellation requested."
 
-    @tool
+    @tool({"task_id": _STRING, "prompt": _STRING, "schedule_type": _SCHEDULE_TYPE, "schedule_value": _STRING},
+          "task_id")  # fmt: skip
     def update_task(
         task_id: str,
         prompt: str | None = None,
-        schedule_type: Literal["cron", "interval", "once"] | None = None,
+        schedule_type: str | None = None,
         schedule_value: str | None = None,
     ) -> str:
         """Change a task's prompt or schedule; omitted fields stay as they are."""
@@ -302,7 +415,8 @@ def build_server(config: BoxConfig) -> MCPServer:
         write_task(task_ref("update_task", task_id, **changes))
         return f"Task {task_id} update requested."
 
-    @tool
+    @tool({"jid": _STRING, "name": _STRING, "folder": _STRING, "trigger": _STRING},
+          "jid", "name", "folder", "trigger")  # fmt: skip
     def register_group(jid: str, name: str, folder: str, trigger: str) -> str:
         """Register a new chat so the agent answers there (main group only).
 
@@ -319,29 +433,120 @@ def build_server(config: BoxConfig) -> MCPServer:
         write_task({"type": "register_group", "jid": jid, "name": name, "folder": folder, "trigger": trigger})
         return f"Group {name} registered. It will start receiving messages shortly."
 
-    @tool
-    async def search_actions(query: str, max_results: int = 5) -> str:
+    @tool({"query": _STRING, "max_results": {"type": "integer", "default": 5}}, "query")
+    def search_actions(query: str, max_results: int = 5) -> str:
         """Find custom actions the host offers; call them with call_action.
 
         Query grammar: `select:a,b` fetches exact names; `+word` requires word in the name; other
         words rank by matches in the name (first) or the description. Returns name, description and
         the JSON Schema of each action's payload.
         """
-        reply = await actions("/search", {"query": query, "max_results": max_results})
+        reply = actions("/search", {"query": query, "max_results": max_results})
         return json.dumps(reply.get("actions", []) if isinstance(reply, dict) else reply, indent=2)
 
-    @tool
-    async def call_action(name: str, payload: dict[str, Any] | None = None) -> str:
+    @tool({"name": _STRING, "payload": {"type": "object", "additionalProperties": True}}, "name")
+    def call_action(name: str, payload: dict[str, Any] | None = None) -> str:
         """Call a custom host action by name with a payload matching its inputSchema."""
-        reply = await actions("/call", {"name": name, "payload": payload or {}, "chat_id": config.chat_jid})
+        reply = actions("/call", {"name": name, "payload": payload or {}, "chat_id": config.chat_jid})
         result = reply.get("result") if isinstance(reply, dict) else reply
         return result if isinstance(result, str) else json.dumps(result, indent=2)
 
-    return server
+    return tools
+
+
+# -- the MCP stdio transport ----------------------------------------------------------------------
+
+
+class StdioServer:
+    """MCP over stdio: one JSON-RPC message per line in, one per line out.
+
+    Handled inline, in arrival order: ``initialize``, ``ping``, ``tools/list`` and notifications;
+    each ``tools/call`` runs on its own thread, so a slow action never holds up the next request.
+    """
+
+    def __init__(self, tools: dict[str, Tool], out: Any = None) -> None:
+        self.tools = tools
+        self._out = out if out is not None else sys.stdout.buffer
+        self._write_lock = threading.Lock()
+
+    def send(self, message: dict[str, Any]) -> None:
+        data = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+        with self._write_lock:
+            self._out.write(data)
+            self._out.flush()
+
+    def reply(self, request_id: Any, result: dict[str, Any]) -> None:
+        self.send({"jsonrpc": "2.0", "id": request_id, "result": result})
+
+    def fail(self, request_id: Any, code: int, message: str) -> None:
+        self.send({"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}})
+
+    def handle_line(self, line: bytes) -> None:
+        if not line.strip():
+            return
+        try:
+            message = json.loads(line)
+        except ValueError as exc:
+            self.fail(None, PARSE_ERROR, f"Parse error: {exc}")
+            return
+        if not isinstance(message, dict) or not isinstance(message.get("method"), str):
+            if isinstance(message, dict) and ("result" in message or "error" in message):
+                return  # an answer to a request we never make
+            self.fail(message.get("id") if isinstance(message, dict) else None, INVALID_REQUEST,
+                      "Invalid request: expected one JSON-RPC request object")  # fmt: skip
+            return
+        method, params = message["method"], message.get("params") or {}
+        if "id" not in message:
+            return  # notifications (initialized, cancelled, ...) need no answer
+        request_id = message["id"]
+        if method == "initialize":
+            asked = params.get("protocolVersion") if isinstance(params, dict) else None
+            version = asked if asked in PROTOCOL_VERSIONS else PROTOCOL_VERSIONS[-1]
+            self.reply(request_id, {
+                "protocolVersion": version,
+                "capabilities": {"tools": {"listChanged": False}},
+                "serverInfo": {"name": SERVER_NAME, "version": SERVER_VERSION},
+            })  # fmt: skip
+        elif method == "ping":
+            self.reply(request_id, {})
+        elif method == "tools/list":
+            self.reply(request_id, {"tools": [t.listing() for t in self.tools.values()]})
+        elif method == "tools/call":
+            if not isinstance(params, dict) or not isinstance(params.get("name"), str):
+                self.fail(request_id, INVALID_PARAMS, "tools/call needs params.name")
+                return
+            threading.Thread(target=self.call, args=(request_id, params), daemon=True).start()
+        else:
+            self.fail(request_id, METHOD_NOT_FOUND, f"Method not found: {method}")
+
+    def call(self, request_id: Any, params: dict[str, Any]) -> None:
+        name = params["name"]
+        tool = self.tools.get(name)
+        if tool is None:
+            self.fail(request_id, INVALID_PARAMS, f"Unknown tool: {name}")
+            return
+        try:
+            text, is_error = tool.fn(**tool.check(params.get("arguments"))), False
+        except ToolError as exc:
+            text, is_error = str(exc), True
+        except Exception as exc:  # a bug or an OS error: the agent hears it, the server lives on
+            print(
+                f"[agentlite-mcp] tool {name} failed: {type(exc).__name__}: {exc}",
+                file=sys.stderr,
+                flush=True,
+            )
+            text, is_error = f"Error executing tool {name}: {exc}", True
+        self.reply(request_id, {"content": [{"type": "text", "text": text}], "isError": is_error})
+
+    def serve(self, stream: Any = None) -> None:
+        """Answer requests until the client closes stdin."""
+        source = stream if stream is not None else sys.stdin.buffer
+        for line in source:
+            self.handle_line(line)
 
 
 def main() -> None:
-    build_server(BoxConfig.from_env()).run("stdio")
+    StdioServer(build_tools(BoxConfig.from_env())).serve()
 
 
 if __name__ == "__main__":

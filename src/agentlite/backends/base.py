@@ -20,6 +20,11 @@ from pydantic import BaseModel
 from agentlite._protocol import BackendConfig, RunnerInput
 
 Emit = Callable[[BaseModel], None]
+#: The in-box MCP server the host adds to every run (:mod:`agentlite.mcp_server`); the backend waits
+#: for it before the agent's first model call, so its tools are there from the start.
+BOX_MCP_SERVER = "agentlite"
+#: Seconds a CLI waits for an MCP server to answer at start-up (ours answers in well under 1 s).
+MCP_STARTUP_TIMEOUT = 30.0
 
 
 class TurnFailed(Exception):
@@ -67,6 +72,9 @@ class BackendContext:
             "DISABLE_ERROR_REPORTING": "1",
             # The box is the sandbox: Claude Code allows bypassing its permissions as root only here.
             "IS_SANDBOX": "1",
+            # Connect the MCP servers before the first model call, however the CLI defaults.
+            "MCP_CONNECTION_NONBLOCKING": "0",
+            "MCP_TIMEOUT": str(int(MCP_STARTUP_TIMEOUT * 1000)),
         }
         if self.config.base_url:
             # Claude appends /v1/messages itself; a base URL given OpenAI-style (ending in /v1) works too.
@@ -108,6 +116,10 @@ class BackendContext:
             lines += ["", f"[mcp_servers.{q(name)}]", f"command = {q(server.command)}"]
             if server.args:
                 lines.append("args = [" + ", ".join(q(a) for a in server.args) + "]")
+            if name == BOX_MCP_SERVER:
+                # codex builds the model's tool list without waiting for MCP servers, unless one is
+                # required: then the first model call already has our tools (send_message, ...).
+                lines += ["required = true", f"startup_timeout_sec = {MCP_STARTUP_TIMEOUT:g}"]
             if server.env:
                 lines += ["", f"[mcp_servers.{q(name)}.env]"]
                 lines += [f"{q(k)} = {q(v)}" for k, v in sorted(server.env.items())]

@@ -391,6 +391,10 @@ def _openai_events(
                 "arguments": arguments,
                 "status": "completed",
             }
+            server, _, short = name.removeprefix("mcp__").partition("__")
+            if name.startswith("mcp__") and server and short:
+                # codex offers MCP tools as a namespace per server and routes a call by namespace + name.
+                item |= {"namespace": f"mcp__{server}", "name": short}
             emit(
                 "response.output_item.added",
                 output_index=index,
