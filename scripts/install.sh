@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v bwrap >/dev/null 2>&1 || need_apt+=(bubblewrap)
 command -v nsenter >/dev/null 2>&1 || need_apt+=(util-linux)
+# The in-box end of each network bridge (127.0.0.1:<port> to a Unix socket of the host-side proxy).
+command -v socat >/dev/null 2>&1 || need_apt+=(socat)
 command -v mmdebstrap >/dev/null 2>&1 || need_apt+=(mmdebstrap)
 command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)

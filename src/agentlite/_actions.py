@@ -72,7 +72,15 @@ MAX_BODY = 1024 * 1024
 DEFAULT_MAX_RESULTS = 5
 _MAX_HEADER_BYTES = 64 * 1024
 _MAX_HEADERS = 100
-_READ_TIMEOUT = 30.0
+#: A request (line, headers and body) must arrive within this; a half-open or idle connection is
+#: dropped then. Boxes send small local requests, so a few seconds is generous.
+REQUEST_READ_TIMEOUT = 5.0
+#: Connections still sending their request, at most; a new one evicts the oldest when full, so a
+#: flood of half-open connections can hold neither the host's file descriptors nor the door.
+MAX_PENDING_CONNECTIONS = 64
+#: Requests being served at once, per token (one box's run) and in total; more get 429.
+MAX_ACTIVE_PER_TOKEN = 16
+MAX_ACTIVE_TOTAL = 128
 _DRAIN_LIMIT = 16 * MAX_BODY
 _EMPTY_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}}
 
@@ -269,6 +277,7 @@ _REASONS = {
     405: "Method Not Allowed",
     411: "Length Required",
     413: "Payload Too Large",
+    429: "Too Many Requests",
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
 }
@@ -290,9 +299,15 @@ def _token_key(token: str) -> bytes:
 class ActionsServer:
     """A small asyncio HTTP/1.1 server exposing an :class:`ActionRegistry` to boxes.
 
-    Bind it where boxes can reach it: the sandbox runtime shares the host network, so
-    ``127.0.0.1`` (the default) works there; a VM runtime needs a host interface address.
-    Never bind ``0.0.0.0`` unless you mean to expose the actions to the whole network.
+    Bind it where boxes can reach it: a run bridges a server on the host's ``127.0.0.1`` (the
+    default) into its sandbox box at the same port, whatever the box's network mode; a VM runtime
+    needs a host interface address. Never bind ``0.0.0.0`` unless you mean to expose the actions to
+    the whole network.
+
+    Connections are capped so a flood cannot exhaust the host's file descriptors: at most
+    :data:`MAX_PENDING_CONNECTIONS` still sending their request (the oldest is dropped for a new
+    one), each given :data:`REQUEST_READ_TIMEOUT` seconds; at most :data:`MAX_ACTIVE_PER_TOKEN`
+    requests served per token and :data:`MAX_ACTIVE_TOTAL` in all (429 beyond).
     """
 
     def __init__(self, registry: ActionRegistry) -> None:
@@ -301,6 +316,9 @@ class ActionsServer:
         self._url: str | None = None
         self._grants: dict[bytes, _Grant] = {}
         self._connections: set[asyncio.Task[None]] = set()
+        # Insertion-ordered, so the oldest pending connection is the first key.
+        self._pending: dict[asyncio.Task[None], None] = {}
+        self._active: dict[int, int] = {}
 
     @property
     def url(self) -> str | None:
@@ -348,11 +366,24 @@ class ActionsServer:
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
+        if len(self._pending) >= MAX_PENDING_CONNECTIONS:
+            oldest = next(iter(self._pending))
+            del self._pending[oldest]
+            oldest.cancel()
+        self._pending[task] = None
+        grant_key: int | None = None
         try:
             try:
-                # Only reading is timed: a slow client must not hold a connection forever, but an
-                # action may legitimately take long.
-                path, body, grant = await asyncio.wait_for(self._read_request(reader), _READ_TIMEOUT)
+                # Only reading is timed: a slow client must not hold a connection, but an action may
+                # legitimately take long.
+                path, body, grant = await asyncio.wait_for(self._read_request(reader), REQUEST_READ_TIMEOUT)
+                self._pending.pop(task, None)
+                if self._active.get(id(grant), 0) >= MAX_ACTIVE_PER_TOKEN:
+                    raise _HttpError(429, {"error": "too many requests in flight for this token"})
+                if sum(self._active.values()) >= MAX_ACTIVE_TOTAL:
+                    raise _HttpError(429, {"error": "too many requests in flight"})
+                grant_key = id(grant)
+                self._active[grant_key] = self._active.get(grant_key, 0) + 1
                 status, reply = await self._dispatch(path, body, grant)
             except _HttpError as exc:
                 status, reply = exc.status, exc.body
@@ -362,6 +393,13 @@ class ActionsServer:
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
+            self._pending.pop(task, None)
+            if grant_key is not None:
+                left = self._active[grant_key] - 1
+                if left:
+                    self._active[grant_key] = left
+                else:
+                    del self._active[grant_key]
             self._connections.discard(task)
             writer.close()
             with contextlib.suppress(Exception):

@@ -56,7 +56,18 @@ log = logging.getLogger("agentlite.image")
 RECIPE_VERSION = "1"
 SOURCE_DATE_EPOCH = 1700000000
 SUITE = "bookworm"
-PACKAGES = ("bash", "ca-certificates", "coreutils", "git", "nodejs", "procps", "python3", "python3-venv")
+# socat: the in-box end of the network bridges (see agentlite.runtime.boxnet).
+PACKAGES = (
+    "bash",
+    "ca-certificates",
+    "coreutils",
+    "git",
+    "nodejs",
+    "procps",
+    "python3",
+    "python3-venv",
+    "socat",
+)
 DPKG_OPTIONS = (
     "path-exclude=/usr/share/man/*",
     "path-exclude=/usr/share/locale/*",

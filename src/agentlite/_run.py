@@ -24,6 +24,7 @@ from typing import Literal
 from agentlite._atomic import write_atomic
 from agentlite._clis import agent_clis_bin
 from agentlite._lifecycle import Deadline, run_in_box
+from agentlite._network import HOST_MODE_WARNING, NetworkMode, loopback_ports
 from agentlite._protocol import (
     BackendConfig,
     ErrorEvent,
@@ -159,7 +160,13 @@ async def run_agent(
         ],
         working_dir=GUEST_WORKSPACE,
         network=base.network,
+        network_mode=base.network_mode,
+        allow_net=base.allow_net,
+        # The run's own endpoints on the host's loopback reach the box at the same URLs.
+        exposed_ports=[*base.exposed_ports, *loopback_ports(_run_endpoints(run_input))],
     )
+    if box_spec.net_mode is NetworkMode.HOST:
+        log.warning("%s (agent=%s group=%s)", HOST_MODE_WARNING, agent_id, group)
     hard_timeout = max(timeout, idle_timeout + IDLE_GRACE)
     deadline = Deadline(hard_timeout)
     parser = FrameParser()
@@ -228,9 +235,23 @@ async def run_agent(
     finally:
         if idle_timer is not None:
             idle_timer.cancel()
-        log_path = _write_run_log(home, box_name, run_input, started, outcome, stdout, stderr)
+        log_path = _write_run_log(home, box_name, run_input, started, outcome, stdout, stderr, box_spec)
         if outcome is not None:
             outcome.log_path = log_path
+
+
+def _run_endpoints(run_input: RunnerInput) -> list[str | None]:
+    actions = run_input.actions_auth.url if run_input.actions_auth is not None else None
+    return [run_input.backend.base_url, actions]
+
+
+def _network_note(spec: BoxSpec) -> str:
+    mode = spec.net_mode
+    if mode is NetworkMode.HOST:
+        return "host: " + HOST_MODE_WARNING.split(": ", 1)[1]
+    if mode is NetworkMode.ALLOWLIST:
+        return f"allowlist: {', '.join(str(e) for e in spec.allow_entries) or '(empty)'}"
+    return str(mode)
 
 
 def _safe(name: str) -> str:
@@ -254,7 +275,7 @@ def _classify(exit_code: int, timed_out: bool, last_state: str | None, result: s
 
 
 def _write_run_log(home: Path, box: str, run_input: RunnerInput, started: float, outcome: RunOutcome | None,
-                   stdout: _Capture, stderr: _Capture) -> Path | None:  # fmt: skip
+                   stdout: _Capture, stderr: _Capture, spec: BoxSpec | None = None) -> Path | None:  # fmt: skip
     """One log file per run: what ran, how it ended, and its (capped) output."""
     folder = home / "logs"
     try:
@@ -266,6 +287,7 @@ def _write_run_log(home: Path, box: str, run_input: RunnerInput, started: float,
             "duration_s": round(time.time() - started, 3),
             "backend": run_input.backend.model_dump(exclude_none=True),
             "group_folder": run_input.group_folder,
+            "network": None if spec is None else _network_note(spec),
             "outcome": None
             if outcome is None
             else {k: v for k, v in vars(outcome).items() if k != "log_path"},

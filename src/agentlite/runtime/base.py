@@ -16,6 +16,13 @@ from types import TracebackType
 from typing import Protocol, Self
 
 from agentlite._errors import ConfigError
+from agentlite._network import (
+    DEFAULT_NETWORK_MODE,
+    AllowEntry,
+    NetworkMode,
+    parse_allow_net,
+    parse_network_mode,
+)
 
 DEFAULT_MEMORY_MIB = 2048
 DEFAULT_CPUS = 2
@@ -57,9 +64,35 @@ class BoxSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     volumes: Sequence[Volume] = ()
     working_dir: str = DEFAULT_WORKING_DIR
+    #: The old switch, kept for callers: ``False`` means mode ``none``; ``network_mode`` wins when set.
     network: bool = True
+    #: ``none``, ``egress`` (the default), ``allowlist`` or ``host``; see :mod:`agentlite._network`.
+    network_mode: str | None = None
+    #: Allowlist entries (mode ``allowlist`` only): ``example.com``, ``*.example.com``, ``HOST:PORT``.
+    allow_net: Sequence[str] = ()
+    #: Ports of the host's loopback the box reaches at the same port on its own loopback (the run's
+    #: local model endpoint and the actions server), whatever the mode.
+    exposed_ports: Sequence[int] = ()
+
+    @property
+    def net_mode(self) -> NetworkMode:
+        if self.network_mode is not None:
+            return parse_network_mode(self.network_mode)
+        return DEFAULT_NETWORK_MODE if self.network else NetworkMode.NONE
+
+    @property
+    def allow_entries(self) -> tuple[AllowEntry, ...]:
+        return parse_allow_net(self.allow_net)
 
     def __post_init__(self) -> None:
+        if isinstance(self.allow_net, str):
+            raise ConfigError("allow_net must be a list of entries, not one string")
+        if self.allow_net and self.net_mode is not NetworkMode.ALLOWLIST:
+            raise ConfigError(f"allow_net entries need network mode `allowlist`, not `{self.net_mode}`")
+        self.allow_entries  # noqa: B018 - validates every entry now, with a clear error
+        for port in self.exposed_ports:
+            if not isinstance(port, int) or not 0 < port < 65536:
+                raise ConfigError(f"exposed port `{port}` must be 1-65535")
         if self.memory_mib < 64:
             raise ConfigError(f"box memory must be at least 64 MiB, got {self.memory_mib}")
         if self.cpus < 1:

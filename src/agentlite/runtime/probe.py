@@ -125,6 +125,14 @@ def check_boxlite() -> Check:
     return Check("boxlite", True, f"boxlite {version('boxlite')} importable")
 
 
+def check_socat() -> Check:
+    path = shutil.which("socat")
+    if path is None:
+        return Check("socat", False, "missing: sandbox boxes in modes egress/allowlist, and boxes with exposed "
+                     "endpoints, cannot start", "apt-get install -y socat")  # fmt: skip
+    return Check("socat", True, f"network bridges into boxes ({path})")
+
+
 def sandbox_checks() -> list[Check]:
     return [check_bwrap(), check_util_linux(), check_user_namespaces()]
 
@@ -170,4 +178,4 @@ def image_check(home: Path | None) -> Check:
 
 
 def all_checks(home: Path | None = None) -> list[Check]:
-    return [*sandbox_checks(), *boxlite_checks(), *agent_cli_checks(), image_check(home)]
+    return [*sandbox_checks(), check_socat(), *boxlite_checks(), *agent_cli_checks(), image_check(home)]

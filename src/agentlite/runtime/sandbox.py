@@ -25,6 +25,7 @@ environment; only the host's DNS settings and CA bundle are bound in at start, n
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import hashlib
 import json
@@ -53,6 +54,7 @@ from agentlite._errors import (
 )
 from agentlite._procs import is_same_process, kill_and_wait, processes_marked, reap_children, start_time
 from agentlite.runtime.base import BoxInfo, BoxRuntime, BoxSpec, BoxState
+from agentlite.runtime.boxnet import BoxNetwork, helper_process
 
 log = logging.getLogger("agentlite.runtime.sandbox")
 
@@ -228,11 +230,10 @@ class SandboxRuntime(BoxRuntime):
 
     # -- create --------------------------------------------------------------------------------
 
-    def _bwrap_argv(self, name: str, spec: BoxSpec) -> list[str]:
+    def _bwrap_argv(self, name: str, spec: BoxSpec, network: BoxNetwork) -> list[str]:
         argv = [self._tools["bwrap"], "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
         argv += ["--unshare-cgroup-try", "--hostname", name[:63], "--new-session"]
-        if not spec.network:
-            argv.append("--unshare-net")
+        argv += network.bwrap_args()
         if self._rootfs is not None:
             argv += _image_root_argv(self._rootfs)
             argv += ["--uid", str(IMAGE_UID), "--gid", str(IMAGE_UID)]
@@ -258,27 +259,35 @@ class SandboxRuntime(BoxRuntime):
         argv += ["--dir", spec.working_dir, "--chdir", spec.working_dir, "--clearenv"]
         for key, value in _box_env(spec.env, image=self._rootfs is not None).items():
             argv += ["--setenv", key, value]
-        # The init tells us on fd 4 that the sandbox is fully set up, then sleeps until killed.
+        # The init starts the network bridges, tells us on fd 4 that the sandbox is fully set up,
+        # then sleeps until killed.
         argv += [
             "--info-fd",
             "3",
             "--",
             "/bin/sh",
             "-c",
-            "printf ok >&4; exec 3>&- 4>&-; exec sleep infinity",
+            network.init_steps() + "printf ok >&4; exec 3>&- 4>&-; exec sleep infinity",
         ]
         return argv
 
     async def create(self, name: str, spec: BoxSpec) -> BoxInfo:
         box_dir = self._dir(name)
         self._root.mkdir(parents=True, exist_ok=True)
-        argv = self._bwrap_argv(name, spec)  # validates volumes before anything is made
+        network = BoxNetwork.for_box(box_dir, spec.net_mode, spec.allow_entries, spec.exposed_ports)
+        spec = dataclasses.replace(spec, env={**network.env(), **spec.env})
+        argv = self._bwrap_argv(name, spec, network)  # validates volumes before anything is made
         try:
             box_dir.mkdir(mode=0o700)
         except FileExistsError:
             raise BoxExists(name, f"box `{name}` already exists") from None
         state: dict[str, Any] = {"name": name, "runtime": self.name, "status": "starting"}
         try:
+            # The network helper first: its pid is in the state written before the box's first process.
+            await asyncio.to_thread(network.start)
+            if network.helper_pid is not None:
+                with self._children_lock:
+                    self._our_children.add(network.helper_pid)
             state |= {
                 "created_at": time.time(),
                 "working_dir": spec.working_dir,
@@ -288,6 +297,7 @@ class SandboxRuntime(BoxRuntime):
                 "volumes": [str(v) for v in spec.volumes],
                 "env": dict(spec.env),
                 "rootfs": None if self._rootfs is None else str(self._rootfs),
+                **network.state(),
             }
             # On disk before the first process starts, so no process of ours is ever without state.
             _write_state(box_dir, state)
@@ -416,6 +426,7 @@ class SandboxRuntime(BoxRuntime):
             for pid, started in (
                 (state.get("init_pid"), state.get("init_started")),
                 (state.get("bwrap_pid"), state.get("bwrap_started")),
+                helper_process(state),
             )
             if isinstance(pid, int) and isinstance(started, float | int) and is_same_process(pid, started)
         ]
