@@ -37,6 +37,7 @@ def test_doctor_json_says_which_runtime_and_why(home: Path) -> None:
         "bwrap",
         "nsenter/setpriv",
         "user namespaces",
+        "socat",
         "hardware virtualization",
         "/dev/kvm",
         "boxlite",
