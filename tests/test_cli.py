@@ -190,6 +190,7 @@ async def test_boxes_and_cleanup_report_owner_and_decisions(home: Path, sandbox:
             "reason": "removed: no record",
             "removed": True,
             "error": None,
+            "pending": False,
         }
         kept = next(d for d in done if d["name"] == "agentlite-a-live-1")
         assert kept["reason"].startswith(f"kept: owner pid {os.getpid()} alive, heartbeat")

@@ -162,7 +162,7 @@ async def _claim_name(runtime: BoxRuntime, ownership: Any, agent_id: str, group:
     for bump in range(1000):
         name = box_name(agent_id, group, ms + bump)
         try:
-            ownership.register(name)
+            ownership.register(name, box_home=getattr(runtime, "box_home", None))
         except FileExistsError:
             continue
         if await runtime.get(name) is None:
@@ -300,6 +300,8 @@ class CleanupDecision:
     removed: bool = False
     error: str | None = None
     verdict: Verdict | None = None
+    #: Its live host was asked to remove it and has not yet (BoxLite boxes in another host's home).
+    pending: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -308,6 +310,7 @@ class CleanupDecision:
             "reason": self.reason,
             "removed": self.removed,
             "error": self.error,
+            "pending": self.pending,
         }
 
 
@@ -352,7 +355,11 @@ async def _cleanup(
         else:
             reason = judgement.reason if box.running else f"box {box.state}, {judgement.reason}"
         decisions.append(await _remove(runtime, ownership, store, box.name, reason, judgement, dry_run))
-    listed = {b.name for b in boxes}
+    # BoxLite keeps each host's boxes in a home of its own: visit the other hosts' homes too.
+    sweep_other_homes = getattr(runtime, "sweep_other_homes", None)
+    if sweep_other_homes is not None:
+        decisions += await sweep_other_homes(prefix, include_live=include_live, dry_run=dry_run)
+    listed = {b.name for b in boxes} | {d.name for d in decisions}
     for record_name in store.record_names():
         if not record_name.startswith(prefix) or record_name in listed:
             continue

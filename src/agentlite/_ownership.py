@@ -4,6 +4,8 @@ A host that runs a box publishes ``<home>/agentlite-active-boxes/<box name>.json
 
     {"name", "pid", "boot_id", "machine_boot_id", "lease", "started_at", "updated_at"}
 
+plus ``"box_home"`` for a BoxLite box: the BoxLite home of its host, where the box lives.
+
 before it creates the box, refreshes it every 5 s while the box lives, and deletes it on every
 teardown path. ``boot_id`` is ``"<pid>:<process start ms>"`` (a reused pid has another start time);
 ``machine_boot_id`` is the kernel's boot id, so a record from before a reboot is never live.
@@ -79,6 +81,8 @@ class OwnerRecord(BaseModel):
     machine_boot_id: str | None = None
     lease: str | None = None
     started_at: str | None = None
+    #: The BoxLite home the box lives in (each host has its own); None for other runtimes.
+    box_home: str | None = None
 
     def heartbeat_age(self, now: float) -> float | None:
         try:
@@ -323,7 +327,7 @@ class HostOwnership:
         with self._lock:
             return box_name in self._records
 
-    def register(self, box_name: str) -> None:
+    def register(self, box_name: str, *, box_home: Path | None = None) -> None:
         """Publish this process's record for ``box_name`` (before the box exists) and keep it fresh.
 
         Raises FileExistsError when a record for that name already exists.
@@ -339,6 +343,7 @@ class HostOwnership:
             lease=str(self._lease_path),
             started_at=now,
             updated_at=now,
+            box_home=None if box_home is None else str(box_home),
         )
         with self._lock:
             if box_name in self._records:
@@ -391,7 +396,9 @@ class HostOwnership:
 
 
 def _dump(record: OwnerRecord) -> bytes:
-    return json.dumps(record.model_dump(), indent=2).encode()
+    # ``box_home`` only where the runtime gives each host its own home (BoxLite).
+    fields = record.model_dump(exclude={"box_home"} if record.box_home is None else None)
+    return json.dumps(fields, indent=2).encode()
 
 
 _by_home: dict[Path, HostOwnership] = {}

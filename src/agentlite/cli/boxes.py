@@ -35,7 +35,7 @@ def boxes(
     """List every AgentLite box with its state and owner."""
     with user_errors():
         home_dir = home_path(home)
-        box_runtime, _ = open_runtime(home_dir, runtime)
+        box_runtime, _ = open_runtime(home_dir, runtime, boot=False)
         listed = asyncio.run(box_runtime.list())
     store = RecordStore(home_dir)
     now = time.time()
@@ -66,6 +66,7 @@ def boxes(
                 "reason": judgement.reason,
             }
         )
+    rows += _other_hosts_rows(box_runtime, store, box_prefix(agent), now)
     if json:
         print_json(rows)
         return
@@ -79,7 +80,7 @@ def boxes(
             row["runtime"],
             row["state"],
             str(o.get("pid", "-")),
-            o.get("boot_id", "-"),
+            o.get("boot_id") or "-",
             "-" if age is None else f"{age:.0f} s ago",
             f"[{_VERDICT_STYLE[verdict]}]{verdict}[/]",
         )
@@ -101,7 +102,7 @@ def cleanup(
     """Remove boxes whose owner is gone (and their records), explaining every decision."""
     with user_errors():
         home_dir = home_path(home)
-        box_runtime, _ = open_runtime(home_dir, runtime)
+        box_runtime, _ = open_runtime(home_dir, runtime, boot=False)
         decisions = asyncio.run(
             cleanup_orphans(box_runtime, home_dir, agent, include_live=include_live, dry_run=dry_run)
         )
@@ -113,3 +114,39 @@ def cleanup(
         colour = "green" if d.action == "keep" else "red"
         t.add_row(d.name, f"[{colour}]{d.action}[/]", d.reason, d.error or "")
     out.print(t if decisions else "nothing to clean up")
+
+
+def _other_hosts_rows(box_runtime: Any, store: RecordStore, prefix: str, now: float) -> list[dict[str, Any]]:
+    """BoxLite boxes in other hosts' homes, from what those hosts publish (their homes stay shut).
+
+    The home's lock decides the verdict: it is the host's lease.
+    """
+    other_hosts_boxes = getattr(box_runtime, "other_hosts_boxes", None)
+    if other_hosts_boxes is None:
+        return []
+    rows = []
+    for box, home in other_hosts_boxes(prefix):
+        record = store.judge(box.name, now).record
+        state = home.state
+        owner = {
+            "pid": home.pid,
+            "boot_id": None if state is None else state.boot_id,
+            "updated_at": None if state is None else state.updated_at,
+            "verdict": str(home.verdict),
+            "heartbeat_age": None
+            if state is None or state.age(now) is None
+            else round(state.age(now) or 0.0, 1),
+        }
+        rows.append(
+            {
+                "name": box.name,
+                "runtime": box.runtime,
+                "state": str(box.state),
+                "running": box.running,
+                "owner": owner,
+                "reason": home.reason,
+                "box_home": str(home.home),
+                "record": record is not None,
+            }
+        )
+    return rows

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from agentlite._errors import ConfigError, RuntimeUnavailable
 from agentlite.runtime.base import BoxInfo, BoxProcess, BoxRuntime, BoxSpec, BoxState, Volume
-from agentlite.runtime.probe import Check, boxlite_checks, sandbox_checks
+from agentlite.runtime.probe import Check, boxlite_checks, check_boxlite, sandbox_checks
 
 __all__ = [
     "RUNTIME_NAMES",
@@ -50,17 +50,23 @@ def _failed(checks: list[Check]) -> list[Check]:
     return [c for c in checks if not c.ok]
 
 
-def choose_runtime(requested: str | None = None) -> RuntimeChoice:
+def choose_runtime(requested: str | None = None, *, boot: bool = True) -> RuntimeChoice:
     """Decide the runtime: ``requested``, else ``$AGENTLITE_RUNTIME``, else ``auto``.
 
     Raises :class:`ConfigError` for an unknown name and :class:`RuntimeUnavailable` when a forced
     runtime (or, for ``auto``, both) cannot work, naming what is missing and how to fix it.
+    ``boot=False`` is for commands that only list and remove boxes: a forced ``boxlite`` then needs
+    only the package, since BoxLite manages its boxes without booting them.
     """
     name = (requested or os.environ.get(ENV_RUNTIME) or "auto").strip().lower()
     if name not in RUNTIME_NAMES:
         raise ConfigError(f"unknown runtime `{name}`; choose one of {', '.join(RUNTIME_NAMES)}")
     vm, sandbox = boxlite_checks(), sandbox_checks()
     checks = [*sandbox, *vm]
+    if name == "boxlite" and not boot:
+        if bad := _failed([check_boxlite()]):
+            raise RuntimeUnavailable("boxlite", bad[0].detail, bad[0].fix or "see `agentlite doctor`")
+        return RuntimeChoice("boxlite", "forced; listing and removing boxes needs no VM", checks)
     if name == "boxlite":
         if bad := _failed(vm):
             raise RuntimeUnavailable("boxlite", bad[0].detail, bad[0].fix or "see `agentlite doctor`")
@@ -83,12 +89,21 @@ def choose_runtime(requested: str | None = None) -> RuntimeChoice:
     )
 
 
-def open_runtime(home: Path, requested: str | None = None) -> tuple[BoxRuntime, RuntimeChoice]:
-    """Choose a runtime (see :func:`choose_runtime`), log the choice, and open it on ``home``."""
-    choice = choose_runtime(requested)
+def open_runtime(
+    home: Path, requested: str | None = None, *, boot: bool = True
+) -> tuple[BoxRuntime, RuntimeChoice]:
+    """Choose a runtime (see :func:`choose_runtime`), log the choice, and open it on ``home``.
+
+    ``boot=False``: the caller only lists and removes boxes (no image is built for BoxLite).
+    """
+    choice = choose_runtime(requested, boot=boot)
     log.info("box runtime=%s reason=%r", choice.name, choice.reason)
     runtime: BoxRuntime
-    if choice.name == "boxlite":
+    if choice.name == "boxlite" and not boot:
+        from agentlite.runtime.boxlite import BoxliteRuntime
+
+        runtime = BoxliteRuntime(home, manage_only=True)
+    elif choice.name == "boxlite":
         from agentlite.runtime.boxlite import BoxliteRuntime
 
         image = os.environ.get(ENV_BOX_IMAGE)

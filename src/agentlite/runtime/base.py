@@ -158,6 +158,8 @@ class BoxRuntime(abc.ABC):
 
     #: Short name shown to users: "sandbox" or "boxlite".
     name: str
+    #: The folder this runtime's boxes live in when each host has its own (BoxLite); else None.
+    box_home: Path | None = None
 
     @abc.abstractmethod
     async def create(self, name: str, spec: BoxSpec) -> BoxInfo:

@@ -3,14 +3,23 @@
 BoxLite can create, list and remove boxes on any Linux host, but its VMs boot only with hardware
 virtualization; :func:`agentlite.runtime.probe.can_boot_vm` says whether this machine has it.
 Every ``boxlite`` error is translated into an AgentLite error here, at one boundary.
+
+Each runtime object (one per host process) keeps its boxes in a BoxLite home of its own, so hosts
+that overlap on one agentlite home never contend for BoxLite's one-runtime-per-home lock; see
+:mod:`agentlite.runtime.boxlite_homes` for the layout and the rules between homes.
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import contextlib
+import logging
+import threading
+import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boxlite
 
@@ -24,7 +33,23 @@ from agentlite._errors import (
     BoxStartFailed,
     ConfigError,
 )
+from agentlite._ownership import RecordStore, ownership_for
+from agentlite._time import now_iso
+from agentlite.runtime import boxlite_homes as homes
 from agentlite.runtime.base import BoxInfo, BoxRuntime, BoxSpec, BoxState, Volume
+
+if TYPE_CHECKING:
+    from agentlite._lifecycle import CleanupDecision
+
+log = logging.getLogger("agentlite.runtime.boxlite")
+
+#: How often a host looks for removal requests, and republishes its state file.
+REQUEST_POLL = 0.2
+STATE_REFRESH = 2.0
+#: How long a cleanup waits for a dead host's home (another cleanup may be emptying it).
+DEAD_HOME_WAIT = 2.0
+#: How long agent deletion waits for live hosts to remove the boxes it asked them to.
+REQUEST_WAIT = 10.0
 
 # Which AgentLite error each BoxLite error becomes; a test checks that none is missing.
 ERROR_MAP: dict[type[BaseException], type[BoxError]] = {
@@ -68,12 +93,24 @@ _STATES = {"configured": BoxState.CONFIGURED, "running": BoxState.RUNNING}
 
 
 class BoxliteRuntime(BoxRuntime):
-    """Boxes as BoxLite micro-VMs, from an OCI image name or a local OCI layout (``rootfs_path``)."""
+    """Boxes as BoxLite micro-VMs, from an OCI image name or a local OCI layout (``rootfs_path``).
+
+    ``home`` is the agentlite box home; this object's boxes live in its own BoxLite home under it
+    (:attr:`box_home`), created and locked at the first box. ``manage_only`` makes a runtime that
+    lists and cleans up but cannot create (``agentlite boxes``/``cleanup`` need no image).
+    """
 
     name = "boxlite"
 
-    def __init__(self, home: Path, *, image: str | None = None, rootfs_path: Path | None = None) -> None:
-        if image is None and rootfs_path is None:
+    def __init__(
+        self,
+        home: Path,
+        *,
+        image: str | None = None,
+        rootfs_path: Path | None = None,
+        manage_only: bool = False,
+    ) -> None:
+        if image is None and rootfs_path is None and not manage_only:
             raise ConfigError("the boxlite runtime needs `image` or `rootfs_path`")
         if rootfs_path is not None and not (Path(rootfs_path) / "oci-layout").is_file():
             raise ConfigError(
@@ -81,9 +118,92 @@ class BoxliteRuntime(BoxRuntime):
             )
         self._image = image
         self._rootfs_path = rootfs_path
-        home = Path(home)
-        home.mkdir(parents=True, exist_ok=True)
-        self._rt = boxlite.Boxlite(boxlite.Options(home_dir=str(home)))
+        self.root = Path(home).resolve()
+        self.host_id = homes.new_host_id()
+        self.box_home: Path | None = homes.homes_root(self.root) / self.host_id
+        self._rt: Any = None
+        self._open_lock = threading.Lock()
+        self._started_at = now_iso()
+        self._known: list[homes.StateBox] = []
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    # -- this host's own home --------------------------------------------------------------------
+
+    def _opened(self) -> Any:
+        """BoxLite on this host's home, opened (and the home created) on first use."""
+        with self._open_lock:
+            if self._rt is None:
+                assert self.box_home is not None
+                self.box_home.mkdir(parents=True, exist_ok=True)
+                self._rt = homes.open_home(self.box_home)
+                self._stop.clear()
+                homes.write_state(self.box_home, self._state())
+                self._watcher = threading.Thread(
+                    target=self._watch, name="agentlite-boxlite-home", daemon=True
+                )
+                self._watcher.start()
+                atexit.register(self._close)
+            return self._rt
+
+    def _state(self) -> homes.HostState:
+        return homes.new_state(self.host_id, self._known, self._started_at)
+
+    async def _publish(self) -> None:
+        """Refresh the state file other processes read instead of opening this home."""
+        rt, home = self._rt, self.box_home
+        if rt is None or home is None:
+            return
+        infos = await rt.list_info()
+        self._known = [homes.StateBox(name=self._info(i).name, state=str(self._info(i).state)) for i in infos]
+        homes.write_state(home, self._state())
+
+    def _watch(self) -> None:
+        asyncio.run(self._serve_requests())
+
+    async def _serve_requests(self) -> None:
+        # Polls: a request is a file another process drops into this home's requests folder.
+        last_publish = 0.0
+        while not self._stop.is_set():
+            try:
+                assert self.box_home is not None
+                for path, box in homes.read_requests(self.box_home):
+                    await self._serve_removal(path, box)
+                if time.monotonic() - last_publish >= STATE_REFRESH:
+                    await self._publish()
+                    last_publish = time.monotonic()
+            except Exception as exc:  # a host keeps serving through one bad round
+                log.warning("boxlite home watcher error=%s", exc)
+            await asyncio.sleep(REQUEST_POLL)
+
+    async def _serve_removal(self, path: Path, box: str) -> None:
+        assert self.box_home is not None
+        if path != homes.request_path(self.box_home, box) or not box.startswith("agentlite-"):
+            log.warning("ignoring a bad removal request %s", path.name)
+            path.unlink(missing_ok=True)
+            return
+        with contextlib.suppress(BoxNotFound):
+            await self.remove(box, force=True)
+            log.info("removed box=%s on request", box)
+        ownership_for(self.root).unregister(box)
+        await self._publish()
+        path.unlink(missing_ok=True)
+
+    def _close(self) -> None:
+        """Stop serving requests and release this home; delete it when no box is left in it."""
+        self._stop.set()
+        if self._watcher is not None and self._watcher is not threading.current_thread():
+            self._watcher.join(timeout=10)
+        with self._open_lock:
+            if self._rt is None:
+                return
+            self._rt = None  # dropping the object releases BoxLite's lock on the home
+            assert self.box_home is not None
+            if not self._known:
+                homes.delete_home(self.box_home)
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self._close)
 
     async def create(self, name: str, spec: BoxSpec) -> BoxInfo:
         env, volumes = host_injections(spec)
@@ -98,11 +218,15 @@ class BoxliteRuntime(BoxRuntime):
             auto_remove=False,
             network=None if spec.network else _network_off(),
         )
+        if self._image is None and self._rootfs_path is None:
+            raise ConfigError("this boxlite runtime only manages boxes; it has no image to create one")
         with _translated(name, "create"):
-            if await self._rt.get_info(name) is not None:  # BoxLite reports this as a bad argument
+            rt = await asyncio.to_thread(self._opened)
+            if await rt.get_info(name) is not None:  # BoxLite reports this as a bad argument
                 raise BoxExists(name, f"box `{name}` already exists")
-            await self._rt.create(options, name=name)
-            info = await self._rt.get_info(name)
+            await rt.create(options, name=name)
+            info = await rt.get_info(name)
+            await self._publish()
         return self._info(info) if info is not None else BoxInfo(name, self.name, BoxState.CONFIGURED)
 
     def _info(self, info: Any) -> BoxInfo:
@@ -112,11 +236,16 @@ class BoxliteRuntime(BoxRuntime):
         return BoxInfo(name=info.name or info.id, runtime=self.name, state=state)
 
     async def get(self, name: str) -> BoxInfo | None:
+        if self._rt is None:
+            return None  # this host's home is created with its first box
         with _translated(name, "get"):
             info = await self._rt.get_info(name)
         return None if info is None else self._info(info)
 
     async def list(self) -> list[BoxInfo]:
+        """The boxes in this host's own home (other hosts' boxes: :meth:`other_hosts_boxes`)."""
+        if self._rt is None:
+            return []
         with _translated("*", "list"):
             infos = await self._rt.list_info()
         return [self._info(i) for i in infos]
@@ -132,7 +261,7 @@ class BoxliteRuntime(BoxRuntime):
         if not argv:
             raise ConfigError("exec needs a command")
         with _translated(name, "exec in"):
-            box = await self._rt.get(name)
+            box = None if self._rt is None else await self._rt.get(name)
             if box is None:
                 raise BoxNotFound(name, f"Cannot exec in box `{name}`: it does not exist")
             execution = await box.exec(argv[0], list(argv[1:]), list((env or {}).items()) or None, cwd=cwd)
@@ -140,19 +269,142 @@ class BoxliteRuntime(BoxRuntime):
 
     async def stop(self, name: str) -> None:
         with _translated(name, "stop"):
-            box = await self._rt.get(name)
+            box = None if self._rt is None else await self._rt.get(name)
             if box is None:
                 raise BoxNotFound(name, f"Cannot stop box `{name}`: it does not exist")
             await box.stop()
 
     async def remove(self, name: str, *, force: bool = False) -> None:
+        rt = self._rt
         with _translated(name, "remove"):
-            if await self._rt.get_info(name) is None:
+            if rt is None or await rt.get_info(name) is None:
                 raise BoxNotFound(name, f"Cannot remove box `{name}`: it does not exist")
             try:
-                await self._rt.remove(name, force=force)
+                await rt.remove(name, force=force)
             except boxlite.InvalidStateError as exc:
                 raise BoxRemoveFailed(name, f"Cannot remove box `{name}`: {exc}") from exc
+            finally:
+                await self._publish()
+
+    # -- other hosts' homes ------------------------------------------------------------------------
+
+    def other_homes(self) -> list[homes.HomeJudgement]:
+        """A verdict on every other host's BoxLite home under this agentlite home (reads only)."""
+        now = time.time()
+        return [homes.judge_home(h, now) for h in homes.host_homes(self.root) if h != self.box_home]
+
+    def other_hosts_boxes(self, prefix: str = "") -> list[tuple[BoxInfo, homes.HomeJudgement]]:
+        """Other hosts' boxes as their hosts last published them, never opening their homes."""
+        rows = []
+        for judgement in self.other_homes():
+            for box in judgement.state.boxes if judgement.state else []:
+                if box.name.startswith(prefix):
+                    state = (
+                        BoxState(box.state) if box.state in BoxState._value2member_map_ else BoxState.STOPPED
+                    )
+                    rows.append((BoxInfo(box.name, self.name, state), judgement))
+        return rows
+
+    async def sweep_other_homes(
+        self,
+        prefix: str,
+        *,
+        include_live: bool = False,
+        dry_run: bool = False,
+        request_wait: float = REQUEST_WAIT,
+    ) -> list[CleanupDecision]:
+        """The cross-home part of orphan cleanup, for boxes whose names start with ``prefix``.
+
+        A dead host's home is opened, this agent's boxes in it removed, and the home deleted once
+        empty. A live host's home is never opened: its boxes are kept, or (``include_live``) its
+        host is asked to remove them and they are reported pending until they are gone.
+        """
+        from agentlite._lifecycle import CleanupDecision
+
+        store = RecordStore(self.root)
+        decisions: list[CleanupDecision] = []
+        asked: list[tuple[str, homes.HomeJudgement]] = []
+        for judgement in self.other_homes():
+            listed = [
+                b.name
+                for b in (judgement.state.boxes if judgement.state else [])
+                if b.name.startswith(prefix)
+            ]
+            where = f"in another host's BoxLite home ({judgement.reason})"
+            if judgement.verdict.keeps_box:
+                for name in listed:
+                    if not include_live:
+                        decisions.append(
+                            CleanupDecision(name, "keep", f"kept: {where}", verdict=judgement.verdict)
+                        )
+                    elif dry_run:
+                        decisions.append(
+                            CleanupDecision(
+                                name,
+                                "remove",
+                                f"would ask its host to remove it: {where}",
+                                verdict=judgement.verdict,
+                            )
+                        )
+                    else:
+                        homes.request_removal(judgement.home, name)
+                        asked.append((name, judgement))
+                continue
+            if dry_run:
+                decisions += [
+                    CleanupDecision(name, "remove", f"would remove: {where}", verdict=judgement.verdict)
+                    for name in listed
+                ]
+                continue
+            decisions += await self._empty_dead_home(judgement, prefix, store)
+        if asked:
+            decisions += await _await_requests(asked, request_wait)
+        return decisions
+
+    async def _empty_dead_home(
+        self, judgement: homes.HomeJudgement, prefix: str, store: RecordStore
+    ) -> list[CleanupDecision]:
+        from agentlite._lifecycle import CleanupDecision
+
+        where = f"in a dead host's BoxLite home ({judgement.reason})"
+        try:
+            rt = await asyncio.to_thread(homes.open_home, judgement.home, wait=DEAD_HOME_WAIT)
+        except homes.HomeBusy as exc:
+            names = (
+                [b.name for b in judgement.state.boxes if b.name.startswith(prefix)]
+                if judgement.state
+                else []
+            )
+            return [
+                CleanupDecision(n, "keep", f"kept: {where}", error=str(exc), verdict=judgement.verdict)
+                for n in names
+            ]
+        except boxlite.BoxliteError as exc:
+            log.warning("cannot open dead BoxLite home=%s error=%s", judgement.home, exc)
+            return []
+        decisions: list[CleanupDecision] = []
+        try:
+            for info in await rt.list_info():
+                name = info.name or info.id
+                if not name.startswith(prefix):
+                    continue
+                error = None
+                try:
+                    await rt.remove(name, force=True)
+                except boxlite.BoxliteError as exc:
+                    error = f"{type(exc).__name__}: {exc}"
+                store.delete(name)
+                decisions.append(
+                    CleanupDecision(
+                        name, "remove", f"removed: {where}", error is None, error, judgement.verdict
+                    )
+                )
+            left = len(await rt.list_info())
+        finally:
+            del rt  # releases BoxLite's lock on that home
+        if left == 0 and homes.delete_home(judgement.home):
+            log.info("deleted dead host's BoxLite home=%s", judgement.home)
+        return decisions
 
 
 HOST_CA_DIR = Path("/etc/ssl/certs")
@@ -171,6 +423,44 @@ def host_injections(spec: BoxSpec) -> tuple[dict[str, str], list[Volume]]:
         for var in ("SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
             env.setdefault(var, guest_bundle)
     return env, volumes
+
+
+async def _await_requests(asked: list[tuple[str, homes.HomeJudgement]], wait: float) -> list[CleanupDecision]:
+    """Wait (bounded) until the hosts asked to remove boxes have done so; report the rest pending."""
+    from agentlite._lifecycle import CleanupDecision
+
+    deadline = time.monotonic() + wait
+    pending = dict(asked)
+    done: list[CleanupDecision] = []
+    while True:
+        for name, judgement in list(pending.items()):
+            state = homes.read_state(judgement.home)
+            still_listed = state is not None and any(b.name == name for b in state.boxes)
+            if not homes.request_path(judgement.home, name).exists() and not still_listed:
+                del pending[name]
+                done.append(
+                    CleanupDecision(
+                        name,
+                        "remove",
+                        f"removed by its host on request ({judgement.reason})",
+                        True,
+                        verdict=judgement.verdict,
+                    )
+                )
+        if not pending or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(REQUEST_POLL)
+    done += [
+        CleanupDecision(
+            name,
+            "remove",
+            f"pending: asked its host to remove it ({judgement.reason})",
+            verdict=judgement.verdict,
+            pending=True,
+        )
+        for name, judgement in pending.items()
+    ]
+    return done
 
 
 def _network_off() -> Any:
