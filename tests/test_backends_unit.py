@@ -13,11 +13,20 @@ import time
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel
 
-from agentlite._protocol import BackendConfig, ErrorEvent, ResultEvent, RunnerInput, SdkMessageEvent
+from agentlite._protocol import (
+    BackendConfig,
+    ErrorEvent,
+    Event,
+    ResultEvent,
+    RunnerInput,
+    SdkMessageEvent,
+    parse_event,
+)
+from agentlite._wire import Event as WireEvent
 from agentlite.backends.base import BackendContext, TurnFailed
 from agentlite.backends.codex import CodexBackend, codex_args
+from agentlite.runner._input import TurnInput, parse_input
 
 EVENTS = [
     {"type": "thread.started", "thread_id": "thread-123"},
@@ -54,10 +63,20 @@ def fake_codex(folder: Path, exit_code: int, marker: Path) -> None:
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
 
 
-def context(tmp_path: Path, emitted: list[tuple[float, BaseModel]]) -> BackendContext:
+def as_sent(run_input: RunnerInput) -> TurnInput:
+    """What the runner reads when the host sends ``run_input``."""
+    return parse_input(run_input.model_dump_json())
+
+
+def context(tmp_path: Path, emitted: list[tuple[float, Event]]) -> BackendContext:
     run_input = RunnerInput(prompt="go", group_folder="main", chat_id="c", is_main=True,
                             backend=BackendConfig(type="codex", model="m1", base_url="http://127.0.0.1:9/v1"))  # fmt: skip
-    return BackendContext(run_input, lambda e: emitted.append((time.time(), e)), tmp_path, tmp_path / "home")
+
+    def received(event: WireEvent) -> None:
+        # Each event as the host reads it off the wire (its own models check every field).
+        emitted.append((time.time(), parse_event(json.dumps(event))))
+
+    return BackendContext(as_sent(run_input), received, tmp_path, tmp_path / "home")
 
 
 async def test_codex_emits_one_result_after_the_process_exited(
@@ -66,7 +85,7 @@ async def test_codex_emits_one_result_after_the_process_exited(
     marker = tmp_path / "exited"
     fake_codex(tmp_path, 0, marker)
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
-    emitted: list[tuple[float, BaseModel]] = []
+    emitted: list[tuple[float, Event]] = []
     backend = CodexBackend(context(tmp_path, emitted))
     session = await backend.run_turn("go", None)
     results = [(t, e) for t, e in emitted if isinstance(e, ResultEvent)]
@@ -83,7 +102,7 @@ async def test_codex_emits_one_result_after_the_process_exited(
 async def test_codex_nonzero_exit_gives_no_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake_codex(tmp_path, 3, tmp_path / "exited")
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
-    emitted: list[tuple[float, BaseModel]] = []
+    emitted: list[tuple[float, Event]] = []
     with pytest.raises(TurnFailed, match="Codex exited with code 3: stderr detail"):
         await CodexBackend(context(tmp_path, emitted)).run_turn("go", None)
     assert not any(isinstance(e, ResultEvent | ErrorEvent) for _, e in emitted)
@@ -104,7 +123,7 @@ def test_codex_config_names_provider_retries_and_servers(tmp_path: Path) -> None
                             mcp_servers={"zeta": {"command": "z"}, "agentlite": {"command": "python3",
                                          "args": ["-m", "x"], "env": {"B": "2", "A": "1"}}})  # fmt: skip
     text = (
-        BackendContext(run_input, lambda e: None, Path("/workspace/group"), tmp_path)
+        BackendContext(as_sent(run_input), lambda e: None, Path("/workspace/group"), tmp_path)
         .write_codex_config()
         .read_text()
     )
@@ -115,4 +134,7 @@ def test_codex_config_names_provider_retries_and_servers(tmp_path: Path) -> None
     assert text.index('[mcp_servers."agentlite"]') < text.index('[mcp_servers."zeta"]')
     assert '[mcp_servers."agentlite".env]\n"A" = "1"\n"B" = "2"' in text
     assert 'args = ["-m", "x"]' in text
+    # codex waits for our own server before the first model call, not for the others.
+    assert '[mcp_servers."agentlite"]\ncommand = "python3"\nargs = ["-m", "x"]\nrequired = true\n' in text
+    assert text.count("required = true") == 1
     assert json.dumps("x")  # the file is TOML with JSON-quoted strings, as codex expects

@@ -14,11 +14,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
-log = logging.getLogger("agentlite.protocol")
+from agentlite._wire import (  # the runner writes frames without pydantic: one set of markers
+    BACKEND_TYPES as BACKEND_TYPES,
+    OUTPUT_END as OUTPUT_END,
+    OUTPUT_START as OUTPUT_START,
+    default_key_env,
+)
 
-OUTPUT_START = "---AGENTLITE_OUTPUT_START---"
-OUTPUT_END = "---AGENTLITE_OUTPUT_END---"
-BACKEND_TYPES = ("codex", "claude_code", "acp")
+log = logging.getLogger("agentlite.protocol")
 
 
 class _Model(BaseModel):
@@ -47,9 +50,7 @@ class BackendConfig(_Model):
         return value or None
 
     def key_env(self) -> str:
-        if self.api_key_env:
-            return self.api_key_env
-        return "ANTHROPIC_API_KEY" if self.type == "claude_code" else "OPENAI_API_KEY"
+        return default_key_env(self.type, self.api_key_env)
 
 
 class McpServer(_Model):

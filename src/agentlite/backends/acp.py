@@ -15,7 +15,7 @@ from typing import Any
 import acp
 from acp import schema
 
-from agentlite._protocol import ResultEvent, SdkMessageEvent, StateEvent, UsageEvent
+from agentlite._wire import result_event, sdk_message_event, state_event, usage_event
 from agentlite.backends.base import BackendContext, TurnFailed
 
 # Session modes that let an agent run tools without asking, most permissive first. The box is
@@ -38,7 +38,7 @@ class _Client:
     async def session_update(self, session_id: str, update: Any, **kwargs: Any) -> None:
         data = update.model_dump(by_alias=True, mode="json", exclude_none=True)
         kind = data.get("sessionUpdate")
-        self.backend.ctx.emit(SdkMessageEvent(sdk_type="session_update", sdk_subtype=kind, message=data))
+        self.backend.ctx.emit(sdk_message_event("session_update", kind, data))
         if isinstance(update, schema.ToolCallStart):
             self.text = []  # text before a tool call was progress; the result is what follows the last one
         elif (
@@ -119,7 +119,7 @@ class AcpBackend:
             await self._conn.set_session_mode(session_id=self._session, mode_id=mode)
 
     async def run_turn(self, prompt: str, session_id: str | None) -> str | None:
-        self.ctx.emit(StateEvent(state="active", reason="query_started", new_session_id=session_id))
+        self.ctx.emit(state_event("active", reason="query_started", session_id=session_id))
         try:
             if self._conn is None:
                 await self._connect(session_id)
@@ -130,16 +130,14 @@ class AcpBackend:
         except (OSError, ConnectionError, EOFError) as exc:
             raise TurnFailed(f"ACP agent `{self.ctx.config.command}` failed: {exc}") from exc
         data = response.model_dump(by_alias=True, mode="json", exclude_none=True)
-        self.ctx.emit(
-            SdkMessageEvent(sdk_type="prompt_response", sdk_subtype=data.get("stopReason"), message=data)
-        )
+        self.ctx.emit(sdk_message_event("prompt_response", data.get("stopReason"), data))
         if response.usage is not None:
-            self.ctx.emit(UsageEvent(input_tokens=response.usage.input_tokens, output_tokens=response.usage.output_tokens,
-                                     cached_input_tokens=response.usage.cached_read_tokens or 0))  # fmt: skip
+            usage = response.usage
+            self.ctx.emit(usage_event(usage.input_tokens, usage.output_tokens, usage.cached_read_tokens or 0))
         if response.stop_reason not in ("end_turn", "max_tokens", "max_turn_requests"):
             raise TurnFailed(f"ACP agent stopped the turn: {response.stop_reason}")
         text = "".join(self._client.text)
-        self.ctx.emit(ResultEvent(result=text or None, new_session_id=self._session))
+        self.ctx.emit(result_event(text or None, self._session))
         return self._session
 
     async def aclose(self) -> None:

@@ -3,7 +3,8 @@
 A backend turns one prompt into one turn of a real agent CLI. It emits events through ``emit`` as
 they happen (``state``, ``sdk_message``, ``usage``) and exactly one ``result`` for the turn, only
 once the agent has really finished it. A failed turn raises :class:`TurnFailed` instead, and the
-runner turns that into one ``error`` event.
+runner turns that into one ``error`` event. Events are the plain dicts of :mod:`agentlite._wire`:
+this runs in the box, where pydantic is not imported.
 """
 
 from __future__ import annotations
@@ -15,11 +16,10 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from pydantic import BaseModel
+from agentlite._wire import Event
+from agentlite.runner._input import BackendSettings, TurnInput
 
-from agentlite._protocol import BackendConfig, RunnerInput
-
-Emit = Callable[[BaseModel], None]
+Emit = Callable[[Event], None]
 #: The in-box MCP server the host adds to every run (:mod:`agentlite.mcp_server`); the backend waits
 #: for it before the agent's first model call, so its tools are there from the start.
 BOX_MCP_SERVER = "agentlite"
@@ -46,9 +46,9 @@ class Backend(Protocol):
 class BackendContext:
     """Where a backend works inside the box and the settings from the runner input."""
 
-    def __init__(self, run_input: RunnerInput, emit: Emit, workspace: Path, home: Path) -> None:
+    def __init__(self, run_input: TurnInput, emit: Emit, workspace: Path, home: Path) -> None:
         self.input = run_input
-        self.config: BackendConfig = run_input.backend
+        self.config: BackendSettings = run_input.backend
         self.emit = emit
         self.workspace = workspace
         self.home = home

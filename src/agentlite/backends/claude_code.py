@@ -12,7 +12,7 @@ import asyncio
 import json
 import os
 
-from agentlite._protocol import ResultEvent, SdkMessageEvent, StateEvent, UsageEvent
+from agentlite._wire import result_event, sdk_message_event, state_event, usage_event
 from agentlite.backends.base import BackendContext, TurnFailed, json_lines, tail
 
 
@@ -31,7 +31,7 @@ class ClaudeCodeBackend:
         if session_id:
             argv += ["--resume", session_id]
         if self.ctx.input.mcp_servers:
-            servers = {name: s.model_dump() for name, s in self.ctx.input.mcp_servers.items()}
+            servers = {name: s.as_dict() for name, s in self.ctx.input.mcp_servers.items()}
             argv += ["--mcp-config", json.dumps({"mcpServers": servers})]
         return argv
 
@@ -57,7 +57,7 @@ class ClaudeCodeBackend:
 
     async def run_turn(self, prompt: str, session_id: str | None) -> str | None:
         emit = self.ctx.emit
-        emit(StateEvent(state="active", reason="query_started", new_session_id=session_id))
+        emit(state_event("active", reason="query_started", session_id=session_id))
         if self._proc is None or self._proc.returncode is not None:
             self._proc = await self._start(session_id)
         proc = self._proc
@@ -68,20 +68,18 @@ class ClaudeCodeBackend:
         async for event in json_lines(proc.stdout, "Claude"):
             kind = str(event.get("type", ""))
             subtype = event.get("subtype") if kind == "system" else None
-            emit(SdkMessageEvent(sdk_type=kind, sdk_subtype=subtype, message=event))
+            emit(sdk_message_event(kind, subtype, event))
             if isinstance(event.get("session_id"), str):
                 session_id = event["session_id"]
             if kind != "result":
                 continue
             usage = event.get("usage") or {}
-            emit(UsageEvent(input_tokens=int(usage.get("input_tokens", 0)),
-                            output_tokens=int(usage.get("output_tokens", 0)),
-                            cached_input_tokens=int(usage.get("cache_read_input_tokens", 0)),
-                            model=self.ctx.config.model))  # fmt: skip
+            emit(usage_event(int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0)),
+                             int(usage.get("cache_read_input_tokens", 0)), self.ctx.config.model))  # fmt: skip
             if event.get("is_error"):
                 raise TurnFailed(f"Claude Code failed: {event.get('result') or event.get('subtype')}")
             text = event.get("result")
-            emit(ResultEvent(result=text if isinstance(text, str) else None, new_session_id=session_id))
+            emit(result_event(text if isinstance(text, str) else None, session_id))
             return session_id
         code = await proc.wait()
         if self._stderr_task is not None:

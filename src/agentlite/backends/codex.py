@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from agentlite._protocol import ResultEvent, SdkMessageEvent, StateEvent, UsageEvent
+from agentlite._wire import result_event, sdk_message_event, state_event, usage_event
 from agentlite.backends.base import BackendContext, TurnFailed, json_lines, tail
 
 
@@ -30,7 +30,7 @@ class CodexBackend:
 
     async def run_turn(self, prompt: str, session_id: str | None) -> str | None:
         emit = self.ctx.emit
-        emit(StateEvent(state="active", reason="query_started", new_session_id=session_id))
+        emit(state_event("active", reason="query_started", session_id=session_id))
         proc = await asyncio.create_subprocess_exec(
             "codex",
             *codex_args(self.ctx.config.model, session_id),
@@ -54,7 +54,7 @@ class CodexBackend:
             if kind == "thread.started" and isinstance(event.get("thread_id"), str):
                 session_id = event["thread_id"]
             subtype = str(item.get("type")) if kind in ("item.started", "item.completed") and item else None
-            emit(SdkMessageEvent(sdk_type=kind, sdk_subtype=subtype, message=event))
+            emit(sdk_message_event(kind, subtype, event))
             if (
                 kind == "item.completed"
                 and item.get("type") == "agent_message"
@@ -63,10 +63,8 @@ class CodexBackend:
                 latest_text = item["text"]
             elif kind == "turn.completed" and isinstance(event.get("usage"), dict):
                 usage = event["usage"]
-                emit(UsageEvent(input_tokens=int(usage.get("input_tokens", 0)),
-                                output_tokens=int(usage.get("output_tokens", 0)),
-                                cached_input_tokens=int(usage.get("cached_input_tokens", 0)),
-                                model=self.ctx.config.model))  # fmt: skip
+                emit(usage_event(int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0)),
+                                 int(usage.get("cached_input_tokens", 0)), self.ctx.config.model))  # fmt: skip
             elif kind == "turn.failed":
                 failure = str((event.get("error") or {}).get("message", "turn failed"))
             elif kind == "error" and isinstance(event.get("message"), str):
@@ -77,7 +75,7 @@ class CodexBackend:
             cause = failure or tail(stderr, 300) or "no output"
             raise TurnFailed(f"Codex exited with code {code}: {cause}")
         if latest_text is not None:
-            emit(ResultEvent(result=latest_text, new_session_id=session_id))
+            emit(result_event(latest_text, session_id))
         return session_id
 
     async def aclose(self) -> None:

@@ -1,0 +1,144 @@
+"""The lean in-box side of the wire: input read without pydantic, events framed as plain dicts,
+the follow-up inbox, and what the runner and the MCP server import."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentlite import _wire
+from agentlite._protocol import (
+    BackendConfig,
+    ErrorEvent,
+    FrameParser,
+    ResultEvent,
+    RunnerInput,
+    SdkMessageEvent,
+    StateEvent,
+    UsageEvent,
+)
+from agentlite.runner import _inbox
+from agentlite.runner._inbox import Inbox
+from agentlite.runner._input import InputError, TurnInput, parse_input
+
+
+def fields(turn: TurnInput) -> dict[str, Any]:
+    """The TurnInput as RunnerInput.model_dump() would show it."""
+    backend = turn.backend
+    return {
+        "prompt": turn.prompt, "group_folder": turn.group_folder, "chat_id": turn.chat_id, "is_main": turn.is_main,
+        "session_id": turn.session_id, "is_scheduled_task": turn.is_scheduled_task,
+        "assistant_name": turn.assistant_name,
+        "backend": {k: getattr(backend, k) for k in ("type", "model", "base_url", "api_key_env", "command", "max_retries")},
+        "mcp_servers": {name: s.as_dict() for name, s in turn.mcp_servers.items()},
+        "actions_auth": turn.actions_auth,
+    }  # fmt: skip
+
+
+INPUTS = [
+    RunnerInput(prompt="hi", group_folder="main", chat_id="c", is_main=True),
+    RunnerInput(prompt="p ✓", group_folder="g", chat_id="tg:1", is_main=False, session_id="s1", is_scheduled_task=True,
+                assistant_name="Andy", backend=BackendConfig(type="acp", model="m", base_url="http://h/v1",
+                                                             api_key_env="K", command=["codex-acp"], max_retries=0),
+                mcp_servers={"agentlite": {"command": "python", "args": ["-m", "x"], "env": {"A": "1"}}},
+                actions_auth={"url": "http://127.0.0.1:1", "token": "t"}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("run_input", INPUTS)
+def test_what_the_host_sends_is_read_the_same_without_pydantic(run_input: RunnerInput) -> None:
+    turn = parse_input(run_input.model_dump_json())
+    assert fields(turn) == run_input.model_dump()
+    assert turn.backend.key_env() == run_input.backend.key_env()
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"is_main": "true"},
+        {"backend": {"type": "codex", "model": " gpt-5 "}},
+        {"session_id": None, "extra": None},
+    ],
+)
+def test_other_inputs_get_the_host_models_answer(changes: dict[str, Any]) -> None:
+    raw = {"prompt": "hi", "group_folder": "main", "chat_id": "c", "is_main": True, **changes}
+    try:
+        expected: dict[str, Any] | str = RunnerInput.model_validate_json(json.dumps(raw)).model_dump()
+    except ValueError as exc:
+        expected = type(exc).__name__
+    try:
+        got: dict[str, Any] | str = fields(parse_input(json.dumps(raw)))
+    except InputError:
+        got = "ValidationError"
+    assert got == expected
+
+
+def test_bad_input_names_every_problem() -> None:
+    with pytest.raises(InputError) as refused:
+        parse_input('{"prompt": 5, "is_main": true}')
+    assert str(refused.value).startswith(
+        "prompt: Input should be a valid string; group_folder: Field required"
+    )
+    with pytest.raises(InputError, match="Invalid JSON"):
+        parse_input(b"{not json")
+
+
+def test_frames_are_valid_host_events() -> None:
+    sent = [
+        _wire.state_event("active", reason="query_started"),
+        _wire.sdk_message_event("item.completed", "agent_message", {"item": {"text": "ü", "x": None}}),
+        _wire.usage_event(3, 4, 1, "m"),
+        _wire.result_event("done", "s1"),
+        _wire.result_event(None, "s1"),
+        _wire.error_event("boom", "s1"),
+    ]
+    parser = FrameParser()
+    text = "".join(_wire.frame(e) for e in sent)
+    assert [e for line in text.splitlines(keepends=True) for e in parser.feed(line)] == [
+        StateEvent(state="active", reason="query_started"),
+        SdkMessageEvent(sdk_type="item.completed", sdk_subtype="agent_message", message={"item": {"text": "ü", "x": None}}),
+        UsageEvent(input_tokens=3, output_tokens=4, cached_input_tokens=1, model="m"),
+        ResultEvent(result="done", new_session_id="s1"),
+        ResultEvent(result=None, new_session_id="s1"),
+        ErrorEvent(error="boom", new_session_id="s1"),
+    ]  # fmt: skip
+    assert parser.skipped == 0
+
+
+def test_runner_and_mcp_server_import_only_what_a_turn_needs() -> None:
+    code = (
+        "import sys, agentlite.runner._loop, agentlite.backends.codex, agentlite.backends.claude_code, "
+        "agentlite.mcp_server; print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('pydantic', 'mcp', 'croniter', 'acp', 'sqlite3') or m in ('agentlite._protocol', 'agentlite._store', "
+        "'agentlite._ipc', 'agentlite._scheduler', 'agentlite._lifecycle', 'agentlite.backends.acp')))"
+    )
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout == "[]\n"
+
+
+async def test_a_follow_up_wakes_the_idle_runner_without_waiting_for_the_poll(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_inbox, "POLL_INTERVAL", 3600.0)  # only the folder watch can wake it in time
+    inbox = Inbox(tmp_path)
+    inbox.watch()
+    try:
+        assert inbox.drain() == []
+        waiting = asyncio.create_task(inbox.wait())
+        await asyncio.sleep(0)
+        (tmp_path / "1-a.json.tmp").write_text(json.dumps({"type": "message", "text": "next"}))
+        (tmp_path / "1-a.json.tmp").rename(tmp_path / "1-a.json")
+        await asyncio.wait_for(waiting, 30)
+        assert inbox.drain() == ["next"] and not inbox.take_close()
+        waiting = asyncio.create_task(inbox.wait())
+        await asyncio.sleep(0)
+        (tmp_path / "_close").touch()
+        await asyncio.wait_for(waiting, 30)
+        assert inbox.take_close() and not (tmp_path / "_close").exists()
+    finally:
+        inbox.close()
