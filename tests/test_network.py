@@ -289,3 +289,36 @@ def test_loopback_ports_of_urls() -> None:
         "http://[::1]:5",
     ]
     assert loopback_ports(urls) == [8123, 9000]
+
+
+# -- real agent turns through the bridges ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["codex", "claude_code"])
+async def test_a_full_agent_turn_in_egress_mode_gives_one_final(
+    sandbox: SandboxRuntime, home: Path, tmp_path: Path, kind: str
+) -> None:
+    from agentlite._clis import agent_clis_bin
+    from agentlite._protocol import BackendConfig, ResultEvent, RunnerInput, StateEvent
+    from agentlite._run import run_agent
+    from agentlite.testing.model_server import ModelServer
+
+    cli = "claude" if kind == "claude_code" else "codex"
+    if (bin_dir := agent_clis_bin()) is None or not (bin_dir / cli).exists():
+        pytest.skip(f"agent CLI `{cli}` not installed in agent-clis/ (run scripts/install.sh)")
+    events: list[object] = []
+    async with ModelServer(scenario="text") as model:
+        base = model.anthropic_base_url if kind == "claude_code" else model.openai_base_url
+        config = BackendConfig(type=kind, base_url=base, model="fake-model", max_retries=0)  # type: ignore[arg-type]
+        run_input = RunnerInput(
+            prompt="hello", group_folder="main", chat_id="c1", is_main=True, backend=config
+        )
+        outcome = await run_agent(sandbox, home, run_input, workspace=tmp_path / "ws", on_event=events.append,
+                                  single_turn=True, timeout=120, idle_timeout=5,
+                                  spec=BoxSpec(network_mode="egress"))  # fmt: skip
+    finals = [e for e in events if isinstance(e, ResultEvent)]
+    assert outcome.status == "success", outcome.error
+    assert len(finals) == 1 and finals[0].result == outcome.result
+    assert sum(isinstance(e, StateEvent) and e.state == "stopped" for e in events) == 1
+    assert outcome.log_path is not None
+    assert json.loads(outcome.log_path.read_text().split("\n\n=== stdout", 1)[0])["network"] == "egress"

@@ -328,7 +328,9 @@ class ActionsServer:
         """Listen on ``host:port`` (port 0 lets the kernel choose) and return the base URL."""
         if self._server is not None:
             raise AgentliteError(f"actions server already running at {self._url}")
-        server = await asyncio.start_server(self._on_connection, host, port, limit=_MAX_HEADER_BYTES)
+        server = await asyncio.start_server(
+            self._on_connection, host, port, limit=_MAX_HEADER_BYTES, backlog=1024
+        )
         bound_port = server.sockets[0].getsockname()[1]
         shown = f"[{host}]" if ":" in host else host
         self._server = server

@@ -307,6 +307,24 @@ class Agent:
         )
         return {"previous": old, "current": new, "applies": "nextTurn", "handoff": handoff}
 
+    # -- network -------------------------------------------------------------------------------
+
+    def get_network(self) -> dict[str, Any]:
+        """This agent's box network: ``{"mode": none|egress|allowlist|host, "allow_net": [...]}``."""
+        from agentlite._network import NETWORK_SETTINGS_FILE, load_network_settings
+
+        return load_network_settings(self.workdir / NETWORK_SETTINGS_FILE)
+
+    def set_network(self, mode: str, allow_net: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+        """Set the network of this agent's boxes from the next turn on (see :mod:`agentlite._network`)."""
+        from agentlite._network import HOST_MODE_WARNING, NETWORK_SETTINGS_FILE, save_network_settings
+
+        settings = save_network_settings(self.workdir / NETWORK_SETTINGS_FILE, mode, list(allow_net))
+        if settings["mode"] == "host":
+            log.warning("agent=%s %s", self.id, HOST_MODE_WARNING)
+        self._hub.emit("network.changed", **settings)
+        return settings
+
     # -- customization -------------------------------------------------------------------------
 
     def get_instructions(self) -> str | None:
@@ -617,7 +635,9 @@ class Agent:
         extra = group_volumes(
             self.workdir, group.folder, is_main=group.is_main, extra=self._extra_mounts(group)
         )
-        spec = BoxSpec(env=await self._credential_env(), volumes=extra)
+        network = self.get_network()
+        spec = BoxSpec(env=await self._credential_env(), volumes=extra, network_mode=network["mode"],
+                       allow_net=network["allow_net"])  # fmt: skip
         self._queue.register_box(group.jid, group.folder, is_task=task is not None)
         try:
             outcome = await run_agent(

@@ -24,11 +24,14 @@ from __future__ import annotations
 import enum
 import ipaddress
 import itertools
+import json
 import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from agentlite._atomic import write_atomic
 from agentlite._errors import ConfigError
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -224,6 +227,37 @@ def loopback_ports(urls: Iterable[str | None]) -> list[int]:
         if parts.hostname in ("127.0.0.1", "localhost") and port is not None and port not in ports:
             ports.append(port)
     return ports
+
+
+NETWORK_SETTINGS_FILE = "network.json"
+
+
+def load_network_settings(path: Path) -> dict[str, Any]:
+    """An agent's saved network settings (``{"mode", "allow_net"}``); the default when there are none.
+    A damaged file is an error naming it, never a silent fall back to more network."""
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {"mode": str(DEFAULT_NETWORK_MODE), "allow_net": []}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"network settings `{path}` are unreadable: {exc}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("allow_net", []), list):
+        raise ConfigError(f"network settings `{path}` must be an object with `mode` and `allow_net`")
+    mode = parse_network_mode(str(raw.get("mode", DEFAULT_NETWORK_MODE)))
+    allow = [str(e) for e in raw.get("allow_net", [])]
+    parse_allow_net(allow)
+    return {"mode": str(mode), "allow_net": allow}
+
+
+def save_network_settings(path: Path, mode: str, allow_net: Sequence[str]) -> dict[str, Any]:
+    parsed = parse_network_mode(mode)
+    entries = [str(e) for e in parse_allow_net(allow_net)]
+    if entries and parsed is not NetworkMode.ALLOWLIST:
+        raise ConfigError(f"allow_net entries need network mode `allowlist`, not `{parsed}`")
+    settings = {"mode": str(parsed), "allow_net": entries}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, (json.dumps(settings, indent=2) + "\n").encode(), fsync=False, mode=0o644)
+    return settings
 
 
 def normalize_host(host: str) -> str:

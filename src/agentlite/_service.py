@@ -10,6 +10,8 @@ Example ``agentlite.toml``::
     name = "main"
     assistant_name = "Andy"
     backend = { type = "codex", model = "gpt-5" }
+    network = "allowlist"               # none, egress (default), allowlist or host
+    allow_net = ["api.openai.com", "*.githubusercontent.com"]
 
     [[agents.channels]]
     type = "telegram"
@@ -39,6 +41,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agentlite._errors import ConfigError
+from agentlite._network import parse_allow_net
 from agentlite._protocol import BackendConfig
 
 log = logging.getLogger("agentlite.service")
@@ -69,6 +72,9 @@ class AgentConfig(_Strict):
     assistant_name: str = "Andy"
     backend: BackendConfig = BackendConfig(type="claude_code")
     instructions: str | None = None
+    #: The agent's box network (none, egress, allowlist, host); unset keeps what the agent has.
+    network: Literal["none", "egress", "allowlist", "host"] | None = None
+    allow_net: list[str] = []
     channels: list[ChannelConfig] = []
     groups: list[GroupConfig] = []
 
@@ -115,6 +121,13 @@ def load_config(path: Path, env: dict[str, str] | None = None) -> ServiceConfig:
         first = exc.errors()[0]
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"]).lstrip(".")
         raise ConfigError(f"config file `{path}`: `{where}`: {first['msg']}") from None
+    for i, agent_config in enumerate(config.agents):
+        if agent_config.allow_net and agent_config.network not in (None, "allowlist"):
+            raise ConfigError(f'config file `{path}`: `agents[{i}].allow_net` needs network = "allowlist"')
+        try:
+            parse_allow_net(agent_config.allow_net)
+        except ConfigError as exc:
+            raise ConfigError(f"config file `{path}`: `agents[{i}].allow_net`: {exc}") from None
     names = [a.name for a in config.agents]
     if len(set(names)) != len(names):
         raise ConfigError(f"config file `{path}`: `agents`: agent names must be unique, got {names}")
@@ -165,6 +178,10 @@ async def serve(config: ServiceConfig, *, stop: asyncio.Event | None = None) -> 
                                                        backend=spec.backend, channels=channels)  # fmt: skip
             if spec.instructions is not None and spec.instructions != agent.get_instructions():
                 agent.set_instructions(spec.instructions)
+            if spec.network is not None or spec.allow_net:
+                wanted = {"mode": spec.network or "allowlist", "allow_net": list(spec.allow_net)}
+                if agent.get_network() != wanted:
+                    agent.set_network(wanted["mode"], wanted["allow_net"])
             if agent.get_backend() != spec.backend:
                 await agent.set_backend(spec.backend)
             await agent.start()

@@ -13,6 +13,7 @@ import typer
 from agentlite._errors import ConfigError
 from agentlite._lifecycle import Deadline, check_agent_id, run_in_box
 from agentlite.cli._common import AgentOption, HomeOption, RuntimeOption, err, home_path, user_errors
+from agentlite.cli._network_opts import AllowNetOption, NetworkOption, NoNetworkOption, network_settings
 from agentlite.runtime import BoxSpec, Volume, open_runtime
 from agentlite.runtime.base import DEFAULT_CPUS, DEFAULT_MEMORY_MIB, DEFAULT_WORKING_DIR
 
@@ -34,9 +35,9 @@ def exec_command(
     workdir: Annotated[
         str, typer.Option("--workdir", help="Working folder inside the box.")
     ] = DEFAULT_WORKING_DIR,
-    network: Annotated[
-        bool, typer.Option("--network/--no-network", help="Give the box network access.")
-    ] = True,
+    network: NetworkOption = None,
+    allow_net: AllowNetOption = None,
+    no_network: NoNetworkOption = False,
     timeout: Annotated[
         float | None, typer.Option("--timeout", help="Kill the command after this many seconds.")
     ] = None,
@@ -53,7 +54,7 @@ def exec_command(
             env=_parse_env(env or []),
             volumes=[Volume.parse(v) for v in volume or []],
             working_dir=workdir,
-            network=network,
+            **network_settings(network, allow_net, no_network),
         )
         deadline = Deadline(timeout)
         home_dir = home_path(home)

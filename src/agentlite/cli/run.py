@@ -25,8 +25,9 @@ from agentlite.cli._common import (
     user_errors,
 )
 from agentlite.cli._endpoint import DEMO_NOTICE, backend_config, demo_model_if_needed, with_base_url
+from agentlite.cli._network_opts import AllowNetOption, NetworkOption, NoNetworkOption, network_settings
 from agentlite.runtime import open_runtime
-from agentlite.runtime.base import BoxRuntime
+from agentlite.runtime.base import BoxRuntime, BoxSpec
 
 BackendOption = Annotated[str, typer.Option("--backend", help="codex, claude_code or acp.")]
 ModelOption = Annotated[str | None, typer.Option("--model", help="Model name for the backend.")]
@@ -66,6 +67,9 @@ def run_command(
     ] = None,
     agent: AgentOption = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Hard timeout in seconds.")] = 1800.0,
+    network: NetworkOption = None,
+    allow_net: AllowNetOption = None,
+    no_network: NoNetworkOption = False,
     home: HomeOption = None,
     runtime: RuntimeOption = None,
     json: JsonOption = False,
@@ -74,6 +78,7 @@ def run_command(
     with user_errors():
         agent_id = check_agent_id(agent or "cli")
         config = backend_config(backend, model, base_url, acp_command)
+        spec = BoxSpec(**network_settings(network, allow_net, no_network))
         if timeout <= 0:
             raise typer.BadParameter(f"timeout must be > 0 seconds, got {timeout:g}")
         folder = (workspace or Path.cwd()).resolve()
@@ -83,12 +88,12 @@ def run_command(
             raise ConfigError(f"workspace `{folder}` is not a folder")
         home_dir = home_path(home)
         box_runtime, _ = open_runtime(home_dir, runtime)
-        code = asyncio.run(_run(box_runtime, home_dir, agent_id, folder, config, prompt, timeout, json))
+        code = asyncio.run(_run(box_runtime, home_dir, agent_id, folder, config, prompt, timeout, json, spec))
     raise typer.Exit(code)
 
 
 async def _run(runtime: BoxRuntime, home: Path, agent_id: str, workspace: Path, config: Any, prompt: str,
-               timeout: float, as_json: bool) -> int:  # fmt: skip
+               timeout: float, as_json: bool, spec: BoxSpec | None = None) -> int:  # fmt: skip
     main = asyncio.current_task()
     assert main is not None
     loop = asyncio.get_running_loop()
@@ -115,7 +120,8 @@ async def _run(runtime: BoxRuntime, home: Path, agent_id: str, workspace: Path, 
         try:
             async with runtime:
                 outcome = await run_agent(runtime, home, run_input, workspace=workspace, on_event=show,
-                                          agent_id=agent_id, timeout=timeout, idle_timeout=30, single_turn=True)  # fmt: skip
+                                          agent_id=agent_id, timeout=timeout, idle_timeout=30, single_turn=True,
+                                          spec=spec)  # fmt: skip
         except asyncio.CancelledError:
             err.print("stopped; box removed")
             return 130

@@ -33,6 +33,7 @@ from agentlite._errors import (
     BoxStartFailed,
     ConfigError,
 )
+from agentlite._network import NetworkMode
 from agentlite._ownership import RecordStore, ownership_for
 from agentlite._time import now_iso
 from agentlite.runtime import boxlite_homes as homes
@@ -216,7 +217,7 @@ class BoxliteRuntime(BoxRuntime):
             volumes=[(str(v.host), v.guest, v.read_only) for v in volumes],
             working_dir=spec.working_dir,
             auto_remove=False,
-            network=None if spec.network else _network_off(),
+            network=network_spec(spec),
         )
         if self._image is None and self._rootfs_path is None:
             raise ConfigError("this boxlite runtime only manages boxes; it has no image to create one")
@@ -463,8 +464,29 @@ async def _await_requests(asked: list[tuple[str, homes.HomeJudgement]], wait: fl
     return done
 
 
-def _network_off() -> Any:
-    return boxlite.NetworkSpec(outbound=boxlite.OutboundNetworkSpec(mode="disabled"))
+def network_spec(spec: BoxSpec) -> Any:
+    """The box's network mode as BoxLite's own outbound policy; a mode it cannot express fails.
+
+    ``none``: outbound disabled. ``egress``: outbound enabled through BoxLite's user-mode network
+    (the VM has its own stack, so the host's 127.0.0.1 is not the VM's). ``allowlist``: BoxLite's
+    ``allow_net`` with the same entries. ``host``: impossible for a VM, refused. Exposed loopback
+    endpoints cannot be bridged into a VM, so a spec that needs them is refused too.
+    """
+    mode = spec.net_mode
+    if mode is NetworkMode.HOST:
+        raise ConfigError("network mode `host` cannot be given to a BoxLite VM (it has its own network "
+                          "stack); use `egress`, or the sandbox runtime")  # fmt: skip
+    if spec.exposed_ports and mode is NetworkMode.NONE:
+        raise ConfigError(
+            f"BoxLite cannot expose the host's loopback ports {list(spec.exposed_ports)} into a VM with "
+            "network mode `none`; bind the endpoint to a host interface address and use `allowlist`"
+        )
+    if mode is NetworkMode.NONE:
+        return boxlite.NetworkSpec(outbound=boxlite.OutboundNetworkSpec(mode="disabled"))
+    if mode is NetworkMode.ALLOWLIST:
+        allow = [str(e) for e in spec.allow_entries]
+        return boxlite.NetworkSpec(outbound=boxlite.OutboundNetworkSpec(mode="enabled", allow_net=allow))
+    return None
 
 
 class BoxliteProcess:
