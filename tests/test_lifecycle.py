@@ -41,6 +41,9 @@ class Faulty(BoxRuntime):
     async def list(self) -> list[BoxInfo]:
         return await self.inner.list()
 
+    async def untracked(self) -> list[str]:
+        return await self.inner.untracked()
+
     async def exec(
         self, name: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | None = None
     ) -> BoxProcess:
@@ -219,6 +222,7 @@ class TestCleanup:
         await sandbox.remove("agentlite-b-orphan-1", force=True)
 
     async def test_dry_run_changes_nothing(self, sandbox: SandboxRuntime, home: Path) -> None:
+        RecordStore(home).dir.mkdir(parents=True)  # a home hosts have used (see the tmp-cleaner tests)
         await sandbox.create("agentlite-a-orphan-1", BoxSpec())
         decisions = await cleanup_orphans(sandbox, home, "a", dry_run=True)
         assert [(d.action, d.reason, d.removed) for d in decisions] == [

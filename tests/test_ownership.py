@@ -122,10 +122,25 @@ def test_lease_released_means_dead_whatever_pid_and_heartbeat_say(home: Path) ->
     lease.touch()  # exists, but nobody holds its lock
     write_record(store, "agentlite-x-g-1", lease=str(lease))  # our own live pid and a fresh heartbeat
     assert store.judge("agentlite-x-g-1").verdict is Verdict.DEAD
-    write_record(store, "agentlite-x-g-1", lease=str(store.lease_dir / "missing.lease"))
-    assert store.judge("agentlite-x-g-1").verdict is Verdict.DEAD
     write_record(store, "agentlite-x-g-1", lease="/etc/passwd")
     assert store.judge("agentlite-x-g-1").verdict is Verdict.NONE
+
+
+def test_missing_lease_file_is_unknown_and_the_pid_rules_decide(home: Path) -> None:
+    """A tmp cleaner may delete a live owner's lease file: that alone never means "dead"."""
+    store = RecordStore(home)
+    missing = str(store.lease_dir / "missing.lease")
+    write_record(store, "agentlite-x-g-1", lease=missing)  # our own live pid and a fresh heartbeat
+    judgement = store.judge("agentlite-x-g-1")
+    assert judgement.verdict is Verdict.LIVE
+    assert judgement.reason.startswith("lease file missing; owner pid")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    write_record(store, "agentlite-x-g-1", lease=missing, pid=gone.pid, boot_id=f"{gone.pid}:1")
+    assert store.judge("agentlite-x-g-1").verdict is Verdict.DEAD
+    old = iso(datetime.now(UTC) - timedelta(seconds=45))
+    write_record(store, "agentlite-x-g-1", lease=missing, updated_at=old)
+    assert store.judge("agentlite-x-g-1").verdict is Verdict.DEAD
 
 
 def test_held_lease_with_old_heartbeat_is_stale_and_kept(home: Path) -> None:

@@ -7,7 +7,10 @@ Order matters and is the point of this module:
 * after that, every path out (normal exit, exec failure, stdin failure, hard timeout, an exception
   in the caller's output handler, cancellation) removes the box and then deletes the record;
 * :func:`cleanup_orphans` removes a box only when its record says the owner is gone, and deletes
-  that record even when the removal fails.
+  that record even when the removal fails. It also reaps untracked boxes (processes of ours whose
+  state was lost, :meth:`BoxRuntime.untracked`), and removes no record-less box while the records
+  folder is missing or was just re-created (a tmp cleaner deleted it; live owners re-create their
+  records within a heartbeat).
 
 Timeouts hold whatever the command leaves behind: at the deadline the whole box is stopped (not just
 the command), and when the command exits its pipes get a short drain (:data:`DRAIN_SECONDS`) before
@@ -36,7 +39,7 @@ from agentlite._errors import (
     BoxStartFailed,
     ConfigError,
 )
-from agentlite._ownership import Judgement, RecordStore, Verdict, ownership_for
+from agentlite._ownership import Judgement, LeaseState, RecordStore, Verdict, ownership_for
 from agentlite.runtime.base import BoxProcess, BoxRuntime, BoxSpec
 
 log = logging.getLogger("agentlite.lifecycle")
@@ -341,8 +344,13 @@ async def _cleanup(
     store = RecordStore(home)
     ownership = ownership_for(home)
     decisions: list[CleanupDecision] = []
-    leases: dict[str, bool | None] = {}
+    leases: dict[str, LeaseState] = {}
+    # Records may have been deleted under live owners: a record-less box is then not evidence of a
+    # dead owner until every owner had a heartbeat to put its record back.
+    records_unsure = store.recently_recreated()
     boxes = [b for b in await runtime.list() if b.name.startswith(prefix)]
+    listed = {b.name for b in boxes}
+    untracked = [n for n in await runtime.untracked() if n.startswith(prefix) and n not in listed]
     for box in boxes:
         judgement = store.judge(box.name, lease_cache=leases)
         if include_live:
@@ -352,14 +360,28 @@ async def _cleanup(
                 CleanupDecision(box.name, "keep", f"kept: {judgement.reason}", verdict=judgement.verdict)
             )
             continue
+        elif records_unsure and store.read_raw(box.name) is None:
+            decisions.append(CleanupDecision(box.name, "keep", f"kept: {_UNSURE}", verdict=judgement.verdict))
+            continue
         else:
             reason = judgement.reason if box.running else f"box {box.state}, {judgement.reason}"
         decisions.append(await _remove(runtime, ownership, store, box.name, reason, judgement, dry_run))
+    for name in untracked:
+        judgement = store.judge(name, lease_cache=leases)
+        unsure = records_unsure and store.read_raw(name) is None
+        if not include_live and (judgement.verdict.keeps_box or unsure):
+            why = _UNSURE if unsure else judgement.reason
+            decisions.append(
+                CleanupDecision(name, "keep", f"kept: untracked, {why}", verdict=judgement.verdict)
+            )
+            continue
+        reason = f"untracked (box processes without state), {judgement.reason}"
+        decisions.append(await _remove(runtime, ownership, store, name, reason, judgement, dry_run))
     # BoxLite keeps each host's boxes in a home of its own: visit the other hosts' homes too.
     sweep_other_homes = getattr(runtime, "sweep_other_homes", None)
     if sweep_other_homes is not None:
         decisions += await sweep_other_homes(prefix, include_live=include_live, dry_run=dry_run)
-    listed = {b.name for b in boxes} | {d.name for d in decisions}
+    listed |= set(untracked) | {d.name for d in decisions}
     for record_name in store.record_names():
         if not record_name.startswith(prefix) or record_name in listed:
             continue
@@ -385,6 +407,9 @@ async def _cleanup(
     kept = sum(d.action == "keep" for d in decisions)
     log.info("orphan cleanup agent=%s removed=%d kept=%d dry_run=%s", agent_id or "*", removed, kept, dry_run)
     return decisions
+
+
+_UNSURE = "no record, but the records folder is missing or was just re-created (a tmp cleaner?)"
 
 
 async def _remove(

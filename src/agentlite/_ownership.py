@@ -18,6 +18,12 @@ Each host process also holds an exclusive ``flock`` on its own lease file for it
 kernel drops the lock however the process dies, so "is the lease still locked?" answers "is the
 owner alive?" without clocks or pid arithmetic. Records without a lease fall back to the original
 rules: updated within 30 s, pid alive with a start time within 2 s.
+
+Tmp cleaners delete old files and folders. Each heartbeat therefore re-creates what is missing: the
+records folder (it reappears at once, marked as re-created, see :meth:`RecordStore.recently_recreated`),
+the owner's own records, and its lease file when the path no longer names the inode it has locked.
+Until then a reader treats a missing lease file as unknown (the pid and start-time rules decide, not
+"dead"), and a missing records folder as no evidence about any owner (no box is removed).
 """
 
 from __future__ import annotations
@@ -30,15 +36,18 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from agentlite._atomic import create_atomic, write_atomic
+from agentlite._errors import ConfigError
 from agentlite._procs import start_time
 from agentlite._time import now_iso
 
@@ -46,8 +55,28 @@ log = logging.getLogger("agentlite.ownership")
 
 RECORDS_DIR = "agentlite-active-boxes"
 HEARTBEAT_INTERVAL = 5.0
+#: Overrides the heartbeat interval (seconds) of host processes, for tests and slow machines.
+HEARTBEAT_ENV = "AGENTLITE_HEARTBEAT_INTERVAL"
 STALE_AFTER = 30.0
 START_TIME_TOLERANCE = 2.0
+#: The file that marks a records folder re-created by a heartbeat after it was deleted.
+RECREATED_MARK = ".recreated"
+#: How long after such a re-creation a box without a record may still have a live owner whose
+#: heartbeat has not yet put its record back.
+RECREATED_GRACE = 3 * HEARTBEAT_INTERVAL
+
+
+def heartbeat_interval() -> float:
+    raw = os.environ.get(HEARTBEAT_ENV)
+    if raw is None:
+        return HEARTBEAT_INTERVAL
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= STALE_AFTER / 3:
+        raise ConfigError(f"{HEARTBEAT_ENV}={raw!r}: must be a number of seconds above 0 and at most 10")
+    return value
 
 
 @functools.cache
@@ -119,6 +148,9 @@ class Judgement:
     heartbeat_age: float | None = None
 
 
+LeaseState = bool | Literal["missing"] | None
+
+
 class RecordStore:
     """The ownership records and leases under one home folder."""
 
@@ -135,6 +167,33 @@ class RecordStore:
         except FileNotFoundError:
             return None
 
+    def ensure_dir(self, *, recreating: bool) -> None:
+        """Make the records folder if it is missing. ``recreating`` (a heartbeat found it deleted)
+        makes it appear at once with its re-creation mark, so no reader sees it unmarked."""
+        if self.dir.is_dir():
+            return
+        if not recreating:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            return
+        staging = self.dir.with_name(f".{RECORDS_DIR}-{os.getpid()}-{secrets.token_hex(4)}")
+        staging.mkdir(parents=True)
+        (staging / RECREATED_MARK).write_text(now_iso())
+        try:
+            staging.rename(self.dir)
+            log.warning("records folder %s was missing; re-created it", self.dir)
+        except OSError:  # another owner re-created it first
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def recently_recreated(self, now: float | None = None) -> bool:
+        """True while the records folder is missing or was re-created within the last
+        :data:`RECREATED_GRACE` seconds: then a box without a record may still have a live owner."""
+        now = time.time() if now is None else now
+        try:
+            marked = (self.dir / RECREATED_MARK).stat().st_mtime
+        except FileNotFoundError:
+            return not self.dir.is_dir()
+        return now - marked < RECREATED_GRACE
+
     def record_names(self) -> list[str]:
         """Box names of every record file (from the file name; the content may be unusable)."""
         if not self.dir.is_dir():
@@ -149,7 +208,7 @@ class RecordStore:
             return False
 
     def judge(
-        self, box_name: str, now: float | None = None, lease_cache: dict[str, bool | None] | None = None
+        self, box_name: str, now: float | None = None, lease_cache: dict[str, LeaseState] | None = None
     ) -> Judgement:
         """Decide whether the owner of ``box_name`` is alive. Reads only; changes nothing.
 
@@ -182,6 +241,11 @@ class RecordStore:
                 held = lease_cache[record.lease] = self._lease_held(record.lease)
             if held is None:
                 return Judgement(Verdict.NONE, "record names a lease outside this home", record, age)
+            if held == "missing":
+                # A tmp cleaner may have deleted it under a live owner (which re-creates it at its
+                # next heartbeat): the pid and start-time rules decide, not "dead".
+                fallback = self._judge_without_lease(record, age)
+                return Judgement(fallback.verdict, f"lease file missing; {fallback.reason}", record, age)
             if not held:
                 return Judgement(Verdict.DEAD, f"owner pid {record.pid} gone (lease released)", record, age)
             if age > STALE_AFTER:
@@ -216,15 +280,16 @@ class RecordStore:
             Verdict.LIVE, f"owner pid {record.pid} alive, heartbeat {age:.0f} s old", record, age
         )
 
-    def _lease_held(self, lease: str) -> bool | None:
-        """True when some process holds the lease's lock; None when the path is not one of ours."""
+    def _lease_held(self, lease: str) -> LeaseState:
+        """True when some process holds the lease's lock, False when nobody does, ``"missing"`` when
+        the file is gone, None when the path is not one of ours."""
         path = Path(lease)
         if path.parent != self.lease_dir or not path.name.endswith(".lease"):
             return None
         try:
             fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         except FileNotFoundError:
-            return False
+            return "missing"
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -287,8 +352,12 @@ class HostOwnership:
         self.pid = os.getpid()
         self.boot_id = process_boot_id(self.pid) or f"{self.pid}:0"
         self.machine_boot_id = machine_boot_id()
+        self.heartbeat_interval = heartbeat_interval()
+        # Guards the records (the heartbeat thread rewrites them while the loop registers).
         self._lock = threading.Lock()
         self._records: dict[str, OwnerRecord] = {}
+        # Guards the lease descriptor and path, and starting the heartbeat thread.
+        self._lease_lock = threading.RLock()
         self._lease_fd: int | None = None
         self._lease_path: Path | None = None
         self._wake = threading.Event()
@@ -301,27 +370,41 @@ class HostOwnership:
         return self._lease_path
 
     def _ensure_lease(self) -> None:
-        if self._lease_fd is not None:
-            return
-        self.store.lease_dir.mkdir(parents=True, exist_ok=True)
-        # Unique per instance, so the only other locker is a cleanup checking it for microseconds.
-        while True:
-            path = self.store.lease_dir / f"{self.boot_id.replace(':', '-')}-{secrets.token_hex(4)}.lease"
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        with self._lease_lock:
+            if self._lease_fd is not None:
+                return
+            self.store.lease_dir.mkdir(parents=True, exist_ok=True)
+            # Unique per instance, so the only other locker is a cleanup checking it for microseconds.
             while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                name = f"{self.boot_id.replace(':', '-')}-{secrets.token_hex(4)}.lease"
+                fd = _lock_new_lease(self.store.lease_dir / name)
+                if fd is not None:
                     break
-                except BlockingIOError:
-                    time.sleep(0.001)
-            # A sweep may have unlinked the file between open and lock: then take a new one.
+            self._lease_fd, self._lease_path = fd, self.store.lease_dir / name
+
+    def _repair_lease(self) -> None:
+        """Re-create and re-lock the lease file when its path no longer names our locked inode (a
+        tmp cleaner unlinked it); records keep naming the same path."""
+        with self._lease_lock:
+            if self._lease_fd is None or self._lease_path is None:
+                return
             try:
-                if os.stat(path).st_ino == os.fstat(fd).st_ino:
-                    break
+                if os.stat(self._lease_path).st_ino == os.fstat(self._lease_fd).st_ino:
+                    return
             except FileNotFoundError:
                 pass
-            os.close(fd)
-        self._lease_fd, self._lease_path = fd, path
+            self.store.lease_dir.mkdir(parents=True, exist_ok=True)
+            fd = None
+            for _attempt in range(100):  # a sweep unlinks only old files: this settles at once
+                fd = _lock_new_lease(self._lease_path)
+                if fd is not None:
+                    break
+            if fd is None:
+                log.warning("could not re-create lease %s", self._lease_path)
+                return
+            old, self._lease_fd = self._lease_fd, fd
+            os.close(old)
+            log.warning("lease file %s was missing; re-created and locked it", self._lease_path)
 
     def owns(self, box_name: str) -> bool:
         with self._lock:
@@ -333,7 +416,9 @@ class HostOwnership:
         Raises FileExistsError when a record for that name already exists.
         """
         self._ensure_lease()
-        self.store.dir.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            recreating = bool(self._records)
+        self.store.ensure_dir(recreating=recreating)
         now = now_iso()
         record = OwnerRecord(
             name=box_name,
@@ -359,9 +444,17 @@ class HostOwnership:
             self.store.delete(box_name)
 
     def refresh(self) -> None:
-        """Rewrite every record this process owns with a new ``updated_at``."""
+        """Rewrite every record this process owns with a new ``updated_at``, first re-creating the
+        records folder and the lease file if something deleted them."""
         with self._lock:
             names = list(self._records)
+        if not names:
+            return
+        try:
+            self.store.ensure_dir(recreating=True)
+            self._repair_lease()
+        except OSError as exc:
+            log.warning("heartbeat could not repair the records folder %s: %s", self.store.dir, exc)
         for name in names:
             # One record at a time under the lock: unregister never waits for a whole round, and a
             # record is never rewritten after it was unregistered.
@@ -371,7 +464,11 @@ class HostOwnership:
                     continue
                 fresh = record.model_copy(update={"updated_at": now_iso()})
                 try:
-                    write_atomic(self.store.path(name), _dump(fresh), fsync=False)
+                    try:
+                        write_atomic(self.store.path(name), _dump(fresh), fsync=False)
+                    except FileNotFoundError:  # the folder went during this round
+                        self.store.ensure_dir(recreating=True)
+                        write_atomic(self.store.path(name), _dump(fresh), fsync=False)
                     self._records[name] = fresh
                 except OSError as exc:
                     log.warning("heartbeat write failed box=%s error=%s", name, exc)
@@ -383,16 +480,35 @@ class HostOwnership:
             self._thread.join()
 
     def _start_heartbeat(self) -> None:
-        if self._wake.is_set() or (self._thread is not None and self._thread.is_alive()):
-            return
-        self._thread = threading.Thread(target=self._beat, name="agentlite-heartbeat", daemon=True)
-        self._thread.start()
+        with self._lease_lock:
+            if self._wake.is_set() or (self._thread is not None and self._thread.is_alive()):
+                return
+            self._thread = threading.Thread(target=self._beat, name="agentlite-heartbeat", daemon=True)
+            self._thread.start()
 
     def _beat(self) -> None:
-        while not self._wake.wait(HEARTBEAT_INTERVAL):
+        while not self._wake.wait(self.heartbeat_interval):
             if os.getpid() != self.pid:  # a forked child must not refresh its parent's records
                 return
             self.refresh()
+
+
+def _lock_new_lease(path: Path) -> int | None:
+    """Open (creating) and lock ``path``; None when a sweep unlinked it between open and lock."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            time.sleep(0.001)  # a cleanup holds it for microseconds while it checks
+    try:
+        if os.stat(path).st_ino == os.fstat(fd).st_ino:
+            return fd
+    except FileNotFoundError:
+        pass
+    os.close(fd)
+    return None
 
 
 def _dump(record: OwnerRecord) -> bytes:

@@ -64,6 +64,9 @@ class _ScriptedRuntime(BoxRuntime):
     async def list(self) -> list[BoxInfo]:
         return await self.inner.list()
 
+    async def untracked(self) -> list[str]:
+        return await self.inner.untracked()
+
     async def exec(
         self, name: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | None = None
     ) -> BoxProcess:

@@ -22,6 +22,7 @@ from agentlite.cli._common import (
     user_errors,
 )
 from agentlite.runtime import open_runtime
+from agentlite.runtime.base import BoxInfo, BoxRuntime
 
 _VERDICT_STYLE = {"live": "green", "stale": "yellow", "dead": "red", "none": "red"}
 
@@ -36,14 +37,18 @@ def boxes(
     with user_errors():
         home_dir = home_path(home)
         box_runtime, _ = open_runtime(home_dir, runtime, boot=False)
-        listed = asyncio.run(box_runtime.list())
+        listed, untracked = asyncio.run(_list_all(box_runtime))
     store = RecordStore(home_dir)
     now = time.time()
     rows: list[dict[str, Any]] = []
-    for box in listed:
-        if not box.name.startswith(box_prefix(agent)):
+    # Untracked boxes (processes whose state was deleted under them) are listed so they can be seen;
+    # `cleanup` reaps them.
+    entries = [(b.name, b.runtime, str(b.state), b.running) for b in listed]
+    entries += [(name, box_runtime.name, "untracked", True) for name in untracked]
+    for name, runtime_name, state, running in entries:
+        if not name.startswith(box_prefix(agent)):
             continue
-        judgement = store.judge(box.name, now)
+        judgement = store.judge(name, now)
         owner = None
         if judgement.record is not None and judgement.verdict is not Verdict.NONE:
             r = judgement.record
@@ -58,10 +63,10 @@ def boxes(
             }
         rows.append(
             {
-                "name": box.name,
-                "runtime": box.runtime,
-                "state": str(box.state),
-                "running": box.running,
+                "name": name,
+                "runtime": runtime_name,
+                "state": state,
+                "running": running,
                 "owner": owner,
                 "reason": judgement.reason,
             }
@@ -85,6 +90,12 @@ def boxes(
             f"[{_VERDICT_STYLE[verdict]}]{verdict}[/]",
         )
     out.print(t if rows else "no boxes")
+
+
+async def _list_all(box_runtime: BoxRuntime) -> tuple[list[BoxInfo], list[str]]:
+    listed = await box_runtime.list()
+    known = {b.name for b in listed}
+    return listed, [n for n in await box_runtime.untracked() if n not in known]
 
 
 def cleanup(

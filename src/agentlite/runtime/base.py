@@ -201,6 +201,11 @@ class BoxRuntime(abc.ABC):
         """REQUIRED. Delete the box. ``force`` first kills a running box; without it a running box
         raises :class:`BoxRemoveFailed`. Raises :class:`BoxNotFound` when there is no such box."""
 
+    async def untracked(self) -> list[str]:
+        """Names of boxes whose processes run although their state is gone (deleted under them);
+        :meth:`remove` with ``force`` reaps them. Runtimes that cannot lose state return none."""
+        return []
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most runtimes hold nothing
         """Release the runtime's own resources. Boxes keep running."""
 
