@@ -419,6 +419,8 @@ class HostOwnership:
         with self._lock:
             recreating = bool(self._records)
         self.store.ensure_dir(recreating=recreating)
+        if recreating:
+            self._repair_lease()
         now = now_iso()
         record = OwnerRecord(
             name=box_name,
