@@ -12,6 +12,10 @@ import psutil
 
 log = logging.getLogger("agentlite.procs")
 
+#: In the environment of every host-side process of a sandbox box (its ``bwrap``, its network
+#: helper): the box's state folder. Only our boxes carry it, so a box whose state was lost is found.
+BOX_MARKER_ENV = "AGENTLITE_SANDBOX_BOX"
+
 
 def start_time(pid: int) -> float | None:
     """The start time of ``pid`` in seconds since the epoch, or ``None`` when it is gone or a zombie."""

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from agentlite._network import AllowEntry, NetworkMode
-from agentlite._procs import start_time
+from agentlite._procs import BOX_MARKER_ENV, start_time
 
 GUEST_NET_DIR = "/run/agentlite-net"
 PROXY_PORT = 3128
@@ -157,7 +157,10 @@ class BoxNetwork:
                 "forwards": [[child_fd[f"port-{p}.sock"], p] for p in self.exposed_ports],
             }
             self.helper_pid = _spawn_helper(
-                config, [fds[name] for _port, name in bridges], self.state_dir.parent / "egress.err"
+                config,
+                [fds[name] for _port, name in bridges],
+                self.state_dir.parent / "egress.err",
+                marker=os.path.abspath(self.state_dir.parent),
             )
             self.helper_started = start_time(self.helper_pid)
         finally:
@@ -168,8 +171,10 @@ class BoxNetwork:
             self._sockets.clear()
 
 
-def _spawn_helper(config: Mapping[str, Any], fds: list[int], stderr_path: Path) -> int:
+def _spawn_helper(config: Mapping[str, Any], fds: list[int], stderr_path: Path, *, marker: str) -> int:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
+    # The box's marker (its state folder): the helper is found and reaped even if that state is lost.
+    env[BOX_MARKER_ENV] = marker
     if os.environ.get("PYTHONPATH"):
         env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     argv = [sys.executable, "-m", "agentlite._egress", json.dumps(config)]

@@ -52,7 +52,14 @@ from agentlite._errors import (
     ConfigError,
     RuntimeUnavailable,
 )
-from agentlite._procs import is_same_process, kill_and_wait, processes_marked, reap_children, start_time
+from agentlite._procs import (
+    BOX_MARKER_ENV,
+    is_same_process,
+    kill_and_wait,
+    processes_marked,
+    reap_children,
+    start_time,
+)
 from agentlite.runtime.base import BoxInfo, BoxRuntime, BoxSpec, BoxState
 from agentlite.runtime.boxnet import BoxNetwork, helper_process
 
@@ -61,8 +68,6 @@ log = logging.getLogger("agentlite.runtime.sandbox")
 BOX_HOME = "/home/agent"
 BASE_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
 _START_TIMEOUT = 15.0
-#: The environment variable on every box's ``bwrap`` that names the box's state folder.
-BOX_MARKER_ENV = "AGENTLITE_SANDBOX_BOX"
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 # The parts of /etc that ordinary programs read. Nothing else of /etc is shown: it can hold secrets
