@@ -79,7 +79,7 @@ def context(tmp_path: Path, emitted: list[tuple[float, Event]]) -> BackendContex
     return BackendContext(as_sent(run_input), received, tmp_path, tmp_path / "home")
 
 
-async def test_codex_emits_one_result_after_the_process_exited(
+def test_codex_emits_one_result_after_the_process_exited(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     marker = tmp_path / "exited"
@@ -87,7 +87,7 @@ async def test_codex_emits_one_result_after_the_process_exited(
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
     emitted: list[tuple[float, Event]] = []
     backend = CodexBackend(context(tmp_path, emitted))
-    session = await backend.run_turn("go", None)
+    session = backend.run_turn("go", None)
     results = [(t, e) for t, e in emitted if isinstance(e, ResultEvent)]
     assert session == "thread-123"
     assert [e for _, e in results] == [
@@ -99,12 +99,12 @@ async def test_codex_emits_one_result_after_the_process_exited(
     assert len(sdk_before) == 5
 
 
-async def test_codex_nonzero_exit_gives_no_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_codex_nonzero_exit_gives_no_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake_codex(tmp_path, 3, tmp_path / "exited")
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
     emitted: list[tuple[float, Event]] = []
     with pytest.raises(TurnFailed, match="Codex exited with code 3: stderr detail"):
-        await CodexBackend(context(tmp_path, emitted)).run_turn("go", None)
+        CodexBackend(context(tmp_path, emitted)).run_turn("go", None)
     assert not any(isinstance(e, ResultEvent | ErrorEvent) for _, e in emitted)
 
 

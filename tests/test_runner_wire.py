@@ -3,10 +3,11 @@ the follow-up inbox, and what the runner and the MCP server import."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -115,30 +116,35 @@ def test_runner_and_mcp_server_import_only_what_a_turn_needs() -> None:
     code = (
         "import sys, agentlite.runner._loop, agentlite.backends.codex, agentlite.backends.claude_code, "
         "agentlite.mcp_server; print(sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('pydantic', 'mcp', 'croniter', 'acp', 'sqlite3') or m in ('agentlite._protocol', 'agentlite._store', "
+        "('pydantic', 'mcp', 'croniter', 'acp', 'sqlite3', 'asyncio') or m in ('agentlite._protocol', 'agentlite._store', "
         "'agentlite._ipc', 'agentlite._scheduler', 'agentlite._lifecycle', 'agentlite.backends.acp')))"
     )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout == "[]\n"
 
 
-async def test_a_follow_up_wakes_the_idle_runner_without_waiting_for_the_poll(
+def test_a_follow_up_wakes_the_idle_runner_without_waiting_for_the_poll(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_inbox, "POLL_INTERVAL", 3600.0)  # only the folder watch can wake it in time
     inbox = Inbox(tmp_path)
     inbox.watch()
-    try:
-        assert inbox.drain() == []
-        waiting = asyncio.create_task(inbox.wait())
-        await asyncio.sleep(0)
+
+    def woken_by(land: Callable[[], None]) -> bool:
+        waiter = threading.Thread(target=inbox.wait, daemon=True)
+        waiter.start()
+        land()
+        waiter.join(30)
+        return not waiter.is_alive()
+
+    def follow_up() -> None:  # as the host writes one: a temporary name, then a rename
         (tmp_path / "1-a.json.tmp").write_text(json.dumps({"type": "message", "text": "next"}))
         (tmp_path / "1-a.json.tmp").rename(tmp_path / "1-a.json")
-        await asyncio.wait_for(waiting, 30)
+
+    try:
+        assert inbox.drain() == []
+        assert woken_by(follow_up)
         assert inbox.drain() == ["next"] and not inbox.take_close()
-        waiting = asyncio.create_task(inbox.wait())
-        await asyncio.sleep(0)
-        (tmp_path / "_close").touch()
-        await asyncio.wait_for(waiting, 30)
+        assert woken_by((tmp_path / "_close").touch)
         assert inbox.take_close() and not (tmp_path / "_close").exists()
     finally:
         inbox.close()

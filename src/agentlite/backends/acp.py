@@ -1,6 +1,7 @@
 """Any Agent Client Protocol agent over stdio, through the ``agent-client-protocol`` package.
 
-The agent process and its session live across the turns of a run. ``session/update``
+The agent process and its session live across the turns of a run, on this backend's own event
+loop (the ACP client library is asyncio-based; the runner around it is not). ``session/update``
 notifications stream out as ``sdk_message`` events; the turn's agent text is sent as the single
 result once the ``session/prompt`` response (with its stop reason) has arrived. Permission requests
 are allowed: inside a box, the box is the sandbox.
@@ -8,6 +9,7 @@ are allowed: inside a box, the box is the sandbox.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from typing import Any
@@ -79,6 +81,7 @@ class AcpBackend:
         self.ctx = context
         if not context.config.command:
             raise ValueError("the acp backend needs `command` (the agent's command line)")
+        self._loop = asyncio.Runner()
         self._stack = contextlib.AsyncExitStack()
         self._client = _Client(self)
         self._conn: Any = None
@@ -118,7 +121,16 @@ class AcpBackend:
         if mode is not None:
             await self._conn.set_session_mode(session_id=self._session, mode_id=mode)
 
-    async def run_turn(self, prompt: str, session_id: str | None) -> str | None:
+    def run_turn(self, prompt: str, session_id: str | None) -> str | None:
+        return self._loop.run(self._run_turn(prompt, session_id))
+
+    def close(self) -> None:
+        try:
+            self._loop.run(self._aclose())
+        finally:
+            self._loop.close()
+
+    async def _run_turn(self, prompt: str, session_id: str | None) -> str | None:
         self.ctx.emit(state_event("active", reason="query_started", session_id=session_id))
         try:
             if self._conn is None:
@@ -140,6 +152,6 @@ class AcpBackend:
         self.ctx.emit(result_event(text or None, self._session))
         return self._session
 
-    async def aclose(self) -> None:
+    async def _aclose(self) -> None:
         await self._stack.aclose()
         self._conn = None

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 from agentlite._wire import Event
 from agentlite.runner._input import BackendSettings, TurnInput
@@ -32,13 +34,17 @@ class TurnFailed(Exception):
 
 
 class Backend(Protocol):
-    """One agent inside the box, kept across the turns of a run."""
+    """One agent inside the box, kept across the turns of a run.
 
-    async def run_turn(self, prompt: str, session_id: str | None) -> str | None:
+    Plain blocking calls: the runner does one thing at a time (a turn, or waiting for the next
+    one), so codex and claude need no event loop; only the ACP backend runs one, inside itself.
+    """
+
+    def run_turn(self, prompt: str, session_id: str | None) -> str | None:
         """Run one turn; emit its events and one result. Returns the session id to resume with."""
         ...
 
-    async def aclose(self) -> None:
+    def close(self) -> None:
         """Stop the agent process, if one is kept between turns."""
         ...
 
@@ -137,9 +143,10 @@ def _toml_string(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid TOML basic string
 
 
-async def json_lines(stream: Any, label: str) -> AsyncIterator[dict[str, Any]]:
-    """The JSON objects a CLI prints one per line; blank and unparsable lines are skipped (logged)."""
-    async for raw in stream:
+def json_lines(stream: IO[bytes], label: str) -> Iterator[dict[str, Any]]:
+    """The JSON objects a CLI prints one per line, as they come; blank and unparsable lines are
+    skipped (logged)."""
+    for raw in stream:
         line = raw.decode(errors="replace").strip()
         if not line:
             continue
@@ -150,6 +157,37 @@ async def json_lines(stream: Any, label: str) -> AsyncIterator[dict[str, Any]]:
             continue
         if isinstance(event, dict):
             yield event
+
+
+class StderrTail:
+    """Reads a process's stderr on a thread (so it never fills its pipe), keeping the last 64 KiB."""
+
+    LIMIT = 65536
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._data = bytearray()
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: IO[bytes]) -> None:
+        while chunk := stream.read1(self.LIMIT):  # type: ignore[attr-defined]
+            self._data += chunk
+            del self._data[: -self.LIMIT]
+
+    def text(self, wait: float = 5.0) -> str:
+        """What was kept, once the process closed its stderr (or after ``wait`` seconds, when a
+        child it left behind still holds the pipe)."""
+        self._thread.join(wait)
+        return bytes(self._data).decode(errors="replace")
+
+
+def start_cli(argv: list[str], context: BackendContext, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """The agent CLI with all three standard streams piped, in the workspace."""
+    try:
+        return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                cwd=context.workspace, env={**os.environ, **env})  # fmt: skip
+    except OSError as exc:
+        raise TurnFailed(f"could not start `{argv[0]}`: {exc}") from exc
 
 
 def tail(text: str, limit: int = 500) -> str:

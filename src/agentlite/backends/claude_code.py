@@ -8,20 +8,21 @@ restarted with ``--resume <session id>``.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
+import subprocess
 
 from agentlite._wire import result_event, sdk_message_event, state_event, usage_event
-from agentlite.backends.base import BackendContext, TurnFailed, json_lines, tail
+from agentlite.backends.base import BackendContext, StderrTail, TurnFailed, json_lines, start_cli, tail
+
+#: Seconds the CLI gets to finish after its stdin is closed, before it is killed.
+CLOSE_TIMEOUT = 10.0
 
 
 class ClaudeCodeBackend:
     def __init__(self, context: BackendContext) -> None:
         self.ctx = context
-        self._proc: asyncio.subprocess.Process | None = None
-        self._stderr = bytearray()
-        self._stderr_task: asyncio.Task[None] | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stderr: StderrTail | None = None
 
     def _argv(self, session_id: str | None) -> list[str]:
         argv = ["claude", "-p", "--input-format", "stream-json", "--output-format", "stream-json", "--verbose",
@@ -35,37 +36,26 @@ class ClaudeCodeBackend:
             argv += ["--mcp-config", json.dumps({"mcpServers": servers})]
         return argv
 
-    async def _start(self, session_id: str | None) -> asyncio.subprocess.Process:
-        self._stderr.clear()
-        proc = await asyncio.create_subprocess_exec(
-            *self._argv(session_id),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            cwd=self.ctx.workspace,
-            env={**os.environ, **self.ctx.claude_env()},
-            limit=64 * 1024 * 1024,
-        )
-        self._stderr_task = asyncio.create_task(self._drain_stderr(proc))
+    def _start(self, session_id: str | None) -> subprocess.Popen[bytes]:
+        proc = start_cli(self._argv(session_id), self.ctx, self.ctx.claude_env())
+        assert proc.stderr is not None
+        self._stderr = StderrTail(proc.stderr)
         return proc
 
-    async def _drain_stderr(self, proc: asyncio.subprocess.Process) -> None:
-        assert proc.stderr is not None
-        while chunk := await proc.stderr.read(65536):
-            self._stderr += chunk
-            del self._stderr[:-65536]
-
-    async def run_turn(self, prompt: str, session_id: str | None) -> str | None:
+    def run_turn(self, prompt: str, session_id: str | None) -> str | None:
         emit = self.ctx.emit
         emit(state_event("active", reason="query_started", session_id=session_id))
-        if self._proc is None or self._proc.returncode is not None:
-            self._proc = await self._start(session_id)
+        if self._proc is None or self._proc.poll() is not None:
+            self._proc = self._start(session_id)
         proc = self._proc
         assert proc.stdin and proc.stdout
         message = {"type": "user", "message": {"role": "user", "content": prompt}}
-        proc.stdin.write((json.dumps(message) + "\n").encode())
-        await proc.stdin.drain()
-        async for event in json_lines(proc.stdout, "Claude"):
+        try:
+            proc.stdin.write((json.dumps(message) + "\n").encode())
+            proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # it died: reading its stdout ends at once, and the exit code says why
+        for event in json_lines(proc.stdout, "Claude"):
             kind = str(event.get("type", ""))
             subtype = event.get("subtype") if kind == "system" else None
             emit(sdk_message_event(kind, subtype, event))
@@ -81,23 +71,23 @@ class ClaudeCodeBackend:
             text = event.get("result")
             emit(result_event(text if isinstance(text, str) else None, session_id))
             return session_id
-        code = await proc.wait()
-        if self._stderr_task is not None:
-            await self._stderr_task
-        raise TurnFailed(
-            f"Claude Code exited with code {code}: {tail(self._stderr.decode(errors='replace'), 300)}"
-        )
+        code = proc.wait()
+        stderr = self._stderr.text() if self._stderr is not None else ""
+        raise TurnFailed(f"Claude Code exited with code {code}: {tail(stderr, 300)}")
 
-    async def aclose(self) -> None:
+    def close(self) -> None:
         proc = self._proc
-        if proc is None or proc.returncode is not None:
+        if proc is None or proc.poll() is not None:
             return
         assert proc.stdin is not None
-        proc.stdin.close()  # end of input: the CLI finishes and exits
         try:
-            await asyncio.wait_for(proc.wait(), 10)
-        except TimeoutError:
+            proc.stdin.close()  # end of input: the CLI finishes and exits
+        except BrokenPipeError:
+            pass
+        try:
+            proc.wait(CLOSE_TIMEOUT)
+        except subprocess.TimeoutExpired:
             proc.kill()
-            await proc.wait()
-        if self._stderr_task is not None:
-            await self._stderr_task
+            proc.wait()
+        if self._stderr is not None:
+            self._stderr.text()

@@ -7,11 +7,8 @@ result at all.
 
 from __future__ import annotations
 
-import asyncio
-import os
-
 from agentlite._wire import result_event, sdk_message_event, state_event, usage_event
-from agentlite.backends.base import BackendContext, TurnFailed, json_lines, tail
+from agentlite.backends.base import BackendContext, StderrTail, TurnFailed, json_lines, start_cli, tail
 
 
 def codex_args(model: str | None, session_id: str | None) -> list[str]:
@@ -28,27 +25,22 @@ class CodexBackend:
         self.ctx = context
         self.ctx.write_codex_config()
 
-    async def run_turn(self, prompt: str, session_id: str | None) -> str | None:
+    def run_turn(self, prompt: str, session_id: str | None) -> str | None:
         emit = self.ctx.emit
         emit(state_event("active", reason="query_started", session_id=session_id))
-        proc = await asyncio.create_subprocess_exec(
-            "codex",
-            *codex_args(self.ctx.config.model, session_id),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            cwd=self.ctx.workspace,
-            env={**os.environ, **self.ctx.codex_env()},
-            limit=64 * 1024 * 1024,
+        proc = start_cli(
+            ["codex", *codex_args(self.ctx.config.model, session_id)], self.ctx, self.ctx.codex_env()
         )
         assert proc.stdin and proc.stdout and proc.stderr
-        proc.stdin.write(prompt.encode())
-        await proc.stdin.drain()
-        proc.stdin.close()
-        stderr_task = asyncio.create_task(proc.stderr.read())
+        stderr = StderrTail(proc.stderr)
+        try:
+            proc.stdin.write(prompt.encode())
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass  # codex is already gone: its exit code and stderr say why
         latest_text: str | None = None
         failure: str | None = None
-        async for event in json_lines(proc.stdout, "Codex"):
+        for event in json_lines(proc.stdout, "Codex"):
             kind = str(event.get("type", ""))
             item = event.get("item") if isinstance(event.get("item"), dict) else {}
             if kind == "thread.started" and isinstance(event.get("thread_id"), str):
@@ -69,14 +61,16 @@ class CodexBackend:
                 failure = str((event.get("error") or {}).get("message", "turn failed"))
             elif kind == "error" and isinstance(event.get("message"), str):
                 failure = event["message"]
-        code = await proc.wait()
-        stderr = (await stderr_task).decode(errors="replace")
+        code = proc.wait()
+        err = stderr.text()
+        proc.stdout.close()
+        proc.stderr.close()
         if code != 0:
-            cause = failure or tail(stderr, 300) or "no output"
+            cause = failure or tail(err, 300) or "no output"
             raise TurnFailed(f"Codex exited with code {code}: {cause}")
         if latest_text is not None:
             emit(result_event(latest_text, session_id))
         return session_id
 
-    async def aclose(self) -> None:
+    def close(self) -> None:
         return None

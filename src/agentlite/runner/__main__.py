@@ -1,12 +1,11 @@
 """The program inside a box: ``python -m agentlite.runner`` (see :mod:`agentlite.runner._loop`)."""
 
-import asyncio
 import os
 import sys
 
 from agentlite.runner._loop import main
 
-code = asyncio.run(main())
+code = main()
 sys.stdout.flush()
 sys.stderr.flush()
 # Everything is said and the backend is gone: skip the interpreter's teardown (module and object

@@ -8,9 +8,9 @@ millisecond or so of landing; where the folder's filesystem does not report the 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
+import select
 import sys
 from pathlib import Path
 
@@ -33,7 +33,7 @@ class Inbox:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._fd: int | None = None
-        self._changed: asyncio.Event | None = None
+        self._watching = False
 
     def drain(self) -> list[str]:
         """Texts of the waiting follow-up files, oldest name first; each file is deleted once read."""
@@ -65,9 +65,9 @@ class Inbox:
     def watch(self) -> None:
         """Start reporting new files (once; call before the drain that precedes a wait, so nothing
         that lands in between is missed)."""
-        if self._changed is not None:
+        if self._watching:
             return
-        self._changed = asyncio.Event()
+        self._watching = True
         try:
             import ctypes  # only once the runner first waits for a follow-up
 
@@ -87,28 +87,22 @@ class Inbox:
             diag(f"input folder not watched ({exc}); polling every {POLL_INTERVAL:g} s")
             return
         self._fd = fd
-        asyncio.get_running_loop().add_reader(fd, self._on_event)
 
-    def _on_event(self) -> None:
-        assert self._fd is not None and self._changed is not None
-        try:
-            while os.read(self._fd, 65536):
-                pass
-        except BlockingIOError:
-            pass
-        self._changed.set()
-
-    async def wait(self) -> None:
+    def wait(self) -> None:
         """Until a file lands in the folder, or the next poll is due."""
-        assert self._changed is not None, "watch() first"
-        try:
-            await asyncio.wait_for(self._changed.wait(), POLL_INTERVAL)
-        except TimeoutError:
-            pass
-        self._changed.clear()
+        assert self._watching, "watch() first"
+        if self._fd is None:
+            select.select([], [], [], POLL_INTERVAL)
+            return
+        ready, _, _ = select.select([self._fd], [], [], POLL_INTERVAL)
+        if ready:
+            try:
+                while os.read(self._fd, 65536):
+                    pass  # the events only say "something changed": drain() looks at the folder
+            except BlockingIOError:
+                pass
 
     def close(self) -> None:
         if self._fd is not None:
-            asyncio.get_running_loop().remove_reader(self._fd)
             os.close(self._fd)
             self._fd = None

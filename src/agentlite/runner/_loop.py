@@ -7,8 +7,9 @@
 4. A failed turn emits one ``error`` event and the runner exits 1; a normal end exits 0.
 
 It imports only what a turn needs: the stdlib wire format (:mod:`agentlite._wire`), its input
-reader, and the one backend the input names (no pydantic, no host modules). Every turn of a box
-runs in this one process, so a follow-up costs no runner start.
+reader, and the one backend the input names (no pydantic, no host modules, and no asyncio: it does
+one thing at a time, so plain blocking calls do). Every turn of a box runs in this one process, so a
+follow-up costs no runner start.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def emit(event: Event) -> None:
     sys.stdout.flush()
 
 
-async def main() -> int:
+def main() -> int:
     try:
         run_input = parse_input(sys.stdin.buffer.read())
     except InputError as exc:
@@ -59,7 +60,7 @@ async def main() -> int:
         return 1
     try:
         while True:
-            session_id = await backend.run_turn(prompt, session_id)
+            session_id = backend.run_turn(prompt, session_id)
             if single_turn or inbox.take_close():
                 return 0
             inbox.watch()
@@ -67,7 +68,7 @@ async def main() -> int:
             if not follow_ups:
                 emit(state_event("idle", reason="awaiting_input", session_id=session_id))
                 while not follow_ups:
-                    await inbox.wait()
+                    inbox.wait()
                     if inbox.take_close():
                         return 0
                     follow_ups = inbox.drain()
@@ -81,4 +82,4 @@ async def main() -> int:
         return 1
     finally:
         inbox.close()
-        await backend.aclose()
+        backend.close()
