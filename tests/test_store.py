@@ -15,6 +15,7 @@ import pytest
 from tests.conftest import CapturedLog, captured_log, raw_sql
 
 from agentlite._errors import AgentliteError, ConfigError
+from agentlite._names import shown
 from agentlite._store import (
     AgentStore,
     Message,
@@ -114,7 +115,7 @@ def test_valid_group_folders(folder: str) -> None:
 def test_invalid_group_folders_name_the_value(folder: str) -> None:
     with pytest.raises(ConfigError) as info:
         check_group_folder(folder)
-    assert f"`{folder}`" in str(info.value)
+    assert f"`{shown(folder)}`" in str(info.value)  # control characters escaped
 
 
 def test_group_folder_must_be_a_string() -> None:

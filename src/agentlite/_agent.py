@@ -35,6 +35,7 @@ from agentlite._protocol import (
 from agentlite._registry import AgentRecord, normalize_backend
 from agentlite._router import SenderAllowlist, format_messages, is_trigger, strip_internal
 from agentlite._run import run_agent
+from agentlite._safefs import BoxDir, UnsafePath
 from agentlite._store import AgentStore, Message, RegisteredGroup, Task, check_group_folder, now_iso
 from agentlite._time import iso_utc, parse_iso
 from agentlite.runtime.base import BoxSpec
@@ -139,7 +140,7 @@ class Agent:
 
         for sub in ("store", "groups", "data"):
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
-        seed_memory(self.groups_dir, self.assistant_name)
+        seed_memory(self.groups_dir, self.assistant_name, lambda exc: self._refused(exc, "seed_memory"))
         self._sync_instructions()
         self._sync_skills()
         # The startup sweep: boxes of this agent whose owner died (a crashed earlier run of us).
@@ -159,7 +160,8 @@ class Agent:
         self._sessions = self.store.get_sessions(self._record.backend.type)
         self._groups = self.store.get_registered_groups()
         self._queue = GroupQueue(max_concurrent=self._platform.max_concurrent, ipc_root=self.ipc_root,
-                                 retry_base=self._platform.retry_base)  # fmt: skip
+                                 retry_base=self._platform.retry_base,
+                                 on_refused=lambda exc: self._refused(exc, "ipc_input"))  # fmt: skip
         self._queue.set_process_messages(self._process_group)
         self._channels = ChannelManager(self._channel_config())
         self._stopping = False
@@ -173,8 +175,9 @@ class Agent:
                                     poll_interval=self._platform.scheduler_poll_interval)  # fmt: skip
         await self._scheduler.start()
         self._ipc = IpcWatcher(
-            self.ipc_root, lambda: self._groups, _IpcBridge(self), task_owner=self._task_owner
-        )
+            self.ipc_root, lambda: self._groups, _IpcBridge(self), task_owner=self._task_owner,
+            on_refused=lambda exc: self._refused(exc, "ipc_request"),
+        )  # fmt: skip
         await self._ipc.start()
         self._recover_pending()
         self._loop_task = asyncio.create_task(self._message_loop(), name=f"agentlite-loop-{self.id}")
@@ -242,10 +245,19 @@ class Agent:
                                 requires_trigger=requires_trigger, is_main=is_main)  # fmt: skip
         self.store.register_group(group)
         self._groups[jid] = group
-        (self.groups_dir / folder / "logs").mkdir(parents=True, exist_ok=True)
-        ensure_memory_alias(self.groups_dir / folder)
+        try:
+            # The folder is the group's box's to write: never follow what it planted there.
+            BoxDir.open(self.groups_dir, folder, "logs", create=True).close()
+            ensure_memory_alias(self.groups_dir / folder)
+        except UnsafePath as exc:
+            self._refused(exc, "register_group", jid=jid, folder=folder)
         self._hub.emit("group.registered", jid=jid, name=name, folder=folder)
         return group
+
+    def _refused(self, exc: UnsafePath, action: str, **data: Any) -> None:
+        """A path a box controls was refused: logged and reported as a ``path.refused`` event."""
+        log.warning("agent=%s %s: %s", self.id, action, exc)
+        self._hub.emit("path.refused", action=action, path=exc.path, reason=exc.reason, **data)
 
     def registered_groups(self) -> dict[str, RegisteredGroup]:
         return dict(self._groups)
@@ -592,12 +604,17 @@ class Agent:
         pending_handoff = self.store.get_handoff(group.folder) if use_session else None
         if pending_handoff and pending_handoff.get("to_backend_type") == backend.type:
             block = handoff_block(self.store, self.groups_dir / group.folder, group.jid,
-                                  pending_handoff["from_backend_type"], backend.type, self.assistant_name)  # fmt: skip
+                                  pending_handoff["from_backend_type"], backend.type, self.assistant_name,
+                                  on_refused=lambda exc: self._refused(exc, "handoff", jid=group.jid,
+                                                                       folder=group.folder))  # fmt: skip
             prompt = with_handoff(block, prompt, scheduled=task is not None)
             session_id = None
         else:
             pending_handoff = None
-        self._write_snapshots(group)
+        try:
+            self._write_snapshots(group)
+        except UnsafePath as exc:  # the run goes on without fresh snapshots
+            self._refused(exc, "ipc_snapshot", jid=group.jid, folder=group.folder)
         auth = self._actions_server.mint_token(group.folder, group.is_main) if self._actions_server else None
         run_input = RunnerInput(prompt=prompt, group_folder=group.folder, chat_id=group.jid, is_main=group.is_main,
                                 session_id=session_id, is_scheduled_task=task is not None,
@@ -647,6 +664,9 @@ class Agent:
                 agent_id=self.id, group=group.folder, timeout=self._platform.box_timeout,
                 idle_timeout=self._platform.idle_timeout, spec=spec,
             )  # fmt: skip
+        except UnsafePath as exc:
+            self._refused(exc, "run", jid=group.jid, folder=group.folder)
+            return "error"
         except Exception:
             log.exception("run failed agent=%s group=%s", self.id, group.folder)
             return "error"

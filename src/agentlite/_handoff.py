@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+from agentlite._mounts import MEMORY_ALIAS, MEMORY_FILE
+from agentlite._safefs import BoxDir, UnsafePath
 from agentlite._store import AgentStore
 
 MEMORY_LIMIT = 4000
@@ -22,22 +25,38 @@ def _cap(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _memory(group_dir: Path) -> str:
+def _memory(group_dir: Path, on_refused: Callable[[UnsafePath], None] | None) -> str:
+    # The group folder is the box's: a memory file there may be a symlink to any host file, which
+    # must never reach the prompt. Only regular files are read, without following anything.
     parts = []
-    for name in ("AGENTS.md", "CLAUDE.md"):
-        path = group_dir / name
-        if path.is_symlink() and name == "AGENTS.md":
-            continue  # the alias of CLAUDE.md: shown once, below
-        try:
-            parts.append(f"### {name}\n{_cap(path.read_text(errors='replace'), MEMORY_LIMIT)}")
-        except OSError:
-            continue
+    try:
+        box = BoxDir.open(group_dir.parent, group_dir.name)
+    except OSError:
+        return "No group memory file was readable."
+    with box:
+        for name in (MEMORY_ALIAS, MEMORY_FILE):
+            if name == MEMORY_ALIAS and box.readlink(name) == MEMORY_FILE:
+                continue  # the alias of CLAUDE.md: shown once, below
+            try:
+                text = box.read_text(name, limit=MEMORY_LIMIT * 4, truncate=True)
+            except UnsafePath as exc:
+                if on_refused is not None:
+                    on_refused(exc)
+                parts.append(f"### {name}\n(not read: the host refused it: {exc.reason})")
+                continue
+            except OSError:
+                continue
+            parts.append(f"### {name}\n{_cap(text, MEMORY_LIMIT)}")
     return "\n\n".join(parts) or "No group memory file was readable."
 
 
 def handoff_block(store: AgentStore, group_dir: Path, chat_id: str, from_type: str, to_type: str,
-                  assistant_name: str) -> str:  # fmt: skip
-    """The ``<backend_handoff>`` block, ``status="partial"`` when the summary could not be built."""
+                  assistant_name: str, *, on_refused: Callable[[UnsafePath], None] | None = None) -> str:  # fmt: skip
+    """The ``<backend_handoff>`` block, ``status="partial"`` when the summary could not be built.
+
+    A memory file the host refuses to read (a symlink, a special file) is named as refused, never
+    shown, and handed to ``on_refused``.
+    """
     head = f'<backend_handoff from="{from_type}" to="{to_type}" status="{{status}}">'
     try:
         recent = store.get_messages_since(chat_id, "", assistant_name, limit=MESSAGE_COUNT)
@@ -55,7 +74,7 @@ def handoff_block(store: AgentStore, group_dir: Path, chat_id: str, from_type: s
                 f"## Active State\nBackend changed from {from_type} to {to_type}.",
                 "## Blocked\nNothing known.",
                 "## Key Decisions\nNative session ids are not reused across backend types.",
-                f"## Relevant Files\n{_memory(group_dir)}",
+                f"## Relevant Files\n{_memory(group_dir, on_refused)}",
                 "## Remaining Work\nAnswer the current message.",
                 "## Critical Context\n" + ("\n".join(lines) or "No recent messages."),
             ]

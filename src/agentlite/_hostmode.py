@@ -5,7 +5,10 @@ Output lines: ``{"type": "event", "id", "event"}`` while a request runs, then ex
 ``{"type": "final", "id", "status", "result" | "error", "session_id"}`` after its backend finished.
 Different groups run in parallel (at most ``max_concurrent`` boxes); a group's requests run in
 order and resume the group's session. A line that is not a valid request gets a final with status
-``error`` naming the problem. At end of input the running requests finish, then the host exits.
+``error`` naming the problem, and so do a line over :data:`MAX_LINE_BYTES` (one final, with id
+null; the host reads on after it) and a request whose id is still queued or running. At end of
+input the running requests finish, then the host exits. Stdin may be a pipe, a socket, a terminal
+or a regular file (``agentlite host --jsonl < requests.jsonl``).
 """
 
 from __future__ import annotations
@@ -13,20 +16,25 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import stat
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from agentlite._lifecycle import check_agent_id
+from agentlite._names import check_agent_id, check_group_folder
 from agentlite._protocol import BackendConfig, Event, RunnerInput
 from agentlite._run import run_agent
 from agentlite.runtime.base import BoxRuntime
 
 log = logging.getLogger("agentlite.host")
 DEFAULT_MAX_CONCURRENT = 5
+#: The longest request line read; a longer one is answered with one error final and skipped.
+MAX_LINE_BYTES = 4 * 1024 * 1024
+_CHUNK = 64 * 1024
 
 
 class HostRequest(BaseModel):
@@ -43,7 +51,13 @@ class HostRequest(BaseModel):
     def _agent(cls, value: str) -> str:
         return check_agent_id(value)
 
-    @field_validator("group", "prompt")
+    @field_validator("group")
+    @classmethod
+    def _group(cls, value: str) -> str:
+        # The group names folders under the home (workspaces, IPC, agent homes): one rule for all.
+        return check_group_folder(value)
+
+    @field_validator("prompt")
     @classmethod
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
@@ -70,6 +84,8 @@ class JsonlHost:
         self._queues: dict[tuple[str, str], asyncio.Queue[HostRequest | None]] = {}
         self._workers: list[asyncio.Task[None]] = []
         self._sessions: dict[tuple[str, str, str], str] = {}
+        #: Ids of the requests queued or running: a second request with one of them is refused.
+        self._open_ids: set[tuple[str, str | int]] = set()
 
     def submit_line(self, line: str) -> None:
         """Take one input line: queue a valid request, answer an invalid one at once."""
@@ -86,12 +102,22 @@ class JsonlHost:
         except ValidationError as exc:
             self._final(request_id, "error", error=f"invalid request: {_problem(exc)}")
             return
+        id_key = _id_key(request.id)
+        if id_key in self._open_ids:
+            self._final(request.id, "error", error=f"duplicate id: request {request.id!r} is still running")
+            return
+        self._open_ids.add(id_key)
         key = (request.agent, request.group)
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = asyncio.Queue()
             self._workers.append(asyncio.create_task(self._serve_group(queue)))
         queue.put_nowait(request)
+
+    def submit_overlong(self, line_number: int, size: int, limit: int = MAX_LINE_BYTES) -> None:
+        """A line longer than ``limit`` was skipped: its one error final (its id is unknown)."""
+        self._final(None, "error", error=f"line {line_number} is too long ({size} bytes or more; the limit is "
+                    f"{limit} bytes)")  # fmt: skip
 
     async def finish(self) -> None:
         """End of input: let every queued request finish."""
@@ -106,6 +132,8 @@ class JsonlHost:
             except Exception as exc:  # one request's failure must never stop the host
                 log.exception("request failed id=%s", request.id)
                 self._final(request.id, "error", error=f"{type(exc).__name__}: {exc}")
+            finally:
+                self._open_ids.discard(_id_key(request.id))
 
     async def _run(self, request: HostRequest) -> None:
         backend = request.backend or self.default_backend
@@ -118,7 +146,7 @@ class JsonlHost:
         def on_event(event: Event) -> None:
             self.write({"type": "event", "id": request.id, "event": event.model_dump(exclude_none=True)})
 
-        workspace = self.home / "workspaces" / request.agent / _safe(request.group)
+        workspace = self.home / "workspaces" / request.agent / request.group
         async with self._slots:
             outcome = await run_agent(self.runtime, self.home, run_input, workspace=workspace, on_event=on_event,
                                       agent_id=request.agent, group=request.group, timeout=self.timeout,
@@ -134,15 +162,66 @@ class JsonlHost:
         self.write({"type": "final", "id": request_id, "status": status, "session_id": None, **fields})
 
 
-def _safe(group: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in group)
+def _id_key(request_id: str | int) -> tuple[str, str | int]:
+    # 1 and "1" are different ids in JSON.
+    return (type(request_id).__name__, request_id)
 
 
-async def serve_stdin(host: JsonlHost) -> None:
+async def read_lines(read: Callable[[int], Awaitable[bytes]], limit: int = MAX_LINE_BYTES
+                     ) -> AsyncIterator[bytes | int]:  # fmt: skip
+    """Each line from ``read(n)`` (which returns b"" at end of input), without its newline.
+
+    A line longer than ``limit`` bytes is not kept: its size so far (an int) is yielded once in its
+    place, and reading goes on after its newline. Memory stays within ``limit`` plus one chunk.
+    """
+    buffer = bytearray()
+    skipped = 0  # > 0 while discarding the rest of an over-long line
+    while chunk := await read(_CHUNK):
+        buffer += chunk
+        while True:
+            newline = buffer.find(b"\n")
+            if newline < 0:
+                if skipped or len(buffer) > limit:
+                    skipped += len(buffer)
+                    buffer.clear()
+                break
+            if skipped or newline > limit:
+                yield skipped + newline
+                skipped = 0
+            else:
+                yield bytes(buffer[:newline])
+            del buffer[: newline + 1]
+    if skipped:
+        yield skipped
+    elif buffer:
+        yield bytes(buffer)
+
+
+def _stdin_reader(loop: asyncio.AbstractEventLoop) -> Callable[[int], Awaitable[bytes]] | None:
+    """A reader for a stdin that is a regular file (the pipe transport refuses those), else None."""
+    fd = sys.stdin.fileno()
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        return None
+
+    async def read(size: int) -> bytes:
+        return await loop.run_in_executor(None, os.read, fd, size)
+
+    return read
+
+
+async def serve_stdin(host: JsonlHost, *, limit: int = MAX_LINE_BYTES) -> None:
     """Feed ``host`` from this process's stdin until end of input, then finish."""
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=16 * 1024 * 1024)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    while line := await reader.readline():
-        host.submit_line(line.decode(errors="replace"))
+    read = _stdin_reader(loop)
+    if read is None:
+        reader = asyncio.StreamReader(limit=limit + _CHUNK)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        read = reader.read
+    number = 0
+    async for line in read_lines(read, limit):
+        number += 1
+        if isinstance(line, int):
+            host.submit_overlong(number, line, limit)
+        else:
+            host.submit_line(line.decode(errors="replace"))
     await host.finish()

@@ -14,7 +14,11 @@ Authorization (reference section 8), enforced before the handler sees anything:
 
 Every file processed is deleted; a file that fails (unreadable, bad JSON, unauthorized, or the
 handler raised) is moved to ``<ipc_root>/errors/<folder>-<file>`` and logged, so nothing is retried
-forever and a human can inspect what a box tried.
+forever and a human can inspect what a box tried. The IPC folders are the boxes' to write, so the
+host reads, lists, moves and deletes there only through no-follow descriptors
+(:mod:`agentlite._safefs`): a symlinked request file or ``messages/`` folder is refused and reported
+to ``on_refused`` (the agent's ``path.refused`` event), never followed. Task ids are checked with
+:func:`agentlite._names.check_task_id`.
 """
 
 from __future__ import annotations
@@ -24,12 +28,12 @@ import contextlib
 import json
 import logging
 import os
-import stat
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from agentlite._atomic import write_atomic
+from agentlite._names import InvalidName, check_group_folder, check_task_id
+from agentlite._safefs import BoxDir, UnsafePath
 from agentlite._time import now_iso
 
 log = logging.getLogger("agentlite.ipc")
@@ -41,13 +45,10 @@ MAX_REQUEST_BYTES = 1024 * 1024
 
 
 def valid_folder(folder: str) -> bool:
-    """The group-folder rule of :func:`agentlite._store.check_group_folder`, as a predicate."""
-    from agentlite._errors import ConfigError
-    from agentlite._store import check_group_folder
-
+    """The group-folder rule of :func:`agentlite._names.check_group_folder`, as a predicate."""
     try:
         check_group_folder(folder)
-    except (ConfigError, TypeError):
+    except InvalidName:
         return False
     return True
 
@@ -111,6 +112,7 @@ class IpcWatcher:
         *,
         task_owner: Callable[[str], str | None],
         poll_interval: float = 1.0,
+        on_refused: Callable[[UnsafePath], None] | None = None,
     ) -> None:
         self.ipc_root = Path(ipc_root)
         self._groups = groups
@@ -118,6 +120,7 @@ class IpcWatcher:
         self._task_owner = task_owner
         self.poll_interval = poll_interval
         self._task: asyncio.Task[None] | None = None
+        self._on_refused = on_refused
 
     async def start(self) -> None:
         """Start polling in the background (idempotent); async to pair with :meth:`stop`."""
@@ -143,50 +146,58 @@ class IpcWatcher:
         """Handle every pending request file once; returns how many files were handled (ok or not)."""
         handled = 0
         try:
-            entries = sorted(os.scandir(self.ipc_root), key=lambda e: e.name)
+            folders = sorted(os.listdir(self.ipc_root))
         except FileNotFoundError:
             return 0
-        for entry in entries:
-            if entry.name in SKIP_DIRS or not entry.is_dir(follow_symlinks=False):
+        for folder in folders:
+            if folder in SKIP_DIRS or not valid_folder(folder):
                 continue
             for kind in ("messages", "tasks"):
-                handled += await self._process_dir(entry.name, kind)
+                handled += await self._process_dir(folder, kind)
         return handled
 
+    def _refused(self, exc: UnsafePath) -> None:
+        log.warning("IPC %s", exc)
+        if self._on_refused is not None:
+            self._on_refused(exc)
+
     async def _process_dir(self, folder: str, kind: str) -> int:
-        directory = self.ipc_root / folder / kind
+        # A box controls its own IPC folder: any entry may be a symlink planted to make the host
+        # read or delete a file elsewhere. Everything goes through no-follow descriptors.
         try:
-            # A box controls its own IPC folder: a symlinked messages/ or tasks/ could point the
-            # host at files elsewhere, which it would then delete. Only a real directory counts.
-            if not stat.S_ISDIR(os.lstat(directory).st_mode):
-                log.warning("ignoring %s: not a directory", directory)
-                return 0
-            names = sorted(n for n in os.listdir(directory) if n.endswith(".json"))
+            directory = BoxDir.open(self.ipc_root, folder, kind)
         except FileNotFoundError:
             return 0
-        for name in names:
-            path = directory / name
-            try:
-                request = _read_request(path)
-                await self._handle(folder, kind, request)
-            except Exception as exc:
-                level = logging.WARNING if isinstance(exc, IpcRejected) else logging.ERROR
-                log.log(level, "IPC %s/%s/%s failed: %s", folder, kind, name, exc)
-                self._quarantine(folder, path)
-            else:
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
+        except UnsafePath as exc:
+            self._refused(exc)
+            return 0
+        with directory:
+            names = [n for n in directory.names() if n.endswith(".json")]
+            for name in names:
+                try:
+                    request = _read_request(directory, name)
+                    await self._handle(folder, kind, request)
+                except FileNotFoundError:
+                    continue  # gone meanwhile
+                except Exception as exc:
+                    if isinstance(exc, UnsafePath):
+                        self._refused(exc)
+                    level = logging.WARNING if isinstance(exc, IpcRejected | UnsafePath) else logging.ERROR
+                    log.log(level, "IPC %s/%s/%s failed: %s", folder, kind, name, exc)
+                    self._quarantine(folder, directory, name)
+                else:
+                    directory.unlink(name)
         return len(names)
 
-    def _quarantine(self, folder: str, path: Path) -> None:
-        errors = self.ipc_root / "errors"
-        errors.mkdir(parents=True, exist_ok=True)
+    def _quarantine(self, folder: str, directory: BoxDir, name: str) -> None:
+        # The entry itself moves (a symlink stays a symlink, its target untouched).
         try:
-            os.replace(path, errors / f"{folder}-{path.name}")
+            with BoxDir.open(self.ipc_root, "errors", create=True) as errors:
+                directory.move_to(name, errors, f"{folder}-{name}")
         except OSError as exc:
-            log.error("could not move %s to errors/: %s", path, exc)
+            log.error("could not move %s/%s to errors/: %s", directory.path, name, exc)
             with contextlib.suppress(OSError):
-                path.unlink()
+                directory.unlink(name)
 
     # -- authorization and dispatch ----------------------------------------------------------------
 
@@ -202,7 +213,7 @@ class IpcWatcher:
         if rtype == "schedule_task":
             await self._schedule(folder, is_main, groups, request)
         elif rtype in ("pause_task", "resume_task", "cancel_task", "update_task"):
-            task_id = _text(request, "task_id")
+            task_id = _task_id(request)
             owner = self._task_owner(task_id)
             if owner is None:
                 raise IpcRejected(f"unknown task {task_id!r}")
@@ -261,7 +272,7 @@ class IpcWatcher:
             raise IpcRejected(f"group {folder!r} may not schedule tasks for {target.folder!r}")
         mode = request.get("context_mode")
         await self._handler.schedule_task(
-            task_id=_text(request, "task_id"),
+            task_id=_task_id(request),
             group_folder=target.folder,
             chat_id=target_jid,
             prompt=_text(request, "prompt"),
@@ -271,19 +282,13 @@ class IpcWatcher:
         )
 
 
-def _read_request(path: Path) -> dict[str, Any]:
-    # O_NOFOLLOW: a box may plant a symlink to a host file; never read through it.
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | getattr(os, "O_NONBLOCK", 0))
+def _read_request(directory: BoxDir, name: str) -> dict[str, Any]:
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise IpcRejected("not a regular file")
-        if info.st_size > MAX_REQUEST_BYTES:
-            raise IpcRejected(f"file too large ({info.st_size} bytes)")
-        with os.fdopen(fd, "rb", closefd=False) as handle:
-            data = handle.read(MAX_REQUEST_BYTES + 1)
-    finally:
-        os.close(fd)
+        data = directory.read_bytes(name, limit=MAX_REQUEST_BYTES)
+    except UnsafePath as exc:
+        if "too large" in exc.reason:
+            raise IpcRejected(f"file {exc.reason}") from None
+        raise
     try:
         request = json.loads(data)
     except ValueError as exc:
@@ -291,6 +296,14 @@ def _read_request(path: Path) -> dict[str, Any]:
     if not isinstance(request, dict):
         raise IpcRejected("request is not a JSON object")
     return request
+
+
+def _task_id(request: Mapping[str, Any]) -> str:
+    task_id = _text(request, "task_id")
+    try:
+        return check_task_id(task_id)
+    except InvalidName as exc:
+        raise IpcRejected(str(exc)) from None
 
 
 def _text(request: Mapping[str, Any], key: str) -> str:
@@ -332,17 +345,13 @@ def write_snapshots(
         available_groups.json {"groups": [{"jid", "name", "last_activity", "is_registered"}],
                                "last_sync": iso}
     """
-    target = Path(ipc_root) / folder
-    target.mkdir(parents=True, exist_ok=True)
     task_keys = ("id", "group_folder", "prompt", "schedule_type", "schedule_value", "status", "next_run")
     visible = [
         {k: _field(t, k) for k in task_keys} for t in tasks if is_main or _field(t, "group_folder") == folder
     ]
     group_keys = ("jid", "name", "last_activity", "is_registered")
     listed = [{k: _field(g, k) for k in group_keys} for g in groups] if is_main else []
-    write_atomic(target / "current_tasks.json", json.dumps(visible, indent=2).encode(), fsync=False)
-    write_atomic(
-        target / "available_groups.json",
-        json.dumps({"groups": listed, "last_sync": last_sync or now_iso()}, indent=2).encode(),
-        fsync=False,
-    )
+    snapshot = json.dumps({"groups": listed, "last_sync": last_sync or now_iso()}, indent=2).encode()
+    with BoxDir.open(Path(ipc_root), check_group_folder(folder), create=True) as target:
+        target.write_atomic("current_tasks.json", json.dumps(visible, indent=2).encode())
+        target.write_atomic("available_groups.json", snapshot)

@@ -39,6 +39,7 @@ from agentlite._errors import (
     BoxStartFailed,
     ConfigError,
 )
+from agentlite._names import check_agent_id
 from agentlite._ownership import Judgement, LeaseState, RecordStore, Verdict, ownership_for
 from agentlite.runtime.base import BoxProcess, BoxRuntime, BoxSpec
 
@@ -49,13 +50,6 @@ OutputHandler = Callable[[bytes], Awaitable[None] | None]
 DRAIN_SECONDS = 1.5
 #: The most one teardown step (killing the command, removing the box) may take before we give up.
 TEARDOWN_SECONDS = 30.0
-_AGENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-
-def check_agent_id(agent_id: str) -> str:
-    if not _AGENT_ID.match(agent_id):
-        raise ConfigError(f"agent id `{agent_id}` may use only letters, digits, `_` and `-` (1 to 64)")
-    return agent_id
 
 
 def box_prefix(agent_id: str | None) -> str:

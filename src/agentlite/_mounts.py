@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
 from agentlite._errors import ConfigError
+from agentlite._safefs import BoxDir, UnsafePath, describe
 from agentlite.runtime.base import Volume
 
 log = logging.getLogger("agentlite.mounts")
@@ -106,28 +109,52 @@ def _within(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
+#: The most of a memory file the host copies (a box could otherwise make it read anything large).
+MEMORY_READ_LIMIT = 1024 * 1024
+
+
 def ensure_memory_alias(folder: Path) -> None:
-    """Keep ``AGENTS.md`` as a symlink to ``CLAUDE.md`` (backfilling ``CLAUDE.md`` from it if needed)."""
-    primary, alias = folder / MEMORY_FILE, folder / MEMORY_ALIAS
-    if not primary.exists() and alias.is_file() and not alias.is_symlink():
-        primary.write_text(alias.read_text())
-    if not primary.exists():
-        return
-    if alias.is_symlink() and os.readlink(alias) == MEMORY_FILE:
-        return
-    if alias.exists() or alias.is_symlink():
-        alias.unlink()
-    alias.symlink_to(MEMORY_FILE)
+    """Keep ``AGENTS.md`` as a symlink to ``CLAUDE.md`` (backfilling ``CLAUDE.md`` from it if needed).
+
+    ``folder`` is box-writable: every step works on its descriptor and never follows an entry the
+    box made. A ``CLAUDE.md`` that is a symlink or special file, or an ``AGENTS.md`` that is neither
+    the alias nor a regular file, raises :class:`~agentlite._safefs.UnsafePath` and is left as it is.
+    """
+    with BoxDir.open(folder.parent, folder.name) as box:
+        primary = box.lstat(MEMORY_FILE)
+        if primary is None and box.is_file(MEMORY_ALIAS):
+            box.write_atomic(MEMORY_FILE, box.read_bytes(MEMORY_ALIAS, limit=MEMORY_READ_LIMIT))
+            primary = box.lstat(MEMORY_FILE)
+        if primary is None:
+            return
+        if not stat.S_ISREG(primary.st_mode):
+            raise UnsafePath(folder / MEMORY_FILE, f"is {describe(primary.st_mode)}, not a regular file")
+        if box.readlink(MEMORY_ALIAS) == MEMORY_FILE:
+            return
+        alias = box.lstat(MEMORY_ALIAS)
+        if alias is not None:
+            if not (stat.S_ISREG(alias.st_mode) or stat.S_ISLNK(alias.st_mode)):
+                raise UnsafePath(folder / MEMORY_ALIAS, f"is {describe(alias.st_mode)}")
+            box.unlink(MEMORY_ALIAS)  # the entry itself: a symlink's target is never touched
+        box.symlink(MEMORY_FILE, MEMORY_ALIAS)
 
 
-def seed_memory(groups_dir: Path, assistant_name: str) -> None:
-    """Create ``global`` and ``main`` memory files from the templates, only where missing."""
+def seed_memory(groups_dir: Path, assistant_name: str,
+                on_refused: Callable[[UnsafePath], None] | None = None) -> None:  # fmt: skip
+    """Create ``global`` and ``main`` memory files from the templates, only where missing.
+
+    A refused path is handed to ``on_refused`` (the other folder is still seeded), or raised.
+    """
     for folder, template in _TEMPLATES.items():
-        target = groups_dir / folder
-        target.mkdir(parents=True, exist_ok=True)
-        if not (target / MEMORY_FILE).exists() and not (target / MEMORY_ALIAS).exists():
-            (target / MEMORY_FILE).write_text(template.replace("{{ASSISTANT_NAME}}", assistant_name))
-        ensure_memory_alias(target)
+        try:
+            with BoxDir.open(groups_dir, folder, create=True) as box:
+                if box.lstat(MEMORY_FILE) is None and box.lstat(MEMORY_ALIAS) is None:
+                    box.write_text(MEMORY_FILE, template.replace("{{ASSISTANT_NAME}}", assistant_name))
+            ensure_memory_alias(groups_dir / folder)
+        except UnsafePath as exc:
+            if on_refused is None:
+                raise
+            on_refused(exc)
 
 
 def group_volumes(

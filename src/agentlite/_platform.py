@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from agentlite._agent import Agent
 from agentlite._errors import AgentliteError, ConfigError
 from agentlite._lifecycle import cleanup_orphans
+from agentlite._names import AGENT_NAME, check_agent_name, child_path
 from agentlite._registry import AgentRecord, Registry, normalize_backend
 from agentlite.runtime import BoxRuntime, open_runtime
 
@@ -80,10 +81,11 @@ class AgentLite:
                            instructions: str | None = None, mcp_servers: dict[str, dict[str, Any]] | None = None,
                            channels: dict[str, Any] | None = None,
                            credentials: Callable[[], Any] | None = None) -> Agent:  # fmt: skip
-        """Create and persist a new agent (not started). Raises if the name exists."""
+        """Create and persist a new agent (not started). Raises if the name exists or is invalid."""
+        check_agent_name(name)  # before anything is created: the name becomes `agents/<name>`
         if name in self._agents or self.registry.get(name) is not None:
             raise ConfigError(f"Agent `{name}` already exists")
-        folder = Path(workdir).resolve() if workdir else (self.workdir / "agents" / name).resolve()
+        folder = Path(workdir).resolve() if workdir else child_path(self.workdir / "agents", name, AGENT_NAME)
         record = self.registry.create(name, workdir=str(folder), assistant_name=assistant_name,
                                       backend=normalize_backend(backend), mount_allowlist=mount_allowlist,
                                       instructions=instructions, mcp_servers=mcp_servers or None)  # fmt: skip
@@ -127,7 +129,11 @@ class AgentLite:
             raise ConfigError(f"Agent `{name}` already exists with a different mount allowlist")
 
     async def delete_agent(self, name: str) -> bool:
-        """Stop the agent, force-remove all its boxes (live ones too), delete its folder and row."""
+        """Stop the agent, force-remove all its boxes (live ones too), delete its folder and row.
+
+        An invalid name raises :class:`~agentlite._names.InvalidName` and nothing is removed.
+        """
+        check_agent_name(name)
         agent = self._agents.get(name)
         record = self.registry.get(name)
         if agent is None and record is None:

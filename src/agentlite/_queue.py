@@ -32,7 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from agentlite._errors import ConfigError
+from agentlite._names import check_group_folder
 from agentlite._run import request_close, write_follow_up
+from agentlite._safefs import UnsafePath
 
 log = logging.getLogger("agentlite.queue")
 
@@ -68,13 +70,6 @@ class _Group:
     close_timer: asyncio.TimerHandle | None = None
 
 
-def _check_folder(folder: str) -> str:
-    # The folder becomes a path under ipc_root; anything that could step outside it is refused.
-    if not folder or folder in {".", ".."} or "/" in folder or "\\" in folder or "\0" in folder:
-        raise ConfigError(f"group folder `{folder}` is not a single safe path component")
-    return folder
-
-
 class GroupQueue:
     """Schedules message and task runs per group; see the module docstring for the rules."""
 
@@ -85,11 +80,13 @@ class GroupQueue:
         ipc_root: Path,
         retry_base: float = DEFAULT_RETRY_BASE,
         max_retries: int = DEFAULT_MAX_RETRIES,
+        on_refused: Callable[[UnsafePath], None] | None = None,
     ) -> None:
         if retry_base < 0:
             raise ConfigError(f"retry base `{retry_base}` must not be negative")
         if max_retries < 0:
             raise ConfigError(f"max retries `{max_retries}` must not be negative")
+        self._on_refused = on_refused
         self._max_concurrent = max(1, int(max_concurrent))
         self._ipc_root = Path(ipc_root)
         self._retry_base = float(retry_base)
@@ -188,7 +185,7 @@ class GroupQueue:
     def register_box(self, jid: str, folder: str, *, is_task: bool = False) -> None:
         """Record the IPC folder of the box now serving the group (``<ipc_root>/<folder>``)."""
         group = self._group(jid)
-        group.folder = _check_folder(folder)
+        group.folder = check_group_folder(folder)  # it becomes a path under ipc_root
         if is_task:
             group.is_task = True
 
@@ -221,6 +218,9 @@ class GroupQueue:
             return False
         try:
             write_follow_up(self._ipc_root / group.folder, text)
+        except UnsafePath as exc:
+            self._report_refused(exc)
+            return False
         except OSError as exc:
             log.warning("could not write follow-up for %s: %s", jid, exc)
             return False
@@ -235,8 +235,16 @@ class GroupQueue:
         group.closing = True
         try:
             request_close(self._ipc_root / group.folder)
+        except UnsafePath as exc:
+            self._report_refused(exc)
         except OSError as exc:
             log.warning("could not write close signal for %s: %s", jid, exc)
+
+    def _report_refused(self, exc: UnsafePath) -> None:
+        # The box planted something in its input folder: nothing was written; say so.
+        log.warning("%s", exc)
+        if self._on_refused is not None:
+            self._on_refused(exc)
 
     def schedule_close(self, jid: str, delay: float) -> None:
         """Close the group's live box after ``delay`` seconds (re-arming any earlier timer).

@@ -35,6 +35,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 
 from agentlite._errors import ConfigError
+from agentlite._names import check_agent_name
 from agentlite._protocol import BACKEND_TYPES, BackendConfig
 from agentlite._store import Database, Migration, add_column, now_iso
 
@@ -228,12 +229,6 @@ def _later_than(previous: str) -> str:
     return (then + timedelta(milliseconds=1)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def _check_name(name: object) -> str:
-    if not isinstance(name, str) or not name.strip() or name != name.strip():
-        raise ConfigError(f"agent name `{name!r}` must be a non-empty string without surrounding spaces")
-    return name
-
-
 # -- the registry ---------------------------------------------------------------------------------
 
 
@@ -278,7 +273,7 @@ class Registry:
         Nothing is written when a value is invalid. An empty skills list or MCP map is stored as
         none, the same as not giving one.
         """
-        _check_name(name)
+        check_agent_name(name)
         now = now_iso()
         record = self._validated(
             {

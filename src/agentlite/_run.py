@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from agentlite._atomic import write_atomic
 from agentlite._clis import agent_clis_bin
 from agentlite._lifecycle import Deadline, run_in_box
 from agentlite._network import HOST_MODE_WARNING, NetworkMode, loopback_ports
@@ -35,6 +34,7 @@ from agentlite._protocol import (
     StateEvent,
     session_id_of,
 )
+from agentlite._safefs import BoxDir
 from agentlite.runtime.base import BoxRuntime, BoxSpec, Volume
 from agentlite.runtime.sandbox import BASE_PATH, BOX_HOME
 
@@ -97,20 +97,24 @@ def runner_env(backend: BackendConfig, *, single_turn: bool) -> dict[str, str]:
     return env
 
 
+def _input_folder(ipc_dir: Path) -> BoxDir:
+    # The box may have swapped `input/` for a symlink to any host folder: open it without
+    # following (UnsafePath then), never by path.
+    return BoxDir.open(ipc_dir.parent, ipc_dir.name, "input", create=True)
+
+
 def write_follow_up(ipc_dir: Path, text: str) -> Path:
     """Hand a follow-up message to a live runner (it picks it up within 500 ms)."""
-    folder = ipc_dir / "input"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{int(time.time() * 1000)}-{os.urandom(3).hex()}.json"
-    write_atomic(path, json.dumps({"type": "message", "text": text}).encode(), fsync=False)
-    return path
+    name = f"{int(time.time() * 1000)}-{os.urandom(3).hex()}.json"
+    with _input_folder(ipc_dir) as folder:
+        folder.write_atomic(name, json.dumps({"type": "message", "text": text}).encode())
+    return ipc_dir / "input" / name
 
 
 def request_close(ipc_dir: Path) -> None:
     """Ask the runner to end after its current turn."""
-    folder = ipc_dir / "input"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "_close").touch()
+    with _input_folder(ipc_dir) as folder:
+        folder.write_atomic("_close", b"")
 
 
 async def run_agent(
@@ -141,7 +145,7 @@ async def run_agent(
     workspace = workspace.resolve()
     workspace.mkdir(parents=True, exist_ok=True)
     ipc_dir = (ipc_dir or home / "ipc" / agent_id / _safe(group)).resolve()
-    (ipc_dir / "input").mkdir(parents=True, exist_ok=True)
+    _input_folder(ipc_dir).close()
     # The agents' own state (codex threads, Claude sessions) outlives the box, so a later run of the
     # group can resume its session.
     agent_home = (agent_home or home / "agent-homes" / agent_id / _safe(group)).resolve()

@@ -38,9 +38,10 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agentlite._errors import ConfigError
+from agentlite._names import check_agent_name, check_group_folder
 from agentlite._network import parse_allow_net
 from agentlite._protocol import BackendConfig
 
@@ -66,6 +67,11 @@ class GroupConfig(_Strict):
     is_main: bool = False
     requires_trigger: bool = True
 
+    @field_validator("folder")
+    @classmethod
+    def _folder(cls, value: str) -> str:
+        return check_group_folder(value)
+
 
 class AgentConfig(_Strict):
     name: str
@@ -77,6 +83,11 @@ class AgentConfig(_Strict):
     allow_net: list[str] = []
     channels: list[ChannelConfig] = []
     groups: list[GroupConfig] = []
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return check_agent_name(value)
 
 
 class ServiceConfig(_Strict):

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -34,36 +33,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 
 from agentlite._errors import AgentliteError, ConfigError
+from agentlite._names import check_group_folder
 from agentlite._protocol import BACKEND_TYPES
 from agentlite._time import now_iso
 
 log = logging.getLogger("agentlite.store")
 
-_GROUP_FOLDER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 #: Milliseconds a writer waits for another connection's lock before SQLite reports "database is locked".
 BUSY_TIMEOUT_MS = 5000
-
-
-def check_group_folder(folder: str) -> str:
-    """Return ``folder`` if it is safe to use as a directory name under ``groups/``, else raise.
-
-    The folder names a directory on the host that is mounted into a box, so it must never climb out
-    of its base (``..``, ``/``, ``\\``), carry whitespace, or collide with the shared ``global``
-    folder. The pattern alone rules out everything but ``global``.
-
-    >>> check_group_folder("family-chat")
-    'family-chat'
-    """
-    if not isinstance(folder, str):
-        raise ConfigError(f"group folder `{folder!r}` must be a string")
-    if not _GROUP_FOLDER.fullmatch(folder):
-        raise ConfigError(
-            f"group folder `{folder}` must start with a letter or digit and use only letters, digits,"
-            " `_` and `-` (1 to 64 characters)"
-        )
-    if folder.lower() == "global":
-        raise ConfigError(f"group folder `{folder}` is reserved for the shared global memory")
-    return folder
 
 
 # -- models ---------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import typer
 
 from agentlite._config import ENV_WORKDIR, default_workdir
 from agentlite._errors import ConfigError
+from agentlite._names import check_agent_name
 
 WorkdirOption = Annotated[
     Path | None,
@@ -32,6 +33,7 @@ async def opened(workdir: Path | None, runtime: str | None = None) -> AsyncItera
 
 
 def need_agent(platform: Any, name: str) -> Any:
+    check_agent_name(name)
     agent = platform.get_agent(name)
     if agent is None:
         known = ", ".join(sorted(platform.agents)) or "none"

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
+from agentlite._names import check_task_id
 from agentlite.cli._common import JsonOption, RuntimeOption, out, print_json, table, user_errors
 from agentlite.cli._platform_opts import WorkdirOption, need_agent, opened
 
@@ -102,6 +103,7 @@ def _change(action: str) -> Any:
     def command(task_id: TaskId, agent: AgentName = "main", workdir: WorkdirOption = None,
                 runtime: RuntimeOption = None, json: JsonOption = False) -> None:  # fmt: skip
         async def go() -> Any:
+            check_task_id(task_id)
             async with _scheduler(workdir, runtime, agent) as s:
                 result = await getattr(s, f"{action}_task")(task_id)
                 return result

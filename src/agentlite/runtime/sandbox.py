@@ -42,6 +42,7 @@ from typing import Any
 
 import psutil
 
+from agentlite import _names
 from agentlite._atomic import write_atomic
 from agentlite._errors import (
     BoxExecFailed,
@@ -68,7 +69,6 @@ log = logging.getLogger("agentlite.runtime.sandbox")
 BOX_HOME = "/home/agent"
 BASE_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
 _START_TIMEOUT = 15.0
-_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 # The parts of /etc that ordinary programs read. Nothing else of /etc is shown: it can hold secrets
 # (/etc/ssl/private, /etc/shadow, credentials of services).
@@ -129,8 +129,7 @@ def _under(path: Path, root: Path) -> bool:
 
 
 def check_box_name(name: str) -> None:
-    if not name or name[0] in ".-" or not set(name) <= _NAME_CHARS or len(name) > 200:
-        raise ConfigError(f"box name `{name}` may use only letters, digits, `_`, `.` and `-`")
+    _names.check_box_name(name)
 
 
 class SandboxRuntime(BoxRuntime):
