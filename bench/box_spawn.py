@@ -1,6 +1,7 @@
 """Box spawn latency: an agentlite sandbox box against a bare ``bwrap`` call, side by side.
 
-Per iteration it times (a) ``SandboxRuntime.create`` plus ``exec(["true"])`` until the command
+Per iteration it times (a) ``SandboxRuntime.create`` (default network mode ``egress``: own network
+namespace, proxy helper and bridge) plus ``exec(["true"])`` until the command
 exits (the box is removed afterwards, outside the timed section) and (b) one bare
 ``bwrap ... -- /bin/true`` started with asyncio and awaited. The two variants are interleaved round
 by round (alternating which goes first) so machine noise hits both alike. Prints p50 and p95 in ms
@@ -86,7 +87,8 @@ async def drain(lines: AsyncIterator[bytes]) -> list[bytes]:
 class SpawnBench:
     def __init__(self, home: Path) -> None:
         self.runtime = SandboxRuntime(home)
-        self.spec = BoxSpec(network=False)
+        # The default network mode, egress: own namespace, the host-side proxy helper, the in-box bridge.
+        self.spec = BoxSpec()
         self.bwrap = shutil.which("bwrap") or "bwrap"
         self._counter = 0
         # The two halves of the agentlite variant, for the breakdown rows.

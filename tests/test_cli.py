@@ -38,6 +38,7 @@ def test_doctor_json_says_which_runtime_and_why(home: Path) -> None:
         "nsenter/setpriv",
         "user namespaces",
         "socat",
+        "box network",
         "hardware virtualization",
         "/dev/kvm",
         "boxlite",

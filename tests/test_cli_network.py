@@ -77,3 +77,27 @@ def test_agent_network_settings_round_trip(tmp_path: Path) -> None:
     path.write_text("{not json")
     with pytest.raises(ConfigError, match="unreadable"):
         load_network_settings(path)
+
+
+async def test_doctor_names_agents_in_host_mode(tmp_path: Path, home: Path) -> None:
+    import json
+
+    import agentlite
+
+    workdir = tmp_path / "platform"
+    async with await agentlite.create(workdir=workdir, runtime="sandbox") as platform:
+        shared = await platform.create_agent("shared", backend={"type": "codex"})
+        quiet = await platform.create_agent("quiet", backend={"type": "codex"})
+        assert shared.set_network("host") == {"mode": "host", "allow_net": []}
+        quiet.set_network("allowlist", ["api.openai.com"])
+        assert quiet.get_network() == {"mode": "allowlist", "allow_net": ["api.openai.com"]}
+        with pytest.raises(ConfigError, match="network mode `open` is not one of"):
+            quiet.set_network("open")
+    env = {**os.environ, "AGENTLITE_HOME": str(home), "AGENTLITE_WORKDIR": str(workdir)}
+    result = subprocess.run(
+        [*AGENTLITE, "doctor", "--json"], capture_output=True, text=True, env=env, timeout=60
+    )
+    check = next(c for c in json.loads(result.stdout)["checks"] if c["name"] == "box network")
+    assert (
+        not check["ok"] and "agents shared:" in check["detail"] and "network mode `host`" in check["detail"]
+    )

@@ -334,7 +334,6 @@ class Agent:
         settings = save_network_settings(self.workdir / NETWORK_SETTINGS_FILE, mode, list(allow_net))
         if settings["mode"] == "host":
             log.warning("agent=%s %s", self.id, HOST_MODE_WARNING)
-        self._hub.emit("network.changed", **settings)
         return settings
 
     # -- customization -------------------------------------------------------------------------

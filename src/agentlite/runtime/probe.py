@@ -133,6 +133,36 @@ def check_socat() -> Check:
     return Check("socat", True, f"network bridges into boxes ({path})")
 
 
+def network_check(workdir: Path | None = None) -> Check:
+    """The box network default, and loudly every agent of the platform folder in mode ``host``."""
+    from agentlite._config import default_workdir
+    from agentlite._network import HOST_MODE_WARNING, NETWORK_SETTINGS_FILE, load_network_settings
+
+    folder = workdir or default_workdir()
+    registry_path = folder / "store" / "agentlite.db"
+    shared: list[str] = []
+    if registry_path.is_file():
+        from agentlite._registry import Registry
+
+        try:
+            with Registry(registry_path) as registry:
+                records = registry.list()
+        except Exception as exc:  # doctor reports; it never fails on a check
+            return Check("box network", False, f"cannot read the agents in {registry_path}: {exc}")
+        for record in records:
+            try:
+                mode = load_network_settings(Path(record.workdir) / NETWORK_SETTINGS_FILE)["mode"]
+            except Exception as exc:
+                return Check("box network", False, f"agent `{record.name}`: {exc}")
+            if mode == "host":
+                shared.append(record.name)
+    if shared:
+        return Check("box network", False, f"agents {', '.join(shared)}: {HOST_MODE_WARNING}",
+                     "set their network to egress (agent.set_network or `network` in the serve file)")  # fmt: skip
+    return Check("box network", True, "default egress: each box has its own network namespace; outbound only "
+                 "through its host-side proxy, never to the host's loopback or private ranges")  # fmt: skip
+
+
 def sandbox_checks() -> list[Check]:
     return [check_bwrap(), check_util_linux(), check_user_namespaces()]
 
@@ -178,4 +208,5 @@ def image_check(home: Path | None) -> Check:
 
 
 def all_checks(home: Path | None = None) -> list[Check]:
-    return [*sandbox_checks(), check_socat(), *boxlite_checks(), *agent_cli_checks(), image_check(home)]
+    return [*sandbox_checks(), check_socat(), network_check(), *boxlite_checks(), *agent_cli_checks(),
+            image_check(home)]  # fmt: skip
