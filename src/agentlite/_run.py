@@ -14,7 +14,6 @@ import inspect
 import json
 import logging
 import os
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -150,7 +149,10 @@ async def run_agent(
     # group can resume its session.
     agent_home = (agent_home or home / "agent-homes" / agent_id / _safe(group)).resolve()
     agent_home.mkdir(parents=True, exist_ok=True)
-    env = runner_env(run_input.backend, single_turn=single_turn)
+    # The box's own Python, environment and view of the host (a VM reaches the host elsewhere).
+    layout = runtime.guest_layout()
+    env = layout.box_env(runner_env(run_input.backend, single_turn=single_turn))
+    guest_input = layout.runner_input(run_input)
     base = spec or BoxSpec()
     box_spec = BoxSpec(
         memory_mib=base.memory_mib,
@@ -221,11 +223,11 @@ async def run_agent(
         command = await run_in_box(
             runtime,
             home,
-            [sys.executable, "-m", "agentlite.runner"],
+            layout.runner_argv(),
             agent_id=agent_id,
             group=group,
             spec=box_spec,
-            stdin=run_input.model_dump_json().encode(),
+            stdin=guest_input.model_dump_json().encode(),
             on_stdout=on_stdout,
             on_stderr=stderr.add,
             deadline=deadline,

@@ -13,9 +13,12 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, Self
+from typing import TYPE_CHECKING, Protocol, Self
 
 from agentlite._errors import ConfigError
+
+if TYPE_CHECKING:
+    from agentlite.runtime.guest import GuestLayout
 from agentlite._network import (
     DEFAULT_NETWORK_MODE,
     AllowEntry,
@@ -205,6 +208,13 @@ class BoxRuntime(abc.ABC):
         """Names of boxes whose processes run although their state is gone (deleted under them);
         :meth:`remove` with ``force`` reaps them. Runtimes that cannot lose state return none."""
         return []
+
+    def guest_layout(self) -> GuestLayout:
+        """Which Python and environment the box's commands run with, and where the guest reaches
+        the host's loopback. The default: a host-root box (the host's own Python and addresses)."""
+        from agentlite.runtime.guest import host_layout
+
+        return host_layout()
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most runtimes hold nothing
         """Release the runtime's own resources. Boxes keep running."""

@@ -38,6 +38,7 @@ from agentlite._ownership import RecordStore, ownership_for
 from agentlite._time import now_iso
 from agentlite.runtime import boxlite_homes as homes
 from agentlite.runtime.base import BoxInfo, BoxRuntime, BoxSpec, BoxState, Volume
+from agentlite.runtime.guest import BOXLITE_HOST_IP, GuestLayout, image_layout
 
 if TYPE_CHECKING:
     from agentlite._lifecycle import CleanupDecision
@@ -205,6 +206,10 @@ class BoxliteRuntime(BoxRuntime):
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self._close)
+
+    def guest_layout(self) -> GuestLayout:
+        """The guest image's Python and environment; the host's loopback at BoxLite's host address."""
+        return image_layout(host_loopback=BOXLITE_HOST_IP)
 
     async def create(self, name: str, spec: BoxSpec) -> BoxInfo:
         env, volumes = host_injections(spec)

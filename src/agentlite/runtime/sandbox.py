@@ -38,7 +38,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
@@ -63,6 +63,9 @@ from agentlite._procs import (
 )
 from agentlite.runtime.base import BoxInfo, BoxRuntime, BoxSpec, BoxState
 from agentlite.runtime.boxnet import BoxNetwork, helper_process
+
+if TYPE_CHECKING:
+    from agentlite.runtime.guest import GuestLayout
 
 log = logging.getLogger("agentlite.runtime.sandbox")
 
@@ -509,6 +512,12 @@ class SandboxRuntime(BoxRuntime):
 
     async def aclose(self) -> None:
         self._reap()
+
+    def guest_layout(self) -> GuestLayout:
+        # Image mode: the image's venv and environment; the loopback ports a run needs are bridged.
+        from agentlite.runtime.guest import host_layout, image_layout
+
+        return host_layout() if self._rootfs is None else image_layout()
 
 
 class _ExitAwareProtocol(asyncio.subprocess.SubprocessStreamProtocol):
