@@ -127,6 +127,8 @@ class BoxliteRuntime(BoxRuntime):
         self._open_lock = threading.Lock()
         self._started_at = now_iso()
         self._known: list[homes.StateBox] = []
+        self._publish_lock = threading.Lock()
+        self._publish_started = self._published = 0
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
 
@@ -156,9 +158,17 @@ class BoxliteRuntime(BoxRuntime):
         rt, home = self._rt, self.box_home
         if rt is None or home is None:
             return
+        with self._publish_lock:
+            self._publish_started += 1
+            generation = self._publish_started
         infos = await rt.list_info()
-        self._known = [homes.StateBox(name=self._info(i).name, state=str(self._info(i).state)) for i in infos]
-        homes.write_state(home, self._state())
+        boxes = [homes.StateBox(name=self._info(i).name, state=str(self._info(i).state)) for i in infos]
+        # The watcher thread publishes too: a list taken earlier must not overwrite a later one.
+        with self._publish_lock:
+            if generation < self._published:
+                return
+            self._published, self._known = generation, boxes
+            homes.write_state(home, self._state())
 
     def _watch(self) -> None:
         asyncio.run(self._serve_requests())
@@ -197,11 +207,16 @@ class BoxliteRuntime(BoxRuntime):
         if self._watcher is not None and self._watcher is not threading.current_thread():
             self._watcher.join(timeout=10)
         with self._open_lock:
-            if self._rt is None:
+            rt, self._rt = self._rt, None
+            if rt is None:
                 return
-            self._rt = None  # dropping the object releases BoxLite's lock on the home
+            try:
+                empty = not asyncio.run(_list_info(rt))
+            except boxlite.BoxliteError:
+                empty = False
+            del rt  # dropping the last reference releases BoxLite's lock on the home
             assert self.box_home is not None
-            if not self._known:
+            if empty:
                 homes.delete_home(self.box_home)
 
     async def aclose(self) -> None:
@@ -429,6 +444,10 @@ def host_injections(spec: BoxSpec) -> tuple[dict[str, str], list[Volume]]:
         for var in ("SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
             env.setdefault(var, guest_bundle)
     return env, volumes
+
+
+async def _list_info(rt: Any) -> list[Any]:
+    return list(await rt.list_info())  # BoxLite needs a running loop to make the call at all
 
 
 async def _await_requests(asked: list[tuple[str, homes.HomeJudgement]], wait: float) -> list[CleanupDecision]:
