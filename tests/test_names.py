@@ -119,6 +119,27 @@ async def test_sdk_create_and_delete_refuse_bad_agent_names(tmp_path: Path, name
     assert (outside / "keep.txt").read_text() == "precious"
 
 
+async def test_sdk_register_group_refuses_bad_folders_and_creates_nothing(tmp_path: Path) -> None:
+    async with await agentlite.create(workdir=tmp_path / "data", runtime="sandbox") as platform:
+        agent = await platform.create_agent("main", backend={"type": "codex"})
+        await agent.start()
+        try:
+            # Only the folders a group could land in: the store and box records change on their own.
+            watched = (agent.groups_dir, agent.workdir / "data", tmp_path / "data" / "agents")
+
+            def state() -> tuple[object, ...]:
+                return snapshot(*watched), sorted(os.listdir(tmp_path)), sorted(os.listdir(tmp_path / "data"))
+
+            before = state()
+            for folder in ["..", "../x", "a/b", "a\0b", "x" * 300, "global", ".hidden"]:
+                with pytest.raises(InvalidName):
+                    agent.register_group(f"t:{len(folder)}", name="g", folder=folder)
+            assert state() == before
+            assert agent.registered_groups() == {}
+        finally:
+            await agent.stop()
+
+
 # -- the CLI ----------------------------------------------------------------------------------------
 
 

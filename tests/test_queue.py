@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 
 from agentlite._errors import ConfigError
 from agentlite._queue import GroupQueue
+from agentlite._safefs import UnsafePath
 
 
 async def until(cond: Callable[[], bool], timeout: float = 1.0) -> None:
@@ -525,3 +527,23 @@ async def test_a_closing_box_takes_no_follow_ups(tmp_path: Path) -> None:
     assert not queue.send_message("t:a", "too late")
     release.set()
     await queue.shutdown(0.1)
+
+
+async def test_a_symlinked_input_folder_gets_no_follow_up_and_no_close(ipc: Path, tmp_path: Path) -> None:
+    host_folder = tmp_path / "host-folder"
+    host_folder.mkdir()
+    (ipc / "fa").mkdir(parents=True, exist_ok=True)
+    os.symlink(host_folder, ipc / "fa" / "input")  # what a box can do to its own IPC folder
+    refused: list[UnsafePath] = []
+    q = GroupQueue(ipc_root=ipc, on_refused=refused.append)
+    g = Gate()
+    q.set_process_messages(g.process)
+    q.enqueue_message_check("a")
+    await until(lambda: "msg:a" in g.running)
+    q.register_box("a", "fa")
+    assert not q.send_message("a", "hello")  # not a silent success
+    q.close_stdin("a")
+    assert os.listdir(host_folder) == []
+    assert [(Path(e.path).name, e.reason) for e in refused] == [("input", "is a symlink")] * 2
+    g.release("msg:a")
+    await until(lambda: q.active_count == 0)
