@@ -18,9 +18,9 @@ from tests.conftest import HostProcess
 
 from agentlite._lifecycle import cleanup_orphans, run_in_box
 from agentlite._ownership import HEARTBEAT_ENV, RecordStore, Verdict, ownership_for
-from agentlite._procs import processes_marked
+from agentlite._procs import BOX_MARKER_ENV, processes_marked
 from agentlite.runtime.base import BoxSpec
-from agentlite.runtime.sandbox import BOX_MARKER_ENV, SandboxRuntime
+from agentlite.runtime.sandbox import SandboxRuntime
 
 AGENTLITE = [sys.executable, "-m", "agentlite"]
 

@@ -11,8 +11,10 @@ from pathlib import Path
 
 from agentlite._lifecycle import Deadline, run_in_box
 from agentlite._ownership import RecordStore
-from agentlite._procs import processes_marked
-from agentlite.runtime.sandbox import BOX_MARKER_ENV, SandboxRuntime
+from agentlite._procs import BOX_MARKER_ENV, processes_marked
+from agentlite._protocol import BackendConfig, RunnerInput
+from agentlite._run import run_agent
+from agentlite.runtime.sandbox import SandboxRuntime
 
 AGENTLITE = [sys.executable, "-m", "agentlite"]
 
@@ -83,4 +85,22 @@ async def test_background_child_in_its_own_session_cannot_outlive_the_timeout(
     task = run_in_box(sandbox, home, ["sh", "-c", "setsid sleep 60 & sleep 60"], deadline=Deadline(1.0))
     result = await asyncio.wait_for(task, 60)
     assert result.timed_out
+    await assert_box_gone(home)
+
+
+async def test_agent_run_ends_when_the_runner_exits_though_a_backend_child_holds_its_stderr(
+    sandbox: SandboxRuntime, home: Path, tmp_path: Path
+) -> None:
+    # An ACP agent that dies at once but leaves a child holding the runner's inherited stderr.
+    config = BackendConfig(
+        type="acp", command=["sh", "-c", "sleep 60 >/dev/null & echo agent-gone >&2; exit 1"], max_retries=0
+    )
+    run_input = RunnerInput(prompt="hi", group_folder="main", chat_id="c1", is_main=True, backend=config)
+    started = time.monotonic()
+    outcome = await run_agent(
+        sandbox, home, run_input, workspace=tmp_path / "ws", single_turn=True, timeout=120, idle_timeout=5
+    )
+    assert (outcome.status, outcome.reason, outcome.exit_code) == ("error", "error_exit", 1)
+    assert "Connection closed" in (outcome.error or "")
+    assert time.monotonic() - started < 40  # the child would hold the pipe for 60 s
     await assert_box_gone(home)
