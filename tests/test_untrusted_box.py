@@ -127,9 +127,12 @@ async def test_a_planted_main_memory_symlink_does_not_stop_the_agent_starting(
     await in_box(platform.runtime, platform.box_home,
                  f"cd /workspace/group; rm -f CLAUDE.md AGENTS.md; ln -s {host_files}/gone CLAUDE.md;"
                  " echo x > AGENTS.md", group=main)  # fmt: skip
-    agent = await started_agent(platform)  # the seeding refuses `main` and goes on
+    agent = await platform.get_or_create_agent("main")
+    events = recorder(agent)
+    await agent.start()  # the seeding refuses `main` and goes on
     assert not (host_files / "gone").exists()
     assert agent.started
+    assert [(e.data["action"], Path(e.data["path"]).name) for e in events] == [("seed_memory", "CLAUDE.md")]
     await agent.stop()
 
 
