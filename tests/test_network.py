@@ -322,3 +322,43 @@ async def test_a_full_agent_turn_in_egress_mode_gives_one_final(
     assert sum(isinstance(e, StateEvent) and e.state == "stopped" for e in events) == 1
     assert outcome.log_path is not None
     assert json.loads(outcome.log_path.read_text().split("\n\n=== stdout", 1)[0])["network"] == "egress"
+
+
+async def test_the_proxy_relays_bytes_intact_and_passes_half_closes_on(sandbox: SandboxRuntime) -> None:
+    import socket
+
+    def echo_until_eof(listener: socket.socket) -> None:
+        conn, _ = listener.accept()
+        with conn:
+            while data := conn.recv(1 << 16):
+                conn.sendall(data)
+            conn.shutdown(socket.SHUT_WR)  # only after the box's half-close arrived
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    threading.Thread(target=echo_until_eof, args=(listener,), daemon=True).start()
+    client = (
+        "import hashlib, os, socket, sys\n"
+        "s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n"
+        "s.sendall(f'CONNECT 127.0.0.1:{sys.argv[2]} HTTP/1.1\\r\\n\\r\\n'.encode())\n"
+        "head = b''\n"
+        "while not head.endswith(b'\\r\\n\\r\\n'): head += s.recv(1)\n"
+        "payload = os.urandom(8 << 20)\n"
+        "s.sendall(payload); s.shutdown(socket.SHUT_WR)\n"
+        "got = bytearray()\n"
+        "while chunk := s.recv(1 << 16): got += chunk\n"
+        "print(hashlib.sha256(payload).hexdigest() == hashlib.sha256(got).hexdigest(), len(got))\n"
+    )
+    box = "agentlite-t-net-relay"
+    try:
+        await sandbox.create(box, BoxSpec(network_mode="allowlist", allow_net=[f"127.0.0.1:{port}"]))
+        try:
+            proc = await sandbox.exec(box, [sys.executable, "-c", client, str(PROXY_PORT), str(port)])
+            out = b"".join([line async for line in proc.stdout_lines()]).decode()
+            err = b"".join([line async for line in proc.stderr_lines()]).decode()
+            assert await proc.wait() == 0, err
+        finally:
+            await sandbox.remove(box, force=True)
+    finally:
+        listener.close()
+    assert out.split() == ["True", str(8 << 20)], out

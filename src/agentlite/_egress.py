@@ -51,7 +51,6 @@ HEADER_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 10.0
 MAX_HEADER_BYTES = 64 * 1024
 MAX_CONNECTIONS = 512
-CHUNK = 256 * 1024
 LOG_CAP = 1024 * 1024
 
 _SOCKS_OK, _SOCKS_REFUSED, _SOCKS_UNREACHABLE, _SOCKS_BAD_COMMAND, _SOCKS_BAD_ADDRESS = 0, 2, 4, 7, 8
@@ -61,61 +60,176 @@ class _ClientError(Exception):
     """The client sent something this proxy will not serve; the message goes back to it."""
 
 
+class _Client:
+    """The box's side of one connection while its request is read: a non-blocking socket with a
+    small read buffer (what a stream reader would do, but the socket stays ours to relay later)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = bytearray()
+        self._loop = asyncio.get_running_loop()
+
+    async def _fill(self) -> None:
+        data = await self._loop.sock_recv(self.sock, 65536)
+        if not data:
+            raise asyncio.IncompleteReadError(bytes(self.buffer), None)
+        self.buffer += data
+
+    async def readexactly(self, n: int) -> bytes:
+        while len(self.buffer) < n:
+            await self._fill()
+        data = bytes(self.buffer[:n])
+        del self.buffer[:n]
+        return data
+
+    async def readuntil(self, separator: bytes, limit: int) -> bytes:
+        while (end := self.buffer.find(separator)) < 0:
+            if len(self.buffer) > limit:
+                raise _ClientError("request header too large")
+            await self._fill()
+        end += len(separator)
+        data = bytes(self.buffer[:end])
+        del self.buffer[:end]
+        return data
+
+    async def send(self, data: bytes) -> None:
+        await self._loop.sock_sendall(self.sock, data)
+
+
+class _RelaySide(asyncio.Protocol):
+    """One side of a relayed connection: what it receives goes straight to the other side's
+    transport (no task, no stream buffer in between); flow control pauses the sender's reads."""
+
+    def __init__(self, done: asyncio.Future[None]) -> None:
+        self.done = done
+        self.transport: asyncio.Transport | None = None
+        self.peer: _RelaySide | None = None
+        self.got_eof = False
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.pause_reading()  # until both sides exist and the first bytes are written
+
+    def data_received(self, data: bytes) -> None:
+        assert self.peer is not None and self.peer.transport is not None
+        self.peer.transport.write(data)
+
+    def eof_received(self) -> bool:
+        self.got_eof = True
+        assert self.peer is not None
+        peer = self.peer.transport
+        if self.peer.got_eof or peer is None or not peer.can_write_eof():
+            return False  # both directions ended: close
+        peer.write_eof()  # pass the half-close on, keep reading the other way
+        return True
+
+    def pause_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if self.peer is not None and self.peer.transport is not None and not self.peer.lost:
+            self.peer.transport.close()  # flushes what is buffered first
+        elif not self.done.done():
+            self.done.set_result(None)
+
+
+async def relay(client: _Client, upstream: socket.socket, first_upstream_bytes: bytes = b"") -> None:
+    """Copy both ways between the box's socket and ``upstream`` until both have closed."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    box_side, far_side = _RelaySide(done), _RelaySide(done)
+    box_side.peer, far_side.peer = far_side, box_side
+    await loop.create_connection(lambda: far_side, sock=upstream)
+    leftover = bytes(client.buffer)  # what the box sent after its request head
+    client.buffer.clear()
+    await loop.connect_accepted_socket(lambda: box_side, client.sock)
+    assert far_side.transport is not None and box_side.transport is not None
+    if first_upstream_bytes or leftover:
+        far_side.transport.write(first_upstream_bytes + leftover)
+    far_side.transport.resume_reading()
+    box_side.transport.resume_reading()
+    try:
+        await done
+    finally:
+        box_side.transport.close()
+        far_side.transport.close()
+
+
+async def connect_to(ip: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, (ip, port)), CONNECT_TIMEOUT)
+    except BaseException:
+        sock.close()
+        raise
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+Handler = Callable[[_Client], Awaitable[None]]
+
+
 class EgressProxy:
     """Serves one box: the policy-checked proxy and the plain forwards."""
 
     def __init__(self, policy: EgressPolicy) -> None:
         self.policy = policy
-        self._open = 0
+        self._tasks: set[asyncio.Task[None]] = set()
 
-    # -- connection accounting -----------------------------------------------------------------
+    # -- accepting, with a cap -----------------------------------------------------------------
 
-    def _guarded(
-        self, handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-    ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
-        async def run(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            if self._open >= MAX_CONNECTIONS:
-                log.warning("refused a connection: %d connections already open", self._open)
-                writer.close()
-                return
-            self._open += 1
-            try:
-                await handler(reader, writer)
-            except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
-                pass
-            except Exception:
-                log.exception("proxy connection failed")
-            finally:
-                self._open -= 1
-                writer.close()
-                with contextlib.suppress(Exception):
-                    await writer.wait_closed()
+    async def _accept(self, listener: socket.socket, handler: Handler) -> None:
+        loop = asyncio.get_running_loop()
+        listener.setblocking(False)
+        while True:
+            sock, _ = await loop.sock_accept(listener)
+            if len(self._tasks) >= MAX_CONNECTIONS:
+                log.warning("refused a connection: %d connections already open", len(self._tasks))
+                sock.close()
+                continue
+            sock.setblocking(False)
+            task = asyncio.create_task(self._serve_one(handler, sock))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
-        return run
+    async def _serve_one(self, handler: Handler, sock: socket.socket) -> None:
+        try:
+            await handler(_Client(sock))
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError, OSError):
+            pass
+        except Exception:
+            log.exception("proxy connection failed")
+        finally:
+            sock.close()
 
     async def serve(
         self, proxy_sock: socket.socket | None, forwards: list[tuple[socket.socket, int]]
     ) -> None:
-        servers = []
+        loops = [self._accept(sock, _forwarder(port)) for sock, port in forwards]
         if proxy_sock is not None:
-            servers.append(await asyncio.start_unix_server(self._guarded(self.handle_proxy), sock=proxy_sock,
-                                                           limit=MAX_HEADER_BYTES))  # fmt: skip
-        for sock, port in forwards:
-            servers.append(await asyncio.start_unix_server(self._guarded(_forwarder(port)), sock=sock))
-        await asyncio.gather(*(s.serve_forever() for s in servers))
+            loops.append(self._accept(proxy_sock, self.handle_proxy))
+        await asyncio.gather(*loops)
 
     # -- the proxy -----------------------------------------------------------------------------
 
-    async def handle_proxy(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        first = await asyncio.wait_for(reader.readexactly(1), HEADER_TIMEOUT)
+    async def handle_proxy(self, client: _Client) -> None:
+        first = await asyncio.wait_for(client.readexactly(1), HEADER_TIMEOUT)
         if first == b"\x05":
-            await self._socks5(reader, writer)
+            await self._socks5(client)
         else:
-            await self._http(first, reader, writer)
+            await self._http(first, client)
 
-    async def open_checked(
-        self, host: str, port: int, how: str
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def open_checked(self, host: str, port: int, how: str) -> socket.socket:
         """Resolve ``host``, check every address, connect to a checked one; raise Refused."""
         host = normalize_host(host)
         try:
@@ -127,9 +241,7 @@ class EgressProxy:
         last: Exception | None = None
         for ip in addresses:
             try:
-                return await asyncio.wait_for(
-                    asyncio.open_connection(str(ip), port, limit=CHUNK), CONNECT_TIMEOUT
-                )
+                return await connect_to(str(ip), port)
             except (OSError, TimeoutError) as exc:
                 last = exc
         log.info("could not connect %s %s:%d: %s", how, host, port, last)
@@ -153,39 +265,45 @@ class EgressProxy:
                 seen.append(ip)
         return seen
 
-    async def _http(self, first: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _http(self, first: bytes, client: _Client) -> None:
         try:
-            head = first + await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEADER_TIMEOUT)
-        except asyncio.LimitOverrunError:
-            await _http_reply(writer, 431, "request header too large")
+            head = first + await asyncio.wait_for(
+                client.readuntil(b"\r\n\r\n", MAX_HEADER_BYTES), HEADER_TIMEOUT
+            )
+        except _ClientError as exc:
+            await _http_reply(client, 431, str(exc))
             return
         lines = head.decode("latin-1").split("\r\n")
         parts = lines[0].split(" ")
         if len(parts) != 3 or not parts[2].startswith("HTTP/"):
-            await _http_reply(writer, 400, "malformed request line")
+            await _http_reply(client, 400, "malformed request line")
             return
         method, target, version = parts
         try:
             if method == "CONNECT":
                 host, port = _split_host_port(target, default_port=None)
                 upstream = await self.open_checked(host, port, "CONNECT")
-                writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
-                await _pipe(reader, writer, *upstream)
+                try:
+                    await client.send(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+                except BaseException:
+                    upstream.close()
+                    raise
+                await relay(client, upstream)
                 return
             if not target.lower().startswith("http://"):
                 raise _ClientError("this proxy forwards http:// URLs and CONNECT (use CONNECT for https)")
             rest = target[len("http://") :]
             authority, slash, path = rest.partition("/")
             host, port = _split_host_port(authority.rpartition("@")[2], default_port=80)
-            upstream_reader, upstream_writer = await self.open_checked(host, port, method)
+            upstream = await self.open_checked(host, port, method)
         except _ClientError as exc:
-            await _http_reply(writer, 400, str(exc))
+            await _http_reply(client, 400, str(exc))
             return
         except Refused as exc:
-            await _http_reply(writer, 403, f"refused by the box's network policy: {exc}")
+            await _http_reply(client, 403, f"refused by the box's network policy: {exc}")
             return
-        except (ConnectionError, OSError) as exc:
-            await _http_reply(writer, 502, str(exc))
+        except (ConnectionError, OSError, TimeoutError) as exc:
+            await _http_reply(client, 502, str(exc) or type(exc).__name__)
             return
         # One request per connection: a keep-alive client's next request may name another host, and
         # it must get its own policy check, so the upstream is told to close after answering.
@@ -193,18 +311,17 @@ class EgressProxy:
         if not any(line.lower().startswith("host:") for line in headers):
             headers.insert(0, f"Host: {authority}")
         request = f"{method} /{path if slash else ''} {version}\r\n" + "".join(f"{h}\r\n" for h in headers)
-        upstream_writer.write((request + "Connection: close\r\n\r\n").encode("latin-1"))
-        await _pipe(reader, writer, upstream_reader, upstream_writer)
+        await relay(client, upstream, (request + "Connection: close\r\n\r\n").encode("latin-1"))
 
-    async def _socks5(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _socks5(self, client: _Client) -> None:
         async def read(n: int) -> bytes:
-            return await asyncio.wait_for(reader.readexactly(n), HEADER_TIMEOUT)
+            return await asyncio.wait_for(client.readexactly(n), HEADER_TIMEOUT)
 
         methods = await read((await read(1))[0])
         if 0 not in methods:
-            writer.write(b"\x05\xff")
+            await client.send(b"\x05\xff")
             return
-        writer.write(b"\x05\x00")
+        await client.send(b"\x05\x00")
         version, command, _reserved, kind = await read(4)
         if version != 5:
             return
@@ -215,22 +332,26 @@ class EgressProxy:
         elif kind == 3:
             host = (await read((await read(1))[0])).decode("ascii", "replace")
         else:
-            writer.write(_socks_reply(_SOCKS_BAD_ADDRESS))
+            await client.send(_socks_reply(_SOCKS_BAD_ADDRESS))
             return
         (port,) = struct.unpack("!H", await read(2))
         if command != 1:
-            writer.write(_socks_reply(_SOCKS_BAD_COMMAND))
+            await client.send(_socks_reply(_SOCKS_BAD_COMMAND))
             return
         try:
             upstream = await self.open_checked(host, port, "SOCKS5")
         except Refused:
-            writer.write(_socks_reply(_SOCKS_REFUSED))
+            await client.send(_socks_reply(_SOCKS_REFUSED))
             return
-        except (ConnectionError, OSError):
-            writer.write(_socks_reply(_SOCKS_UNREACHABLE))
+        except (ConnectionError, OSError, TimeoutError):
+            await client.send(_socks_reply(_SOCKS_UNREACHABLE))
             return
-        writer.write(_socks_reply(_SOCKS_OK))
-        await _pipe(reader, writer, *upstream)
+        try:
+            await client.send(_socks_reply(_SOCKS_OK))
+        except BaseException:
+            upstream.close()
+            raise
+        await relay(client, upstream)
 
 
 def _socks_reply(code: int) -> bytes:
@@ -259,7 +380,7 @@ def _split_host_port(authority: str, *, default_port: int | None) -> tuple[str, 
     return host, int(port_text)
 
 
-async def _http_reply(writer: asyncio.StreamWriter, status: int, text: str) -> None:
+async def _http_reply(client: _Client, status: int, text: str) -> None:
     reasons = {
         400: "Bad Request",
         403: "Forbidden",
@@ -267,50 +388,22 @@ async def _http_reply(writer: asyncio.StreamWriter, status: int, text: str) -> N
         502: "Bad Gateway",
     }
     body = (text + "\n").encode()
-    writer.write(
+    head = (
         f"HTTP/1.1 {status} {reasons.get(status, 'Error')}\r\nContent-Type: text/plain\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-        + body
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     )
-    with contextlib.suppress(ConnectionError):
-        await writer.drain()
+    with contextlib.suppress(ConnectionError, OSError):
+        await client.send(head.encode() + body)
 
 
-async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(CHUNK):
-            writer.write(data)
-            await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()
-    except (ConnectionError, OSError):
-        writer.close()
-
-
-async def _pipe(
-    client_reader: asyncio.StreamReader,
-    client_writer: asyncio.StreamWriter,
-    upstream_reader: asyncio.StreamReader,
-    upstream_writer: asyncio.StreamWriter,
-) -> None:
-    """Copy both ways until both directions have ended (half-closes are passed on)."""
-    try:
-        await asyncio.gather(_copy(client_reader, upstream_writer), _copy(upstream_reader, client_writer))
-    finally:
-        upstream_writer.close()
-        with contextlib.suppress(Exception):
-            await upstream_writer.wait_closed()
-
-
-def _forwarder(port: int) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
-    async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+def _forwarder(port: int) -> Handler:
+    async def forward(client: _Client) -> None:
         try:
-            upstream = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port, limit=CHUNK),
-                                              CONNECT_TIMEOUT)  # fmt: skip
+            upstream = await connect_to("127.0.0.1", port)
         except (OSError, TimeoutError) as exc:
             log.info("exposed port %d is not answering: %s", port, exc)
             return
-        await _pipe(reader, writer, *upstream)
+        await relay(client, upstream)
 
     return forward
 
