@@ -10,17 +10,29 @@ uses, ``codex exec --json --skip-git-repo-check --dangerously-bypass-approvals-a
 the prompt on stdin, until it exits. B removes its box outside the timed section. ``run_agent``
 removes its box inside the call; a wrapping runtime times that removal, so A is shown both as
 called and without the removal, and the overhead (A - B) is judged like for like (both without
-removal).
+removal). CPU is what the box's processes used (the runner, codex, the box's own helpers), read
+as this process's children's rusage from the start of the turn until the box is removed, for both
+variants: a box's long-lived processes are only accounted when they are reaped at removal.
 
-Two settings, variants interleaved round by round (alternating which goes first), one untimed
-warm-up round each:
+Settings, variants interleaved round by round (alternating which goes first), one untimed warm-up
+round each:
 
-(i)  model ``delay=1.0`` s, scenario ``calls3`` (three model calls per turn, ~3 s of model time):
-     median turn time of A and B, overhead in ms and as % of A. Target: overhead <= 10 % of the turn.
-(ii) instant model, scenario ``text`` (one model call): overhead in ms.
+(i)   model ``delay=1.0`` s, scenario ``calls3`` (three model calls per turn, ~3 s of model time):
+      median turn time of A and B, overhead in ms and as % of A.
+(ii)  instant model, scenario ``text`` (one model call): overhead in ms, CPU in the box.
+(iii) a follow-up turn in a live box: A hands a follow-up to an idle ``run_agent`` box
+      (``write_follow_up``) and waits for its result; B runs ``codex exec resume <thread>`` in a box
+      that already ran the first turn. The runner is already up, so A - B is what the runner costs a
+      turn it does not start for.
+(iv)  the in-box MCP server: exec of ``python -m agentlite.mcp_server`` in a live box until it answers
+      ``initialize``, as an agent CLI starts it.
 
-Run: ``.venv/bin/python bench/run_overhead.py [--rounds N] [--rounds-instant M] [--backend codex]``
-(defaults: 5 rounds for (i), 10 for (ii)).
+A summary puts every figure beside its target (issue 12): runner start <= 80 ms p50 (over the A
+rounds of (i) and (ii)); MCP server first answer <= 150 ms; CPU in the box <= 1.25x the bare CLI's
+(ii); overhead <= 5 % of the turn (i), <= 150 ms (ii), <= 50 ms for a follow-up (iii).
+
+Run: ``.venv/bin/python bench/run_overhead.py [--rounds N] [--rounds-instant M] [--rounds-follow-up K]``
+(defaults: 5 rounds for (i), 10 for (ii) and (iv), 5 for (iii)).
 """
 
 from __future__ import annotations
@@ -43,16 +55,29 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from agentlite._clis import agent_clis_bin
+from agentlite._network import loopback_ports
 from agentlite._protocol import BackendConfig, Event, ResultEvent, RunnerInput, SdkMessageEvent, StateEvent
-from agentlite._run import GUEST_IPC, GUEST_WORKSPACE, run_agent, runner_env
+from agentlite._run import GUEST_IPC, GUEST_WORKSPACE, request_close, run_agent, runner_env, write_follow_up
 from agentlite.backends.base import BackendContext
 from agentlite.backends.codex import codex_args
 from agentlite.runtime.base import BoxInfo, BoxSpec, Volume
 from agentlite.runtime.sandbox import BOX_HOME, SandboxProcess, SandboxRuntime
 from agentlite.testing.model_server import ModelServer
 
-TARGET_PCT = 10.0
+#: Targets (issue 12): overhead of a 3-call 1-s turn, of an instant-model turn, of a follow-up turn in a
+#: live box; runner start (exec -> runner up) and MCP server start -> first answer at p50; CPU in the
+#: box per instant-model turn against the bare CLI's.
+TARGET_PCT = 5.0
+TARGET_INSTANT_MS = 150.0
+TARGET_FOLLOW_UP_MS = 50.0
+TARGET_RUNNER_START_MS = 80.0
+TARGET_MCP_ANSWER_MS = 150.0
+TARGET_CPU_RATIO = 1.25
 EXPECTED = {"calls3": "Done after three model calls.", "text": "hi from the offline model"}
+MCP_INITIALIZE = (
+    json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-06-18",
+                "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}}) + "\n"
+)  # fmt: skip
 
 
 class BenchFailure(RuntimeError):
@@ -74,12 +99,13 @@ class Marks:
     """Monotonic timestamps of one turn, named by phase boundary."""
 
     at: dict[str, float] = field(default_factory=dict)
-    #: CPU seconds (this process, its waited-for children) at the ``start``/``end``/``exit`` marks.
+    #: CPU seconds (this process, its waited-for children) at the ``start``/``end``/``exit``/``remove_end``
+    #: marks.
     cpu: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def mark(self, name: str) -> None:
         self.at.setdefault(name, time.perf_counter())
-        if name in ("start", "end", "exit"):
+        if name in ("start", "end", "exit", "remove_end"):
             me = resource.getrusage(resource.RUSAGE_SELF)
             kids = resource.getrusage(resource.RUSAGE_CHILDREN)
             self.cpu[name] = (me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime)
@@ -165,6 +191,8 @@ class BareCodex:
                 Volume(self.ipc.resolve(), GUEST_IPC),
             ],
             working_dir=GUEST_WORKSPACE,
+            # As run_agent does: the model server on the host's loopback reaches the box at its URL.
+            exposed_ports=loopback_ports([base_url]),
         )
         self._names = itertools.count(1)
 
@@ -223,6 +251,73 @@ class BareCodex:
             raise BenchFailure(f"bare codex gave {texts!r}, expected final text {expected!r}")
         return marks
 
+    async def follow_up(self, prompt: str, expected: str | None) -> Marks:
+        """A second codex turn in a live box: ``codex exec resume <thread>`` timed from exec to exit."""
+        self._context(prompt, self.agent_home).write_codex_config()
+        codex_env = self._context(prompt, Path(BOX_HOME)).codex_env()
+        name = f"bench-bare-{os.getpid()}-{next(self._names)}"
+        await self.runtime.create(name, self.spec)
+        marks = Marks()
+        try:
+            first = await self.runtime.exec(name, ["codex", *codex_args(None, None)], env=codex_env)
+            await first.write_stdin(prompt.encode())
+            await first.close_stdin()
+            out, err = await asyncio.gather(drain(first.stdout_lines()), drain(first.stderr_lines()))
+            if await first.wait() != 0:
+                raise BenchFailure(f"bare codex exited non-zero: {err.decode(errors='replace')[-500:]}")
+            thread = next(e["thread_id"] for e in _json_lines(out) if e.get("type") == "thread.started")
+            self.runtime.marks = marks
+            marks.mark("start")
+            proc = await self.runtime.exec(name, ["codex", *codex_args(None, thread)], env=codex_env)
+            await proc.write_stdin(prompt.encode())
+            await proc.close_stdin()
+            out, err = await asyncio.gather(drain(proc.stdout_lines()), drain(proc.stderr_lines()))
+            code = await proc.wait()
+            marks.mark("exit")
+        finally:
+            self.runtime.marks = None
+            await self.runtime.remove(name, force=True)
+        if code != 0:
+            raise BenchFailure(f"bare codex resume exited {code}: {err.decode(errors='replace')[-500:]}")
+        return marks
+
+    async def mcp_first_answers(self, rounds: int) -> list[float]:
+        """Seconds from exec of ``python -m agentlite.mcp_server`` in a live box to its answer to
+        ``initialize``, as an agent CLI starts it."""
+        name = f"bench-mcp-{os.getpid()}-{next(self._names)}"
+        await self.runtime.create(name, self.spec)
+        env = {"AGENTLITE_IPC_DIR": GUEST_IPC, "AGENTLITE_CHAT_JID": "main", "AGENTLITE_GROUP_FOLDER": "main"}
+        answers = []
+        try:
+            for _ in range(rounds + 1):  # the first one warms the page cache, untimed
+                started = time.perf_counter()
+                proc = await self.runtime.exec(name, [sys.executable, "-m", "agentlite.mcp_server"], env=env)
+                await proc.write_stdin(MCP_INITIALIZE.encode())
+                lines = proc.stdout_lines()
+                line = await anext(lines)
+                answers.append(time.perf_counter() - started)
+                if b'"protocolVersion"' not in line:
+                    raise BenchFailure(f"MCP server answered {line[:300]!r}")
+                await proc.close_stdin()
+                await drain(lines)
+                await drain(proc.stderr_lines())
+                await proc.wait()
+        finally:
+            await self.runtime.remove(name, force=True)
+        return answers[1:]
+
+
+def _json_lines(out: bytes) -> list[dict[str, object]]:
+    events = []
+    for line in out.decode(errors="replace").splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict):
+            events.append(event)
+    return events
+
 
 # -- variant A: run_agent ---------------------------------------------------------------------------
 
@@ -270,6 +365,39 @@ class ViaRunAgent:
             )
         return marks
 
+    async def follow_up(self, prompt: str, expected: str | None) -> Marks:
+        """A follow-up in the live box of a ``run_agent`` run: from handing it over
+        (:func:`write_follow_up`) to its turn's result event; the first turn is untimed."""
+        marks = Marks()
+        ipc = self.home / "follow-up-ipc"
+        results: list[str | None] = []
+        run_input = RunnerInput(
+            prompt=prompt, group_folder="main", chat_id="main", is_main=False, backend=self.backend
+        )
+
+        def on_event(event: Event) -> None:
+            if isinstance(event, ResultEvent):
+                results.append(event.result)
+                if len(results) == 2:
+                    marks.mark("exit")
+            elif isinstance(event, StateEvent) and event.state == "idle":
+                if len(results) == 1:
+                    marks.mark("start")
+                    write_follow_up(ipc, prompt)
+                else:
+                    request_close(ipc)
+
+        outcome = await run_agent(self.runtime, self.home, run_input, workspace=self.workspace, ipc_dir=ipc,
+                                  on_event=on_event, idle_timeout=60)  # fmt: skip
+        if (
+            outcome.status != "success"
+            or len(results) != 2
+            or (expected is not None and results[1] != expected)
+        ):
+            raise BenchFailure(f"follow-up run ended {outcome.status}/{outcome.reason}: results={results!r} "
+                               f"error={outcome.error!r} (log {outcome.log_path})")  # fmt: skip
+        return marks
+
 
 # -- the bench --------------------------------------------------------------------------------------
 
@@ -281,12 +409,6 @@ def ms(values: Sequence[float | None]) -> float | None:
 
 def fmt(value: float | None, width: int = 10) -> str:
     return f"{'-':>{width}}" if value is None else f"{value:>{width}.0f}"
-
-
-@dataclass
-class SettingResult:
-    a: list[Marks]
-    b: list[Marks]
 
 
 async def measure(variants: dict[str, Callable[[], Awaitable[Marks]]], rounds: int) -> dict[str, list[Marks]]:
@@ -350,9 +472,9 @@ def breakdown(a: list[Marks], b: list[Marks]) -> None:
             ms([m.cpu_span("start", "exit", 0) for m in b]),
         ),
         (
-            "CPU: in the box (runner, codex; via nsenter)",
+            "CPU: box processes, create to removal",
             ms([m.cpu_span("start", "end", 1) for m in a]),
-            ms([m.cpu_span("start", "exit", 1) for m in b]),
+            ms([m.cpu_span("start", "remove_end", 1) for m in b]),
         ),
     ]
     print(f"  {'phase (median ms)':<42}{'A':>10}{'B':>10}")
@@ -361,7 +483,17 @@ def breakdown(a: list[Marks], b: list[Marks]) -> None:
     print("  (B's removal is outside its timed turn; A's 'codex done' is its result event, B's is exit)")
 
 
-def report(title: str, a: list[Marks], b: list[Marks], *, target: bool) -> None:
+@dataclass
+class Figures:
+    """What one setting measured, for the summary."""
+
+    overhead_ms: float
+    turn_ms: float
+    cpu_a_ms: float | None
+    cpu_b_ms: float | None
+
+
+def report(title: str, a: list[Marks], b: list[Marks], *, target: bool) -> Figures:
     a_total = ms([m.span("start", "end") for m in a]) or 0.0
     a_no_rm = (
         ms([(m.span("start", "end") or 0) - (m.span("remove_start", "remove_end") or 0) for m in a]) or 0.0
@@ -395,25 +527,27 @@ def report(title: str, a: list[Marks], b: list[Marks], *, target: bool) -> None:
             f"counting A's removal: {verdict_rm}, {pct_rm:.1f} %)"
         )
     breakdown(a, b)
+    return Figures(over, a_no_rm, ms([m.cpu_span("start", "end", 1) for m in a]),
+                   ms([m.cpu_span("start", "remove_end", 1) for m in b]))  # fmt: skip
 
 
-async def run(rounds: int, rounds_instant: int) -> int:
+def verdict(measured: float | None, target: float) -> str:
+    return "-" if measured is None else ("PASS" if measured <= target else "MISS")
+
+
+async def run(rounds: int, rounds_instant: int, rounds_follow_up: int) -> int:
     home = Path(tempfile.mkdtemp(prefix="agentlite-bench-overhead-"))
     runtime = TimedSandbox(home)
+    figures: dict[str, Figures] = {}
+    runner_starts: list[float | None] = []
     try:
         async with ModelServer(scenario="text") as server:
             via_run_agent = ViaRunAgent(runtime, home, server.openai_base_url)
             bare = BareCodex(runtime, home / "bare", server.openai_base_url)
             settings = (
-                (
-                    "(i) model delay 1.0 s per call, scenario calls3 (3 model calls)",
-                    1.0,
-                    "calls3",
-                    rounds,
-                    True,
-                ),
+                ("(i) model delay 1.0 s per call, scenario calls3 (3 model calls)", 1.0, "calls3", rounds, True),
                 ("(ii) instant model, scenario text (1 model call)", 0.0, "text", rounds_instant, False),
-            )
+            )  # fmt: skip
             print(f"host overhead per turn: backend codex, sandbox runtime, {os.cpu_count()} CPUs")
             for title, delay, scenario, n, target in settings:
                 server.delay = delay
@@ -426,7 +560,51 @@ async def run(rounds: int, rounds_instant: int) -> int:
                     },
                     n,
                 )
-                report(title, samples["A"], samples["B"], target=target)
+                figures[scenario] = report(title, samples["A"], samples["B"], target=target)
+                runner_starts += [m.span("exec", "runner_started") for m in samples["A"]]
+            server.delay = 0.0
+            prompt = "[scenario:text] the follow-up"
+            follow = await measure(
+                {
+                    "A": lambda: via_run_agent.follow_up(prompt, EXPECTED["text"]),
+                    "B": lambda: bare.follow_up(prompt, EXPECTED["text"]),
+                },
+                rounds_follow_up,
+            )
+            a_follow = ms([m.span("start", "exit") for m in follow["A"]])
+            b_follow = ms([m.span("start", "exit") for m in follow["B"]])
+            follow_over = None if a_follow is None or b_follow is None else a_follow - b_follow
+            print(
+                f"\n(iii) follow-up turn in a live box, instant model ({rounds_follow_up} interleaved rounds, 1 warm-up)"
+            )
+            print(f"  {'A follow-up handed over -> its result':<42}{fmt(a_follow)}")
+            print(f"  {'B codex exec resume in a live box':<42}{fmt(b_follow)}")
+            print(f"  {'overhead A - B':<42}{fmt(follow_over)}  (the runner is already up: no start)")
+            mcp = await bare.mcp_first_answers(rounds_instant)
+            mcp_ms = ms(mcp)
+            print(
+                f"\n(iv) MCP server in a live box, exec -> answer to initialize ({len(mcp)} rounds, 1 warm-up)"
+            )
+            print(f"  {'median / max ms':<42}{fmt(mcp_ms)}{fmt(max(mcp) * 1000)}")
+
+            instant, slow = figures["text"], figures["calls3"]
+            cpu_ratio = instant.cpu_a_ms / instant.cpu_b_ms if instant.cpu_a_ms and instant.cpu_b_ms else None
+            start_ms = ms(runner_starts)
+            slow_pct = 100 * slow.overhead_ms / slow.turn_ms
+            rows = [
+                ("runner start, exec -> runner up, p50", start_ms, TARGET_RUNNER_START_MS, "ms"),
+                ("MCP server exec -> first answer, p50", mcp_ms, TARGET_MCP_ANSWER_MS, "ms"),
+                ("CPU in the box per turn, A / B (instant)", cpu_ratio, TARGET_CPU_RATIO, "x"),
+                ("overhead, 3 calls of 1 s, % of the turn", slow_pct, TARGET_PCT, "%"),
+                ("overhead, instant model", instant.overhead_ms, TARGET_INSTANT_MS, "ms"),
+                ("overhead, follow-up turn in a live box", follow_over, TARGET_FOLLOW_UP_MS, "ms"),
+            ]
+            print(f"\nsummary (medians)\n  {'measure':<44}{'measured':>10}{'target':>10}  verdict")
+            for label, value, goal, unit in rows:
+                shown = "-" if value is None else f"{value:.2f}" if unit == "x" else f"{value:.1f}"
+                print(
+                    f"  {label:<44}{shown + ' ' + unit:>10}{f'<= {goal:g} {unit}':>10}  {verdict(value, goal)}"
+                )
     except BenchFailure as exc:
         print(f"FAILED: {exc}", file=sys.stderr)
         return 1
@@ -449,9 +627,15 @@ def main() -> int:
     parser.add_argument(
         "--rounds-instant", type=int, default=10, help="rounds for setting (ii), instant model (default 10)"
     )
+    parser.add_argument(
+        "--rounds-follow-up",
+        type=int,
+        default=5,
+        help="rounds for the follow-up turn, instant model (default 5)",
+    )
     parser.add_argument("--backend", default="codex", choices=["codex"], help="agent backend (codex only)")
     args = parser.parse_args()
-    if args.rounds < 1 or args.rounds_instant < 1:
+    if args.rounds < 1 or args.rounds_instant < 1 or args.rounds_follow_up < 1:
         parser.error("rounds must be at least 1")
     if codex_path() is None:
         print(
@@ -460,7 +644,7 @@ def main() -> int:
             file=sys.stderr,
         )
         return 2
-    return asyncio.run(run(args.rounds, args.rounds_instant))
+    return asyncio.run(run(args.rounds, args.rounds_instant, args.rounds_follow_up))
 
 
 if __name__ == "__main__":

@@ -147,11 +147,15 @@ def validate_schedule(schedule_type: str, schedule_value: str) -> None:
 
 
 def valid_folder(folder: str) -> bool:
-    """The store's group-folder rule. Imported when a group is registered (main group only, rare),
-    never at start-up: the rule's module pulls in the host store."""
-    from agentlite._ipc import valid_folder as store_rule
+    """The group-folder rule (:data:`agentlite._names.GROUP_FOLDER`, the one every door uses),
+    imported when a group is registered, not at start-up."""
+    from agentlite._names import InvalidName, check_group_folder
 
-    return store_rule(folder)
+    try:
+        check_group_folder(folder)
+    except InvalidName:
+        return False
+    return True
 
 
 def _post(url: str, token: str | None, body: dict[str, Any]) -> tuple[int, Any]:
