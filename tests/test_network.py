@@ -148,11 +148,15 @@ async def test_egress_refuses_metadata_private_and_own_addresses(sandbox: Sandbo
     box = "agentlite-t-net-private"
     await sandbox.create(box, BoxSpec())  # egress is the default
     try:
-        results = await probe(sandbox, box, [["connect", PROXY_PORT, t, 80] for t in targets])
+        direct = [["direct", t, 80] for t in ("169.254.169.254", *([own] if own else []))]
+        results = await probe(sandbox, box, [*([["connect", PROXY_PORT, t, 80] for t in targets]), *direct])
         log = egress_log(home, box)
     finally:
         await sandbox.remove(box, force=True)
-    assert all(v.startswith("refused: HTTP/1.1 403") for v in results.values()), results
+    via_proxy = {k: v for k, v in results.items() if k.startswith("connect")}
+    assert all(v.startswith("refused: HTTP/1.1 403") for v in via_proxy.values()), results
+    # Without the proxy there is no route at all out of the box's own namespace.
+    assert all(v.startswith("error") for k, v in results.items() if k.startswith("direct")), results
     assert "169.254.169.254 is link-local" in log
     if own:
         assert f"refused CONNECT {own}:80" in log
@@ -278,6 +282,15 @@ def test_bad_network_settings_are_named() -> None:
         BoxSpec(exposed_ports=[70000])
     assert BoxSpec(network=False).net_mode is NetworkMode.NONE
     assert BoxSpec().net_mode is NetworkMode.EGRESS
+
+
+def test_a_remote_model_endpoint_is_allowed_in_allowlist_mode() -> None:
+    from agentlite._network import model_endpoint_entries
+
+    assert model_endpoint_entries("https://llm.internal.example/v1") == ["llm.internal.example:443"]
+    assert model_endpoint_entries("http://10.0.0.5:8080") == ["10.0.0.5:8080"]
+    assert model_endpoint_entries("http://127.0.0.1:8080/v1") == []  # bridged in instead
+    assert model_endpoint_entries(None) == []
 
 
 def test_loopback_ports_of_urls() -> None:

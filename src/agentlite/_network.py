@@ -229,6 +229,24 @@ def loopback_ports(urls: Iterable[str | None]) -> list[int]:
     return ports
 
 
+def model_endpoint_entries(base_url: str | None) -> list[str]:
+    """The allowlist entry (``host:port``) a run adds for its model endpoint when that is remote:
+    an allowlist that blocked the run's own model would only break it."""
+    from urllib.parse import urlsplit
+
+    if not base_url or loopback_ports([base_url]):
+        return []
+    try:
+        parts = urlsplit(base_url)
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:
+        return []
+    if not parts.hostname or port is None:
+        return []
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return [f"{host}:{port}"]
+
+
 NETWORK_SETTINGS_FILE = "network.json"
 
 

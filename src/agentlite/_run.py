@@ -22,7 +22,7 @@ from typing import Literal
 
 from agentlite._clis import agent_clis_bin
 from agentlite._lifecycle import Deadline, run_in_box
-from agentlite._network import HOST_MODE_WARNING, NetworkMode, loopback_ports
+from agentlite._network import HOST_MODE_WARNING, NetworkMode, loopback_ports, model_endpoint_entries
 from agentlite._protocol import (
     BackendConfig,
     ErrorEvent,
@@ -154,6 +154,9 @@ async def run_agent(
     env = layout.box_env(runner_env(run_input.backend, single_turn=single_turn))
     guest_input = layout.runner_input(run_input)
     base = spec or BoxSpec()
+    # In allowlist mode the run's own remote model endpoint is always allowed (its host and port).
+    allowlist = base.net_mode is NetworkMode.ALLOWLIST
+    model_allow = model_endpoint_entries(run_input.backend.base_url) if allowlist else []
     box_spec = BoxSpec(
         memory_mib=base.memory_mib,
         cpus=base.cpus,
@@ -167,7 +170,7 @@ async def run_agent(
         working_dir=GUEST_WORKSPACE,
         network=base.network,
         network_mode=base.network_mode,
-        allow_net=base.allow_net,
+        allow_net=[*base.allow_net, *model_allow],
         # The run's own endpoints on the host's loopback reach the box at the same URLs.
         exposed_ports=[*base.exposed_ports, *loopback_ports(_run_endpoints(run_input))],
     )
