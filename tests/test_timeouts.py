@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from agentlite._lifecycle import Deadline, run_in_box
+import pytest
+from tests.conftest import captured_log
+
+from agentlite import _lifecycle
+from agentlite._lifecycle import Deadline, cleanup_orphans, run_in_box
 from agentlite._ownership import RecordStore
-from agentlite._procs import BOX_MARKER_ENV, processes_marked
+from agentlite._procs import BOX_MARKER_ENV, kill_and_wait, processes_marked, start_time
 from agentlite._protocol import BackendConfig, RunnerInput
 from agentlite._run import run_agent
 from agentlite.runtime.sandbox import SandboxRuntime
@@ -101,6 +106,39 @@ async def test_agent_run_ends_when_the_runner_exits_though_a_backend_child_holds
         sandbox, home, run_input, workspace=tmp_path / "ws", single_turn=True, timeout=120, idle_timeout=5
     )
     assert (outcome.status, outcome.reason, outcome.exit_code) == ("error", "error_exit", 1)
-    assert "Connection closed" in (outcome.error or "")
+    assert "failed" in (outcome.error or "")
     assert time.monotonic() - started < 40  # the child would hold the pipe for 60 s
     await assert_box_gone(home)
+
+
+async def test_a_teardown_that_hangs_is_given_up_and_the_next_cleanup_reaps_the_box(
+    sandbox: SandboxRuntime, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_lifecycle, "TEARDOWN_SECONDS", 1.0)
+
+    class HangingRemove(SandboxRuntime):
+        async def remove(self, name: str, *, force: bool = False) -> None:
+            await asyncio.Event().wait()  # a runtime that never answers
+
+    with captured_log("agentlite.lifecycle") as log:
+        result = await asyncio.wait_for(run_in_box(HangingRemove(home), home, ["true"]), 60)
+    assert result.exit_code == 0
+    assert any("did not finish in 1 s; giving up" in m for m in log.messages(logging.ERROR))
+    assert RecordStore(home).record_names() == []  # unowned now: exactly what cleanup reaps
+    decisions = await cleanup_orphans(sandbox, home, "cli")
+    assert [(d.name, d.action, d.removed) for d in decisions] == [(result.box, "remove", True)]
+    await assert_box_gone(home)
+
+
+def test_killing_escalates_from_term_to_kill() -> None:
+    stubborn = subprocess.Popen(
+        [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+         "print('ready', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    assert stubborn.stdout is not None and stubborn.stdout.readline() == b"ready\n"
+    assert kill_and_wait([stubborn.pid], timeout=10, term_grace=0.2) == []
+    # It ignores SIGTERM, so only the SIGKILL that followed can have ended it (and it was reaped).
+    assert start_time(stubborn.pid) is None
+    stubborn.wait(timeout=10)  # already reaped: this only tells Popen so
+    stubborn.stdout.close()

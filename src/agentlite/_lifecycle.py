@@ -232,8 +232,10 @@ async def _stop_everything(proc: BoxProcess, stop_box: Callable[[], Awaitable[No
     await proc.kill()
 
 
-async def _bounded(work: Awaitable[None], what: str, seconds: float = TEARDOWN_SECONDS) -> bool:
-    """Await ``work`` for at most ``seconds``; log an error and go on when it takes longer."""
+async def _bounded(work: Awaitable[None], what: str, seconds: float | None = None) -> bool:
+    """Await ``work`` for at most ``seconds`` (default :data:`TEARDOWN_SECONDS`); log an error and
+    go on when it takes longer."""
+    seconds = TEARDOWN_SECONDS if seconds is None else seconds
     try:
         await asyncio.wait_for(work, seconds)
         return True
