@@ -101,3 +101,38 @@ async def test_doctor_names_agents_in_host_mode(tmp_path: Path, home: Path) -> N
     assert (
         not check["ok"] and "agents shared:" in check["detail"] and "network mode `host`" in check["detail"]
     )
+
+
+async def test_an_agents_network_reaches_its_boxes(tmp_path: Path) -> None:
+    """A real agent turn with the agent set to `none`: its model endpoint and actions server are
+    bridged in, so it still answers, and the run log names the mode."""
+    import json
+
+    import agentlite
+    from agentlite.testing.model_server import ModelServer
+    from test_platform import RecordingChannel
+
+    holder: dict[str, RecordingChannel] = {}
+
+    def factory(config: object) -> RecordingChannel:
+        holder["channel"] = RecordingChannel(config)
+        return holder["channel"]
+
+    async with (
+        ModelServer(scenario="text") as model,
+        await agentlite.create(
+            workdir=tmp_path / "data", runtime="sandbox", timezone="UTC", idle_timeout=5
+        ) as platform,
+    ):
+        backend = {"type": "codex", "base_url": model.openai_base_url, "max_retries": 0}
+        agent = await platform.get_or_create_agent("main", backend=backend, channels={"test": factory})
+        agent.set_network("none")
+        await agent.start()
+        agent.register_group("t:main", name="main", folder="main", is_main=True)
+        await holder["channel"].say("t:main", "hello")
+        assert await holder["channel"].wait_sent(1) == [("t:main", "hi from the offline model")]
+        await agent.stop()
+        logs = sorted((platform.box_home / "logs").glob("*.log"))
+    assert logs, "no run log"
+    header = json.loads(logs[-1].read_text().split("\n\n=== stdout", 1)[0])
+    assert header["network"] == "none"
