@@ -230,3 +230,15 @@ def test_a_bad_heartbeat_interval_is_refused(monkeypatch: pytest.MonkeyPatch, ho
     monkeypatch.setenv(HEARTBEAT_ENV, "soon")
     with pytest.raises(ConfigError, match="AGENTLITE_HEARTBEAT_INTERVAL='soon'"):
         HostOwnership(home)
+
+
+async def test_removing_a_box_with_damaged_state_still_kills_its_processes(
+    sandbox: SandboxRuntime, home: Path
+) -> None:
+    name = "agentlite-u-damaged-1"
+    await sandbox.create(name, BoxSpec())
+    (home / "sandbox" / name / "box.json").write_text("{truncated")
+    assert box_processes(home)
+    await sandbox.remove(name, force=True)
+    assert box_processes(home) == {}, "the box's processes outlived its state"
+    assert state_folders(home) == []

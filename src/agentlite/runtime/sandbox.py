@@ -437,8 +437,10 @@ class SandboxRuntime(BoxRuntime):
             )
             if isinstance(pid, int) and isinstance(started, float | int) and is_same_process(pid, started)
         ]
-        # And whatever carries this box's marker (a box still starting has no pids in its state).
-        pids += [pid for pid in self._marked_tree(name) if pid not in pids]
+        # A state without the init's pid (still starting, damaged, or lost): find the box's
+        # processes by its marker instead (a scan of /proc, so only when needed).
+        if not isinstance(state.get("init_pid"), int):
+            pids += [pid for pid in self._marked_tree(name) if pid not in pids]
         left = kill_and_wait(pids)
         if left:
             raise BoxRemoveFailed(name, f"box `{name}`: processes {left} survived SIGKILL")
