@@ -182,13 +182,20 @@ async def test_none_mode_has_no_proxy_but_keeps_exposed_endpoints(
     assert "PROXY" not in env.upper()
 
 
-async def test_a_box_cannot_reach_another_boxs_sockets(sandbox: SandboxRuntime) -> None:
+async def test_a_box_cannot_reach_another_boxs_sockets_nor_listen_on_the_host(
+    sandbox: SandboxRuntime,
+) -> None:
+    import socket
+
+    with socket.socket() as free:  # a port nothing on the host listens on
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
     server = (
-        "import socket, threading\n"
+        "import socket, sys, threading\n"
         "def serve(s):\n"
         "    while True:\n"
         "        c, _ = s.accept(); c.recv(100); c.sendall(b'HTTP/1.0 200 OK\\r\\n\\r\\n'); c.close()\n"
-        "tcp = socket.create_server(('127.0.0.1', 18080))\n"
+        "tcp = socket.create_server(('0.0.0.0', int(sys.argv[1])))\n"
         "unix = socket.socket(socket.AF_UNIX); unix.bind('\\0agentlite-test-box-b'); unix.listen()\n"
         "for s in (tcp, unix): threading.Thread(target=serve, args=(s,), daemon=True).start()\n"
         "print('ready', flush=True)\n"
@@ -197,15 +204,15 @@ async def test_a_box_cannot_reach_another_boxs_sockets(sandbox: SandboxRuntime) 
     await sandbox.create("agentlite-t-net-b", BoxSpec())
     await sandbox.create("agentlite-t-net-a", BoxSpec())
     try:
-        serving = await sandbox.exec("agentlite-t-net-b", [sys.executable, "-c", server])
+        serving = await sandbox.exec("agentlite-t-net-b", [sys.executable, "-c", server, str(port)])
         lines = serving.stdout_lines()
         assert (await asyncio.wait_for(anext(lines), 30)).strip() == b"ready"
-        targets: list[list[object]] = [
-            ["direct", "127.0.0.1", 18080],
-            ["abstract", "agentlite-test-box-b", 0],
-        ]
+        targets: list[list[object]] = [["direct", "127.0.0.1", port], ["abstract", "agentlite-test-box-b", 0]]
         inside_b = await probe(sandbox, "agentlite-t-net-b", targets)
         from_a = await probe(sandbox, "agentlite-t-net-a", targets)
+        # Box B listens on its own 0.0.0.0, which is not the host's.
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
         await serving.kill()
     finally:
         await sandbox.remove("agentlite-t-net-a", force=True)
