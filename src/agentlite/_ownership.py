@@ -492,7 +492,11 @@ class HostOwnership:
         while not self._wake.wait(self.heartbeat_interval):
             if os.getpid() != self.pid:  # a forked child must not refresh its parent's records
                 return
-            self.refresh()
+            try:
+                self.refresh()
+            except Exception:
+                # One bad round must not end the heartbeat: the records would go stale for good.
+                log.exception("heartbeat round failed; trying again in %.1f s", self.heartbeat_interval)
 
 
 def _lock_new_lease(path: Path) -> int | None:
