@@ -2,8 +2,9 @@
 
 Each trial starts 2 to 4 real host processes on one home. Each host runs its startup cleanup, then
 one command in a fresh box. Some hosts are killed with SIGKILL at a random point (before create,
-between create and exec, during exec, during removal), some records are corrupted, and some removals
-fail on purpose. While the surviving hosts still run, a fresh host cleans up; the survivors must
+between create and exec, during exec, during removal), some records are corrupted, some removals
+fail on purpose, and in some trials a "tmp cleaner" deletes every lease file under the running
+hosts. While the surviving hosts still run, a fresh host cleans up; the survivors must
 then finish normally (no live box was removed). After they finish, one more cleanup runs and no box
 or record of the trial may be left (no orphan).
 
@@ -226,6 +227,12 @@ def run_trial(home: Path, trial: int, rng: random.Random) -> tuple[int, int]:
         if host.box and rng.random() < 0.3:
             _corrupt_record(store, host.box, rng)
         host.kill()
+    if rng.random() < 0.3:
+        # A tmp cleaner: lease files are never rewritten, so they are the ones an age rule deletes.
+        for host in hosts:
+            host.read_until("during_exec")  # its record and lease exist
+        for lease in store.lease_dir.glob("*.lease"):
+            lease.unlink(missing_ok=True)
     # A fresh host's startup cleanup while the survivors are still running their commands.
     runtime = SandboxRuntime(home)
     asyncio.run(cleanup_orphans(runtime, home, agent))
