@@ -281,15 +281,25 @@ class BareCodex:
             raise BenchFailure(f"bare codex resume exited {code}: {err.decode(errors='replace')[-500:]}")
         return marks
 
-    async def mcp_first_answers(self, rounds: int) -> list[float]:
+    async def mcp_first_answers(self, rounds: int) -> tuple[list[float], list[float]]:
         """Seconds from exec of ``python -m agentlite.mcp_server`` in a live box to its answer to
-        ``initialize``, as an agent CLI starts it."""
+        ``initialize``, as an agent CLI starts it; and, for scale, from exec of a bare
+        ``python -c 'print()'`` in the same box to its line (the floor of any Python start)."""
         name = f"bench-mcp-{os.getpid()}-{next(self._names)}"
         await self.runtime.create(name, self.spec)
         env = {"AGENTLITE_IPC_DIR": GUEST_IPC, "AGENTLITE_CHAT_JID": "main", "AGENTLITE_GROUP_FOLDER": "main"}
-        answers = []
+        answers, floors = [], []
         try:
             for _ in range(rounds + 1):  # the first one warms the page cache, untimed
+                started = time.perf_counter()
+                bare_python = await self.runtime.exec(name, [sys.executable, "-c", "print()"])
+                await bare_python.close_stdin()
+                lines = bare_python.stdout_lines()
+                await anext(lines)
+                floors.append(time.perf_counter() - started)
+                await drain(lines)
+                await drain(bare_python.stderr_lines())
+                await bare_python.wait()
                 started = time.perf_counter()
                 proc = await self.runtime.exec(name, [sys.executable, "-m", "agentlite.mcp_server"], env=env)
                 await proc.write_stdin(MCP_INITIALIZE.encode())
@@ -304,7 +314,7 @@ class BareCodex:
                 await proc.wait()
         finally:
             await self.runtime.remove(name, force=True)
-        return answers[1:]
+        return answers[1:], floors[1:]
 
 
 def _json_lines(out: bytes) -> list[dict[str, object]]:
@@ -580,12 +590,15 @@ async def run(rounds: int, rounds_instant: int, rounds_follow_up: int) -> int:
             print(f"  {'A follow-up handed over -> its result':<42}{fmt(a_follow)}")
             print(f"  {'B codex exec resume in a live box':<42}{fmt(b_follow)}")
             print(f"  {'overhead A - B':<42}{fmt(follow_over)}  (the runner is already up: no start)")
-            mcp = await bare.mcp_first_answers(rounds_instant)
+            mcp, floor = await bare.mcp_first_answers(rounds_instant)
             mcp_ms = ms(mcp)
             print(
                 f"\n(iv) MCP server in a live box, exec -> answer to initialize ({len(mcp)} rounds, 1 warm-up)"
             )
             print(f"  {'median / max ms':<42}{fmt(mcp_ms)}{fmt(max(mcp) * 1000)}")
+            print(
+                f"  {'for scale: exec -> line of python -c print()':<42}{fmt(ms(floor))}{fmt(max(floor) * 1000)}"
+            )
 
             instant, slow = figures["text"], figures["calls3"]
             cpu_ratio = instant.cpu_a_ms / instant.cpu_b_ms if instant.cpu_a_ms and instant.cpu_b_ms else None
@@ -600,6 +613,9 @@ async def run(rounds: int, rounds_instant: int, rounds_follow_up: int) -> int:
                 ("overhead, follow-up turn in a live box", follow_over, TARGET_FOLLOW_UP_MS, "ms"),
             ]
             print(f"\nsummary (medians)\n  {'measure':<44}{'measured':>10}{'target':>10}  verdict")
+            print(
+                f"  (bare `python -c print()` in a box, exec -> its line: {fmt(ms(floor), 0)} ms, both starts' floor)"
+            )
             for label, value, goal, unit in rows:
                 shown = "-" if value is None else f"{value:.2f}" if unit == "x" else f"{value:.1f}"
                 print(

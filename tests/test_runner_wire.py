@@ -148,3 +148,32 @@ def test_a_follow_up_wakes_the_idle_runner_without_waiting_for_the_poll(
         assert inbox.take_close() and not (tmp_path / "_close").exists()
     finally:
         inbox.close()
+
+
+def test_the_host_writes_the_bytecode_a_box_cannot_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    from agentlite.runner import bytecode
+
+    package = tmp_path / "agentlite"
+    (package / "runner").mkdir(parents=True)
+    (package / "backends").mkdir()
+    for name in ("__init__.py", "_wire.py", "runner/_loop.py", "backends/codex.py"):
+        (package / name).write_text("VALUE = 1\n")
+    monkeypatch.setattr(bytecode, "__file__", str(package / "runner" / "bytecode.py"))
+    sources = bytecode.box_sources()
+    assert {s.relative_to(package).as_posix() for s in sources} == {"__init__.py", "_wire.py", "runner/_loop.py",
+                                                                     "backends/codex.py"}  # fmt: skip
+    bytecode.ensure.cache_clear()
+    try:
+        assert bytecode.ensure() == 4
+        assert all(Path(importlib.util.cache_from_source(str(s))).is_file() for s in sources)
+        bytecode.ensure.cache_clear()
+        assert bytecode.ensure() == 0  # fresh bytecode is left alone
+        (package / "_wire.py").write_text("VALUE = 22\n")  # an edit makes its bytecode stale
+        bytecode.ensure.cache_clear()
+        assert bytecode.ensure() == 1
+    finally:
+        bytecode.ensure.cache_clear()

@@ -34,6 +34,7 @@ from agentlite._protocol import (
     session_id_of,
 )
 from agentlite._safefs import BoxDir
+from agentlite.runner import bytecode as box_bytecode
 from agentlite.runtime.base import BoxRuntime, BoxSpec, Volume
 from agentlite.runtime.sandbox import BASE_PATH, BOX_HOME
 
@@ -103,7 +104,8 @@ def _input_folder(ipc_dir: Path) -> BoxDir:
 
 
 def write_follow_up(ipc_dir: Path, text: str) -> Path:
-    """Hand a follow-up message to a live runner (it picks it up within 500 ms)."""
+    """Hand a follow-up message to a live runner (it watches the folder: at once, or within 500 ms
+    where the filesystem does not report the write)."""
     name = f"{int(time.time() * 1000)}-{os.urandom(3).hex()}.json"
     with _input_folder(ipc_dir) as folder:
         folder.write_atomic(name, json.dumps({"type": "message", "text": text}).encode())
@@ -223,6 +225,7 @@ async def run_agent(
             on_box(name)
 
     try:
+        await asyncio.to_thread(box_bytecode.ensure)  # once per process: a box cannot cache it
         command = await run_in_box(
             runtime,
             home,
