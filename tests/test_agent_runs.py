@@ -207,7 +207,7 @@ async def test_follow_up_runs_a_second_turn_in_the_same_box_and_session(
                 turns.set()
 
     run_input = RunnerInput(prompt="first", group_folder="main", chat_id="c", is_main=True,
-                            backend=backend("codex", model))  # fmt: skip
+                            backend=backend(kind, model))  # fmt: skip
     outcome = await run_agent(sandbox, home, run_input, workspace=tmp_path / "ws", ipc_dir=ipc, on_event=on_event,
                               timeout=120, idle_timeout=60, on_box=boxes.append)  # fmt: skip
     assert turns.is_set() and len(boxes) == 1
