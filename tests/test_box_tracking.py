@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -192,10 +193,12 @@ async def test_deleted_lease_file_keeps_the_box_and_comes_back_within_a_heartbea
 ) -> None:
     host, box, lease = _live_owner(hosts, home, "tmpl")
     store = RecordStore(home)
+    host.signal(signal.SIGSTOP)  # no heartbeat repairs anything while we look
     lease.unlink()
     decisions = await cleanup_orphans(sandbox, home, "tmpl")
     assert [(d.name, d.action) for d in decisions] == [(box, "keep")]
     assert "lease file missing" in decisions[0].reason
+    host.signal(signal.SIGCONT)
     # One heartbeat, with a wide margin for a loaded machine.
     poll(lambda: _lease_back(store, lease), 10 * fast_heartbeat + 10, "the lease is re-created and locked")
     judgement = store.judge(box)
@@ -208,10 +211,22 @@ async def test_deleted_records_folder_keeps_the_box_and_comes_back_within_a_hear
 ) -> None:
     host, box, lease = _live_owner(hosts, home, "tmpr")
     store = RecordStore(home)
+    host.signal(signal.SIGSTOP)  # no heartbeat repairs anything while we look
     shutil.rmtree(store.dir)
     decisions = await cleanup_orphans(sandbox, home, "tmpr")
     assert [(d.name, d.action) for d in decisions] == [(box, "keep")]
     assert "records folder is missing" in decisions[0].reason
+    # Another host makes the folder anew first (its first box): the live owner's box is older than
+    # the folder, so its missing record is not taken for a dead owner either.
+    newcomer = ownership_for(home)
+    newcomer.register("agentlite-other-g-1")
+    try:
+        decisions = await cleanup_orphans(sandbox, home, "tmpr")
+    finally:
+        newcomer.unregister("agentlite-other-g-1")
+    assert [(d.name, d.action) for d in decisions] == [(box, "keep")]
+    assert "newer than the box" in decisions[0].reason
+    host.signal(signal.SIGCONT)
     poll(
         lambda: store.read_raw(box) is not None and _lease_back(store, lease),
         10 * fast_heartbeat + 10,

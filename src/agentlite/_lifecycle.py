@@ -341,9 +341,7 @@ async def _cleanup(
     ownership = ownership_for(home)
     decisions: list[CleanupDecision] = []
     leases: dict[str, LeaseState] = {}
-    # Records may have been deleted under live owners: a record-less box is then not evidence of a
-    # dead owner until every owner had a heartbeat to put its record back.
-    records_unsure = store.recently_recreated()
+    now = time.time()
     boxes = [b for b in await runtime.list() if b.name.startswith(prefix)]
     listed = {b.name for b in boxes}
     untracked = [n for n in await runtime.untracked() if n.startswith(prefix) and n not in listed]
@@ -356,7 +354,8 @@ async def _cleanup(
                 CleanupDecision(box.name, "keep", f"kept: {judgement.reason}", verdict=judgement.verdict)
             )
             continue
-        elif records_unsure and store.read_raw(box.name) is None:
+        elif store.read_raw(box.name) is None and store.may_have_lost_record(box.created_at, now):
+            # A tmp cleaner deleted the records folder: its live owner puts the record back soon.
             decisions.append(CleanupDecision(box.name, "keep", f"kept: {_UNSURE}", verdict=judgement.verdict))
             continue
         else:
@@ -364,7 +363,7 @@ async def _cleanup(
         decisions.append(await _remove(runtime, ownership, store, box.name, reason, judgement, dry_run))
     for name in untracked:
         judgement = store.judge(name, lease_cache=leases)
-        unsure = records_unsure and store.read_raw(name) is None
+        unsure = store.read_raw(name) is None and store.may_have_lost_record(None, now)
         if not include_live and (judgement.verdict.keeps_box or unsure):
             why = _UNSURE if unsure else judgement.reason
             decisions.append(
@@ -405,7 +404,7 @@ async def _cleanup(
     return decisions
 
 
-_UNSURE = "no record, but the records folder is missing or was just re-created (a tmp cleaner?)"
+_UNSURE = "no record, but the records folder is missing or newer than the box (a tmp cleaner?)"
 
 
 async def _remove(

@@ -20,10 +20,12 @@ owner alive?" without clocks or pid arithmetic. Records without a lease fall bac
 rules: updated within 30 s, pid alive with a start time within 2 s.
 
 Tmp cleaners delete old files and folders. Each heartbeat therefore re-creates what is missing: the
-records folder (it reappears at once, marked as re-created, see :meth:`RecordStore.recently_recreated`),
-the owner's own records, and its lease file when the path no longer names the inode it has locked.
-Until then a reader treats a missing lease file as unknown (the pid and start-time rules decide, not
-"dead"), and a missing records folder as no evidence about any owner (no box is removed).
+records folder, the owner's own records, and its lease file when the path no longer names the inode
+it has locked. Until then a reader treats a missing lease file as unknown (the pid and start-time
+rules decide, not "dead"), and a missing records folder as no evidence about any owner. The folder
+always appears with a mark of when it was made (:meth:`RecordStore.may_have_lost_record`): a box
+older than the folder had its record in a deleted one, so for a few heartbeats after the folder was
+made, such a box without a record is not taken for an orphan.
 """
 
 from __future__ import annotations
@@ -59,10 +61,10 @@ HEARTBEAT_INTERVAL = 5.0
 HEARTBEAT_ENV = "AGENTLITE_HEARTBEAT_INTERVAL"
 STALE_AFTER = 30.0
 START_TIME_TOLERANCE = 2.0
-#: The file that marks a records folder re-created by a heartbeat after it was deleted.
-RECREATED_MARK = ".recreated"
-#: How long after such a re-creation a box without a record may still have a live owner whose
-#: heartbeat has not yet put its record back.
+#: The file in a records folder whose mtime says when the folder was made.
+CREATED_MARK = ".created"
+#: How long after the records folder was made a box older than it, without a record, may still
+#: have a live owner whose heartbeat has not yet put its record back.
 RECREATED_GRACE = 3 * HEARTBEAT_INTERVAL
 
 
@@ -167,32 +169,34 @@ class RecordStore:
         except FileNotFoundError:
             return None
 
-    def ensure_dir(self, *, recreating: bool) -> None:
-        """Make the records folder if it is missing. ``recreating`` (a heartbeat found it deleted)
-        makes it appear at once with its re-creation mark, so no reader sees it unmarked."""
+    def ensure_dir(self) -> bool:
+        """Make the records folder if it is missing; True when this call made it. It appears at once
+        with its creation mark, so no reader sees it unmarked."""
         if self.dir.is_dir():
-            return
-        if not recreating:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            return
+            return False
+        self.dir.parent.mkdir(parents=True, exist_ok=True)
         staging = self.dir.with_name(f".{RECORDS_DIR}-{os.getpid()}-{secrets.token_hex(4)}")
-        staging.mkdir(parents=True)
-        (staging / RECREATED_MARK).write_text(now_iso())
+        staging.mkdir()
+        (staging / CREATED_MARK).write_text(now_iso())
         try:
             staging.rename(self.dir)
-            log.warning("records folder %s was missing; re-created it", self.dir)
-        except OSError:  # another owner re-created it first
+            return True
+        except OSError:  # another process made it first
             shutil.rmtree(staging, ignore_errors=True)
+            return False
 
-    def recently_recreated(self, now: float | None = None) -> bool:
-        """True while the records folder is missing or was re-created within the last
-        :data:`RECREATED_GRACE` seconds: then a box without a record may still have a live owner."""
+    def may_have_lost_record(self, box_created_at: float | None, now: float | None = None) -> bool:
+        """Whether a box without a record may still have a live owner whose record a tmp cleaner
+        deleted: the records folder is missing, or it was made less than :data:`RECREATED_GRACE`
+        seconds ago and the box is older than it (or of unknown age)."""
         now = time.time() if now is None else now
         try:
-            marked = (self.dir / RECREATED_MARK).stat().st_mtime
+            folder_made = (self.dir / CREATED_MARK).stat().st_mtime
         except FileNotFoundError:
             return not self.dir.is_dir()
-        return now - marked < RECREATED_GRACE
+        if now - folder_made >= RECREATED_GRACE:
+            return False
+        return box_created_at is None or box_created_at < folder_made
 
     def record_names(self) -> list[str]:
         """Box names of every record file (from the file name; the content may be unusable)."""
@@ -373,6 +377,7 @@ class HostOwnership:
         with self._lease_lock:
             if self._lease_fd is not None:
                 return
+            self.store.ensure_dir()
             self.store.lease_dir.mkdir(parents=True, exist_ok=True)
             # Unique per instance, so the only other locker is a cleanup checking it for microseconds.
             while True:
@@ -393,6 +398,7 @@ class HostOwnership:
                     return
             except FileNotFoundError:
                 pass
+            self.store.ensure_dir()
             self.store.lease_dir.mkdir(parents=True, exist_ok=True)
             fd = None
             for _attempt in range(100):  # a sweep unlinks only old files: this settles at once
@@ -416,11 +422,8 @@ class HostOwnership:
         Raises FileExistsError when a record for that name already exists.
         """
         self._ensure_lease()
-        with self._lock:
-            recreating = bool(self._records)
-        self.store.ensure_dir(recreating=recreating)
-        if recreating:
-            self._repair_lease()
+        if self.store.ensure_dir():
+            self._repair_lease()  # the folder was deleted, and our lease with it
         now = now_iso()
         record = OwnerRecord(
             name=box_name,
@@ -453,7 +456,8 @@ class HostOwnership:
         if not names:
             return
         try:
-            self.store.ensure_dir(recreating=True)
+            if self.store.ensure_dir():
+                log.warning("records folder %s was missing; re-created it", self.store.dir)
             self._repair_lease()
         except OSError as exc:
             log.warning("heartbeat could not repair the records folder %s: %s", self.store.dir, exc)
@@ -469,7 +473,7 @@ class HostOwnership:
                     try:
                         write_atomic(self.store.path(name), _dump(fresh), fsync=False)
                     except FileNotFoundError:  # the folder went during this round
-                        self.store.ensure_dir(recreating=True)
+                        self.store.ensure_dir()
                         write_atomic(self.store.path(name), _dump(fresh), fsync=False)
                     self._records[name] = fresh
                 except OSError as exc:

@@ -122,6 +122,8 @@ class BoxInfo:
     name: str
     runtime: str
     state: BoxState
+    #: When the box was made (seconds since the epoch), where the runtime knows it.
+    created_at: float | None = None
 
     @property
     def running(self) -> bool:

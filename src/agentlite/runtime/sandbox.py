@@ -183,12 +183,17 @@ class SandboxRuntime(BoxRuntime):
             return BoxState.RUNNING
         return BoxState.STOPPED
 
+    def _info(self, name: str, state: dict[str, Any]) -> BoxInfo:
+        created = state.get("created_at")
+        created_at = float(created) if isinstance(created, float | int) else None
+        return BoxInfo(name=name, runtime=self.name, state=self._state_of(state), created_at=created_at)
+
     async def get(self, name: str) -> BoxInfo | None:
         self._reap()
         if not self._dir(name).is_dir():
             return None
         state = self._read_state(name) or {"name": name}
-        return BoxInfo(name=name, runtime=self.name, state=self._state_of(state))
+        return self._info(name, state)
 
     async def list(self) -> list[BoxInfo]:
         self._reap()
@@ -199,7 +204,7 @@ class SandboxRuntime(BoxRuntime):
             if not entry.is_dir() or entry.name.startswith("."):
                 continue
             state = self._read_state(entry.name) or {"name": entry.name}
-            boxes.append(BoxInfo(name=entry.name, runtime=self.name, state=self._state_of(state)))
+            boxes.append(self._info(entry.name, state))
         return boxes
 
     def _etc_snapshot(self) -> Path:
