@@ -18,12 +18,13 @@ from pathlib import Path
 import pytest
 from tests.oci import make_oci_layout
 
-from agentlite._image import GUEST_PATH, GUEST_PYTHON
+from agentlite._image import GUEST_HOME, GUEST_PATH, GUEST_PYTHON, GUEST_UID
 from agentlite._protocol import ActionsAuth, BackendConfig, McpServer, RunnerInput
 from agentlite._run import run_agent
+from agentlite._turn import GroupKey, run_turn
 from agentlite.runtime.base import BoxSpec
 from agentlite.runtime.boxlite import BoxliteRuntime
-from agentlite.runtime.guest import BOXLITE_HOST_IP, GuestLayout, host_layout
+from agentlite.runtime.guest import BOXLITE_HOST_IP, GuestLayout, host_layout, image_layout
 from agentlite.runtime.sandbox import SandboxRuntime
 
 ACTIONS = "http://127.0.0.1:4567"
@@ -125,6 +126,8 @@ def test_host_root_sandbox_keeps_the_host_python_and_urls(tmp_path: Path) -> Non
     sent = layout.runner_input(turn_input())
     assert sent == turn_input()
     assert layout.runner_argv() == [sys.executable, "-m", "agentlite.runner"]
+    # The host's own user, the sandbox's agent home, the host's system PATH folders.
+    assert (layout.uid, layout.home) == (None, "/home/agent") and "/usr/bin" in layout.base_path.split(":")
 
 
 def test_image_sandbox_uses_the_image_python_and_keeps_loopback_urls(tmp_path: Path) -> None:
@@ -138,6 +141,11 @@ def test_image_sandbox_uses_the_image_python_and_keeps_loopback_urls(tmp_path: P
     assert sent.actions_auth == turn_input().actions_auth and sent.backend.base_url == MODEL
     env = layout.box_env({"PATH": "/host/clis:/usr/bin", "A": "1"})
     assert env["PATH"] == GUEST_PATH + ":/host/clis" and env["A"] == "1"
+    assert (layout.uid, layout.home) == (GUEST_UID, GUEST_HOME)
+    # BoxLite boxes run the same image: the same layout, but the host's loopback elsewhere.
+    boxlite = image_layout(host_loopback=BOXLITE_HOST_IP)
+    assert (boxlite.python, boxlite.uid, boxlite.home, dict(boxlite.env)) == (
+        layout.python, layout.uid, layout.home, dict(layout.env))  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -155,6 +163,20 @@ def test_guest_url_moves_only_loopback_urls(url: str, expected: str) -> None:
 
 
 # -- the same layout through a real agent turn, in image-mode sandbox ------------------------------
+
+
+class _Sessions:
+    """A session store in memory (the platform's is the agent's SQLite store)."""
+
+    def __init__(self) -> None:
+        self.saved: dict[tuple[str, str], str] = {}
+
+    def get_session(self, folder: str, backend_type: str) -> str | None:
+        return self.saved.get((folder, backend_type))
+
+    def set_session(self, folder: str, backend_type: str, session_id: str) -> None:
+        self.saved[(folder, backend_type)] = session_id
+
 
 IMAGE_HOME = Path(os.environ.get("AGENTLITE_TEST_IMAGE_HOME", "/var/tmp/agentlite-test-image"))
 _why_not_image = []
@@ -199,9 +221,15 @@ async def test_an_mcp_turn_in_image_mode_runs_through_the_guest_layout(tmp_path:
                 "actions_auth": None,
             }
         )
-        outcome = await run_agent(runtime, tmp_path / "home", run_input, workspace=tmp_path / "ws", ipc_dir=ipc,
-                                  single_turn=True, timeout=300, idle_timeout=5)  # fmt: skip
-    log = outcome.log_path.read_text()[-3000:] if outcome.log_path else ""
-    assert outcome.status == "success", (outcome, log)
+        # Through the turn pipeline, as the platform and host mode run a turn.
+        sessions = _Sessions()
+        result = await run_turn(runtime, tmp_path / "home", GroupKey("image-test", "main"), run_input, sessions,
+                                workspace=tmp_path / "ws", ipc_dir=ipc, single_turn=True, timeout=300,
+                                idle_timeout=5)  # fmt: skip
+    logs = sorted((tmp_path / "home" / "logs").glob("*.log"))
+    log = logs[-1].read_text()[-3000:] if logs else ""
+    assert result.status == "success", (result, log)
+    assert result.session_id and sessions.saved == {("main", "codex"): result.session_id}
+    assert result.timings is not None and result.timings.run_s > 0
     sent = [json.loads(p.read_text()) for p in sorted((ipc / "messages").glob("*.json"))]
     assert [m["text"] for m in sent] == ["from the image's MCP server"], log

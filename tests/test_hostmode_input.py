@@ -54,6 +54,19 @@ async def host_from_file(
     return [json.loads(line) for line in out.decode().splitlines()]
 
 
+def group_entries(home: Path, agent: str) -> dict[str, list[str]]:
+    """The per-group entries of a host agent's workspaces, IPC and agent-home folders (the host is
+    a platform on ``<home>/host``; its layout seeds the ``main`` and ``global`` memory folders)."""
+    base = home / "host" / "agents" / agent
+    folders = {
+        "workspaces": base / "groups",
+        "ipc": base / "data" / "ipc",
+        "sessions": base / "data" / "sessions",
+    }
+    seeded = {"main", "global"}
+    return {kind: sorted(set(os.listdir(path)) - seeded) for kind, path in folders.items()}
+
+
 def finals_of(out: list[dict]) -> list[dict]:
     return [o for o in out if o["type"] == "final"]
 
@@ -86,8 +99,8 @@ async def test_a_file_on_stdin_with_bad_lines_gets_one_final_each(
     assert sorted(by_id) == sorted(f"bad-{n}" for n in range(len(BAD_GROUPS)))
     assert all("group folder" in f[0]["error"] for f in by_id.values())
     # Nothing was made for a bad group, inside the home or outside it.
-    for per_group in ("workspaces", "agent-homes", "ipc"):
-        assert sorted(os.listdir(home / per_group / "jsonl")) == ["alpha", "beta"], per_group
+    for kind, entries in group_entries(home, "jsonl").items():
+        assert entries == ["alpha", "beta"], kind
     assert sorted(os.listdir(tmp_path)) == before_outside
     assert RecordStore(home).record_names() == []
 
@@ -125,7 +138,7 @@ async def test_a_hundred_requests_over_ten_groups_and_ten_invalid_lines(
     finals = finals_of(out)
     assert len(finals) == 110
     assert sum(f["status"] == "success" for f in finals) == 100
-    assert sorted(os.listdir(home / "workspaces" / "jsonl")) == sorted(f"g{n}" for n in range(10))
+    assert group_entries(home, "jsonl")["workspaces"] == sorted(f"g{n}" for n in range(10))
     assert RecordStore(home).record_names() == []
 
 

@@ -210,8 +210,10 @@ async def test_messages_sharing_a_millisecond_are_all_answered(tmp_path: Path) -
         async def trivial_turn(group, prompt, deliver, *, task=None):  # type: ignore[no-untyped-def]
             import re
 
+            from agentlite._turn import TurnResult
+
             answered.extend(re.findall(r">(text\d+)</message>", prompt))
-            return "success"
+            return TurnResult(status="success")
 
         agent._run_turn = trivial_turn  # type: ignore[method-assign]
         await agent.start()

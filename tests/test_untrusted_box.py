@@ -232,7 +232,8 @@ async def test_a_symlinked_input_folder_fails_the_agent_run_with_an_event(
     await in_box(platform.runtime, platform.box_home,
                  f"rm -rf /workspace/ipc/input; ln -s {host_files} /workspace/ipc/input", ipc=ipc)  # fmt: skip
     before = sorted(os.listdir(host_files))
-    assert await agent._run_turn(agent.registered_groups()["t:team"], "hello", lambda _: None) == "error"
+    result = await agent._run_turn(agent.registered_groups()["t:team"], "hello", lambda _: None)
+    assert result.status == "error" and "is a symlink" in (result.error or "")
     assert sorted(os.listdir(host_files)) == before
     assert [e.data["action"] for e in events] == ["run"] and events[0].data["folder"] == "team"
     await agent.stop()

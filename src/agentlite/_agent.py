@@ -9,9 +9,11 @@ the run fails having sent nothing, so the queue's retry sees the messages again.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -24,7 +26,6 @@ from agentlite._lifecycle import cleanup_orphans
 from agentlite._mounts import MountAllowlist, ensure_memory_alias, group_volumes, seed_memory
 from agentlite._protocol import (
     BackendConfig,
-    ErrorEvent,
     Event,
     McpServer,
     ResultEvent,
@@ -34,10 +35,10 @@ from agentlite._protocol import (
 )
 from agentlite._registry import AgentRecord, normalize_backend
 from agentlite._router import SenderAllowlist, format_messages, is_trigger, strip_internal
-from agentlite._run import run_agent
 from agentlite._safefs import BoxDir, UnsafePath
 from agentlite._store import AgentStore, Message, RegisteredGroup, Task, check_group_folder, now_iso
 from agentlite._time import iso_utc, parse_iso
+from agentlite._turn import GroupKey, TurnEventHandler, TurnResult, run_turn
 from agentlite.runtime.base import BoxSpec
 
 if TYPE_CHECKING:
@@ -79,6 +80,9 @@ class Agent:
         self._inflight: dict[str, dict[str, Any]] = {}
         self._snapshots: dict[str, str] = {}
         self._wake = asyncio.Event()
+        #: The answers :meth:`ask` still waits for; settled with :attr:`_stop_reason` at stop.
+        self._asked: set[asyncio.Future[TurnResult]] = set()
+        self._stop_reason = "agent stopped"
         self._loop_task: asyncio.Task[None] | None = None
         self._channels: Any = None
         self._queue: Any = None
@@ -183,11 +187,19 @@ class Agent:
         self._loop_task = asyncio.create_task(self._message_loop(), name=f"agentlite-loop-{self.id}")
         self._hub.emit("started")
 
-    async def stop(self) -> None:
-        """Stop the loops and disconnect; running boxes are detached and end by their own timeouts."""
+    async def stop(
+        self, *, settle_runs: bool = False, reason: str = "agent stopped", grace: float = 10.0
+    ) -> None:
+        """Stop the loops and disconnect.
+
+        Running boxes get ``grace`` seconds to end; then they are detached (they end by their own
+        timeouts), or with ``settle_runs`` stopped and removed (bounded). Every :meth:`ask` still
+        waiting gets a result with status ``error`` and ``reason`` as its error.
+        """
         if not self._started:
             return
         self._stopping = True
+        self._stop_reason = reason
         if self._ipc is not None:
             await self._ipc.stop()
         if self._scheduler is not None:
@@ -200,7 +212,10 @@ class Agent:
         if self._queue is not None:
             for jid in self._groups:
                 self._queue.close_stdin(jid)  # idle boxes end now instead of at their idle timeout
-            await self._queue.shutdown(10.0)
+            await self._queue.shutdown(grace, cancel=settle_runs)
+        for answer in list(self._asked):  # queued, never started: the queue dropped them
+            if not answer.done():
+                answer.set_result(TurnResult.failed(reason))
         if self._channels is not None:
             await self._channels.disconnect_all()
         if self._store is not None:
@@ -562,7 +577,7 @@ class Agent:
                 self._set_inflight(jid, None)
 
         try:
-            status = await self._run_turn(group, prompt, deliver)
+            status = (await self._run_turn(group, prompt, deliver)).status
         finally:
             await self._channels.set_typing(jid, False)
         self._set_inflight(jid, None)
@@ -591,23 +606,69 @@ class Agent:
             servers[name] = McpServer.model_validate({k: v for k, v in server.items() if k != "source"})
         return servers
 
-    async def _run_turn(self, group: RegisteredGroup, prompt: str, deliver: Callable[[str], Any], *,
-                        task: Task | None = None) -> str:  # fmt: skip
-        """One run of the group's box; returns ``"success"`` or ``"error"``."""
-        backend = self._record.backend.model_copy()
+    async def ask(self, jid: str, prompt: str, *, backend: BackendConfig | None = None,
+                  on_event: TurnEventHandler | None = None, request_id: str | int | None = None) -> TurnResult:  # fmt: skip
+        """Run one turn on ``prompt`` in the group ``jid`` through the group queue; its one result.
+
+        The turn waits for the group's earlier turns and for a free slot under the platform's cap,
+        resumes the group's session for the backend (``backend`` overrides the agent's for this
+        turn), has the agent's MCP tools and actions, and ends its box after the turn. Nothing is
+        sent to a chat: the answer is the result. If the agent stops first, the result is an error
+        naming why (see :meth:`stop`).
+        """
+        group = self._groups.get(jid)
+        if group is None:
+            raise ConfigError(f"unknown group `{jid}`: register it before asking in it")
+        accepted_at = time.time()
+        answer: asyncio.Future[TurnResult] = asyncio.get_running_loop().create_future()
+
+        def settle(result: TurnResult) -> None:
+            if not answer.done():
+                answer.set_result(result)
+
+        async def turn() -> None:
+            try:
+                settle(await self._run_turn(group, prompt, None, backend=backend, observer=on_event,
+                                            single_turn=True, request_id=request_id, accepted_at=accepted_at))  # fmt: skip
+            except asyncio.CancelledError:
+                settle(TurnResult.failed(self._stop_reason, request_id=request_id))
+                raise
+            except Exception as exc:
+                settle(TurnResult.failed(f"{type(exc).__name__}: {exc}", request_id=request_id))
+                raise
+
+        self._asked.add(answer)
+        try:
+            if not self._queue.enqueue_task(jid, f"ask-{id(answer):x}", turn):
+                return TurnResult.failed(self._stop_reason, request_id=request_id)
+            result = await answer
+        finally:
+            self._asked.discard(answer)
+        return result if result.id == request_id else result.model_copy(update={"id": request_id})
+
+    async def _run_turn(self, group: RegisteredGroup, prompt: str, deliver: Callable[[str], Any] | None, *,
+                        task: Task | None = None, backend: BackendConfig | None = None,
+                        observer: TurnEventHandler | None = None, single_turn: bool = False,
+                        request_id: str | int | None = None, accepted_at: float | None = None) -> TurnResult:  # fmt: skip
+        """One run of the group's box through the turn pipeline (:func:`agentlite._turn.run_turn`).
+
+        ``deliver`` gets each answer for the chat (``None``: the answer is only the result);
+        ``observer`` sees every runner event.
+        """
+        backend = (backend or self._record.backend).model_copy()
         if self.endpoint_override and backend.base_url is None:
             backend.base_url = self.endpoint_override
         revision = self.backend_revision
         use_session = task is None or task.context_mode == "group"
-        session_id = self._sessions.get(group.folder) if use_session else None
         pending_handoff = self.store.get_handoff(group.folder) if use_session else None
+        session_mode: Literal["resume", "fresh", "none"] = "resume" if use_session else "none"
         if pending_handoff and pending_handoff.get("to_backend_type") == backend.type:
             block = handoff_block(self.store, self.groups_dir / group.folder, group.jid,
                                   pending_handoff["from_backend_type"], backend.type, self.assistant_name,
                                   on_refused=lambda exc: self._refused(exc, "handoff", jid=group.jid,
                                                                        folder=group.folder))  # fmt: skip
             prompt = with_handoff(block, prompt, scheduled=task is not None)
-            session_id = None
+            session_mode = "fresh"
         else:
             pending_handoff = None
         try:
@@ -616,20 +677,11 @@ class Agent:
             self._refused(exc, "ipc_snapshot", jid=group.jid, folder=group.folder)
         auth = self._actions_server.mint_token(group.folder, group.is_main) if self._actions_server else None
         run_input = RunnerInput(prompt=prompt, group_folder=group.folder, chat_id=group.jid, is_main=group.is_main,
-                                session_id=session_id, is_scheduled_task=task is not None,
-                                assistant_name=self.assistant_name, backend=backend,
-                                mcp_servers=self._mcp_servers(group, auth), actions_auth=auth)  # fmt: skip
-        errored = False
-
-        def keep_session(new_id: str | None) -> None:
-            if new_id and use_session and revision == self.backend_revision:
-                self._sessions[group.folder] = new_id
-                self.store.set_session(group.folder, backend.type, new_id)
+                                is_scheduled_task=task is not None, assistant_name=self.assistant_name,
+                                backend=backend, mcp_servers=self._mcp_servers(group, auth),
+                                actions_auth=auth)  # fmt: skip
 
         async def on_event(event: Event) -> None:
-            nonlocal errored
-            if isinstance(event, StateEvent | ResultEvent | ErrorEvent):
-                keep_session(event.new_session_id)
             if isinstance(event, StateEvent):
                 self._hub.emit("run.state", jid=group.jid, name=group.name, folder=group.folder, state=event.state,
                                reason=event.reason, exit_code=event.exit_code)  # fmt: skip
@@ -641,12 +693,14 @@ class Agent:
                 if pending_handoff and revision == self.backend_revision:
                     # The new backend answered with the handoff in hand and has its own session now.
                     self.store.clear_handoff(group.folder)
-                if event.result:
+                if event.result and deliver is not None:
                     await deliver(event.result)
-            elif isinstance(event, ErrorEvent):
-                errored = True
             elif isinstance(event, SdkMessageEvent):
                 self._emit_sdk(group, event)
+            if observer is not None:
+                seen = observer(event)
+                if inspect.isawaitable(seen):
+                    await seen
 
         extra = group_volumes(
             self.workdir, group.folder, is_main=group.is_main, extra=self._extra_mounts(group)
@@ -654,30 +708,27 @@ class Agent:
         network = self.get_network()
         spec = BoxSpec(env=await self._credential_env(), volumes=extra, network_mode=network["mode"],
                        allow_net=network["allow_net"])  # fmt: skip
-        self._queue.register_box(group.jid, group.folder, is_task=task is not None)
+        self._queue.register_box(group.jid, group.folder, is_task=task is not None or single_turn)
         try:
-            outcome = await run_agent(
-                self._platform.runtime, self._platform.box_home, run_input,
+            result = await run_turn(
+                self._platform.runtime, self._platform.box_home, GroupKey(self.id, group.folder), run_input,
+                _AgentSessions(self) if session_mode != "none" else None, on_event=on_event,
+                resume=session_mode == "resume", keep_session=lambda: revision == self.backend_revision,
+                request_id=request_id, accepted_at=accepted_at,
                 workspace=self.groups_dir / group.folder, ipc_dir=self.ipc_root / group.folder,
-                agent_home=self.workdir / "data" / "sessions" / group.folder, on_event=on_event,
-                agent_id=self.id, group=group.folder, timeout=self._platform.box_timeout,
-                idle_timeout=self._platform.idle_timeout, spec=spec,
+                agent_home=self.workdir / "data" / "sessions" / group.folder,
+                timeout=self._platform.box_timeout, idle_timeout=self._platform.idle_timeout, spec=spec,
+                single_turn=single_turn,
             )  # fmt: skip
         except UnsafePath as exc:
             self._refused(exc, "run", jid=group.jid, folder=group.folder)
-            return "error"
-        except Exception:
-            log.exception("run failed agent=%s group=%s", self.id, group.folder)
-            return "error"
+            return TurnResult.failed(str(exc), request_id=request_id)
         finally:
             if auth is not None:
                 self._actions_server.revoke_token(auth.token)
-        keep_session(outcome.session_id)
-        if outcome.status == "error" or errored:
-            return "error"
-        if pending_handoff and revision == self.backend_revision:
+        if result.status == "success" and pending_handoff and revision == self.backend_revision:
             self.store.clear_handoff(group.folder)
-        return "success"
+        return result
 
     def _extra_mounts(self, group: RegisteredGroup) -> list[Any]:
         """The group's additional mounts that the agent's allowlist permits; the rest are logged."""
@@ -761,8 +812,8 @@ class Agent:
             if strip_internal(text):
                 await self.send_message(group.jid, text)
 
-        status = await self._run_turn(group, task.prompt, deliver, task=task)
-        if status == "error":
+        outcome = await self._run_turn(group, task.prompt, deliver, task=task)
+        if outcome.status == "error":
             raise AgentliteError("the task's run failed")
         return results[-1] if results else None
 
@@ -791,6 +842,24 @@ def _check_skill(path: Path) -> Path:
     if not (path / "SKILL.md").is_file():
         raise ConfigError(f"Skill directory `{path}` is missing SKILL.md")
     return path
+
+
+class _AgentSessions:
+    """The agent's sessions as the turn pipeline's :class:`~agentlite._turn.SessionStore`: the store,
+    plus the agent's cache of its current backend's sessions."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    def get_session(self, folder: str, backend_type: str) -> str | None:
+        if backend_type == self.agent._record.backend.type and folder in self.agent._sessions:
+            return self.agent._sessions[folder]
+        return self.agent.store.get_session(folder, backend_type)
+
+    def set_session(self, folder: str, backend_type: str, session_id: str) -> None:
+        if backend_type == self.agent._record.backend.type:
+            self.agent._sessions[folder] = session_id
+        self.agent.store.set_session(folder, backend_type, session_id)
 
 
 class _IpcBridge:

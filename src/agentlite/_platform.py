@@ -53,9 +53,11 @@ class AgentLite:
     """The platform; get one with :func:`agentlite.create`."""
 
     def __init__(self, workdir: Path, *, timezone: str, runtime: BoxRuntime, max_concurrent: int,
-                 box_timeout: float, idle_timeout: float, scheduler_poll_interval: float = 60.0) -> None:  # fmt: skip
+                 box_timeout: float, idle_timeout: float, scheduler_poll_interval: float = 60.0,
+                 box_home: Path | None = None) -> None:  # fmt: skip
         self.workdir = workdir
-        self.box_home = workdir / ".boxlite"
+        #: Where boxes and their ownership records live (``<workdir>/.boxlite`` unless given).
+        self.box_home = box_home or workdir / ".boxlite"
         self.timezone = timezone
         self.runtime = runtime
         self.max_concurrent = max(1, max_concurrent)
@@ -158,10 +160,13 @@ class AgentLite:
         self.registry.delete(name)
         return True
 
-    async def close(self) -> None:
-        """Stop every agent (their running boxes are detached), then close the registry."""
+    async def close(
+        self, *, settle_runs: bool = False, reason: str = "agent stopped", grace: float = 10.0
+    ) -> None:
+        """Stop every agent, then close the registry. Running boxes are detached, or with
+        ``settle_runs`` stopped and removed (see :meth:`Agent.stop`)."""
         for agent in list(self._agents.values()):
-            await agent.stop()
+            await agent.stop(settle_runs=settle_runs, reason=reason, grace=grace)
         self._agents.clear()
         self.registry.close()
         await self.runtime.aclose()

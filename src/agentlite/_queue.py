@@ -367,10 +367,11 @@ class GroupQueue:
 
     # -- shutdown ----------------------------------------------------------------------------
 
-    async def shutdown(self, grace: float = 10.0) -> None:
-        """Stop taking work; give running callbacks up to ``grace`` seconds, then detach them.
+    async def shutdown(self, grace: float = 10.0, *, cancel: bool = False) -> None:
+        """Stop taking work; give running callbacks up to ``grace`` seconds, then detach them, or
+        with ``cancel`` cancel them and wait for their (bounded) teardown.
 
-        Running boxes are not killed or cancelled here: they end through their own idle or hard
+        Detached boxes are not killed or cancelled here: they end through their own idle or hard
         timeout and are cleaned up by their run. Queued and retrying work is dropped.
         """
         self._shutting_down = True
@@ -381,10 +382,17 @@ class GroupQueue:
                 group.retry_timer = None
             group.pending_tasks.clear()
             group.pending_messages = False
-            if group.active:
+            if group.active and not cancel:
                 log.info("detaching live run for %s (folder %s)", jid, group.folder)
         running = [t for t in self._runs if not t.done()]
         if running and grace > 0:
             _, still = await asyncio.wait(running, timeout=grace)
-            if still:
-                log.info("%d run(s) still going after %gs; left detached", len(still), grace)
+            running = list(still)
+        if running and cancel:
+            log.info("stopping %d live run(s)", len(running))
+            for run in running:
+                run.cancel()
+            # Each run's teardown is bounded (TERM, a wait, KILL; see agentlite._lifecycle).
+            await asyncio.gather(*running, return_exceptions=True)
+        elif running:
+            log.info("%d run(s) still going after %gs; left detached", len(running), grace)

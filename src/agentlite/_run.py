@@ -36,7 +36,7 @@ from agentlite._protocol import (
 from agentlite._safefs import BoxDir
 from agentlite.runner import bytecode as box_bytecode
 from agentlite.runtime.base import BoxRuntime, BoxSpec, Volume
-from agentlite.runtime.sandbox import BASE_PATH, BOX_HOME
+from agentlite.runtime.guest import GuestLayout, host_layout
 
 log = logging.getLogger("agentlite.run")
 
@@ -79,11 +79,15 @@ class _Capture:
         self.data += chunk
 
 
-def runner_env(backend: BackendConfig, *, single_turn: bool) -> dict[str, str]:
+def runner_env(
+    backend: BackendConfig, *, single_turn: bool, layout: GuestLayout | None = None
+) -> dict[str, str]:
     """The environment the in-box runner starts with: where its CLIs, IPC and workspace are, and
-    the one API key this backend needs (from the host's environment), never any other secret."""
+    the one API key this backend needs (from the host's environment), never any other secret.
+    ``layout`` is the box's (:meth:`BoxRuntime.guest_layout`; default a host-root box's)."""
+    layout = layout or host_layout()
     env = {
-        "PATH": ":".join(p for p in (str(agent_clis_bin() or ""), BASE_PATH) if p),
+        "PATH": ":".join(p for p in (str(agent_clis_bin() or ""), layout.base_path) if p),
         "AGENTLITE_IPC_INPUT": f"{GUEST_IPC}/input",
         "AGENTLITE_WORKSPACE": GUEST_WORKSPACE,
         "PYTHONUNBUFFERED": "1",
@@ -153,7 +157,7 @@ async def run_agent(
     agent_home.mkdir(parents=True, exist_ok=True)
     # The box's own Python, environment and view of the host (a VM reaches the host elsewhere).
     layout = runtime.guest_layout()
-    env = layout.box_env(runner_env(run_input.backend, single_turn=single_turn))
+    env = layout.box_env(runner_env(run_input.backend, single_turn=single_turn, layout=layout))
     guest_input = layout.runner_input(run_input)
     base = spec or BoxSpec()
     # In allowlist mode the run's own remote model endpoint is always allowed (its host and port).
@@ -165,7 +169,7 @@ async def run_agent(
         env={**base.env, **env},
         volumes=[
             *base.volumes,
-            Volume(agent_home, BOX_HOME),
+            Volume(agent_home, layout.home),
             Volume(workspace, GUEST_WORKSPACE),
             Volume(ipc_dir, GUEST_IPC),
         ],

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json as jsonlib
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,10 +14,16 @@ import typer
 
 from agentlite._errors import ConfigError
 from agentlite._hostmode import DEFAULT_MAX_CONCURRENT, JsonlHost, serve_stdin
+from agentlite._platform import AgentLite, resolve_timezone
+from agentlite._protocol import BackendConfig
 from agentlite.cli._common import HomeOption, RuntimeOption, err, home_path, user_errors
 from agentlite.cli._endpoint import DEMO_NOTICE, backend_config, demo_model_if_needed, with_base_url
 from agentlite.cli.run import AcpOption, BackendOption, BaseUrlOption, ModelOption
 from agentlite.runtime import open_runtime
+from agentlite.runtime.base import BoxRuntime
+
+#: The hard timeout of one request's box, in seconds.
+REQUEST_TIMEOUT = 1800.0
 
 
 def host_command(
@@ -41,7 +49,8 @@ def host_command(
         config = backend_config(backend, model, base_url, acp_command)
         home_dir = home_path(home)
         box_runtime, _ = open_runtime(home_dir, runtime)
-        asyncio.run(_serve(box_runtime, home_dir, config, max_concurrent))
+        code = asyncio.run(_serve(box_runtime, home_dir, config, max_concurrent))
+    raise typer.Exit(code)
 
 
 def _write(obj: dict[str, Any]) -> None:
@@ -49,11 +58,35 @@ def _write(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-async def _serve(runtime: Any, home: Path, config: Any, max_concurrent: int) -> None:
-    async with demo_model_if_needed(config) as demo_url, runtime:
+async def _serve(runtime: BoxRuntime, home: Path, config: BackendConfig, max_concurrent: int) -> int:
+    """Serve stdin until its end (exit 0) or SIGINT/SIGTERM (every request settled; 128 + signal)."""
+    loop = asyncio.get_running_loop()
+    signals: list[int] = []
+    stopped = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, lambda s=signum: (signals.append(s), stopped.set()))
+    async with demo_model_if_needed(config) as demo_url:
         if demo_url is not None:
             err.print(f"note: {DEMO_NOTICE}")
-        host = JsonlHost(
-            runtime, home, with_base_url(config, demo_url), write=_write, max_concurrent=max_concurrent
-        )
-        await serve_stdin(host)
+        # The platform's agents, stores and registry live under `<home>/host`; boxes and their
+        # records in the home itself, where `agentlite boxes` looks.
+        platform = AgentLite(home / "host", timezone=resolve_timezone(None), runtime=runtime,
+                             max_concurrent=max_concurrent, box_timeout=REQUEST_TIMEOUT,
+                             idle_timeout=REQUEST_TIMEOUT, box_home=home)  # fmt: skip
+        host = JsonlHost(platform, with_base_url(config, demo_url), write=_write)
+        await host.sweep()
+        serving = asyncio.create_task(serve_stdin(host), name="host-stdin")
+        stopping = asyncio.create_task(stopped.wait(), name="host-signals")
+        await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not stopped.is_set():
+            stopping.cancel()
+            try:
+                serving.result()
+            finally:
+                await platform.close()
+            return 0
+        serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
+        await host.stop()
+        return 128 + signals[0]

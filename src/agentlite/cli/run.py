@@ -13,7 +13,7 @@ import typer
 
 from agentlite._lifecycle import check_agent_id
 from agentlite._protocol import Event, RunnerInput, SdkMessageEvent, StateEvent
-from agentlite._run import run_agent
+from agentlite._turn import GroupKey, TurnResult, run_turn
 from agentlite.cli._common import (
     AgentOption,
     HomeOption,
@@ -119,23 +119,21 @@ async def _run(runtime: BoxRuntime, home: Path, agent_id: str, workspace: Path, 
             live.start()
         try:
             async with runtime:
-                outcome = await run_agent(runtime, home, run_input, workspace=workspace, on_event=show,
-                                          agent_id=agent_id, timeout=timeout, idle_timeout=30, single_turn=True,
-                                          spec=spec)  # fmt: skip
+                # A one-off turn in a folder of the user's: the turn pipeline without a session store.
+                outcome: TurnResult = await run_turn(runtime, home, GroupKey(agent_id, "main"), run_input, None,
+                                                     on_event=show, workspace=workspace, timeout=timeout,
+                                                     idle_timeout=30, single_turn=True, spec=spec,
+                                                     errors_as_results=False)  # fmt: skip
         except asyncio.CancelledError:
             err.print("stopped; box removed")
             return 130
         finally:
             if live:
                 live.stop()
-    final: dict[str, Any] = {"type": "final", "status": outcome.status, "session_id": outcome.session_id}
-    final["result" if outcome.status == "success" else "error"] = (
-        outcome.result if outcome.status == "success" else outcome.error
-    )
     if demo_url is not None:
-        final["offline_demo_model"] = True
+        outcome.offline_demo_model = True
     if as_json:
-        sys.stdout.write(jsonlib.dumps(final) + "\n")
+        sys.stdout.write(jsonlib.dumps(outcome.line()) + "\n")
     elif outcome.status == "success":
         out.print(outcome.result or "(the agent finished without a reply)", markup=False)
     else:

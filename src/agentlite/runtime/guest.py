@@ -1,5 +1,5 @@
 """A box's guest layout: which Python runs the runner and the MCP server, the environment the box
-starts from, and where the guest reaches the host's loopback.
+starts from, the agent's home and user, and where the guest reaches the host's loopback.
 
 The run layer asks the runtime for its layout (:meth:`BoxRuntime.guest_layout`) instead of naming
 the host's ``sys.executable``: a host-root sandbox sees the host's Python at the host's path, but a
@@ -34,6 +34,12 @@ class GuestLayout:
 
     #: The interpreter the runner and the in-box MCP server run with.
     python: str
+    #: The agent's home inside the box (the group's agent state is mounted there).
+    home: str = "/home/agent"
+    #: The uid the box's commands run as; ``None``: the host user's own (a host-root sandbox).
+    uid: int | None = None
+    #: The system folders of PATH inside the box, after the run's own (the agent CLIs).
+    base_path: str = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
     #: The environment every command starts from (the image's own); the run's values go on top.
     env: Mapping[str, str] = field(default_factory=dict)
     #: The address the guest reaches the host's loopback at; ``None`` when loopback URLs work as
@@ -87,12 +93,16 @@ class GuestLayout:
 
 
 def host_layout() -> GuestLayout:
-    """A host-root box: the host's own Python at its own path."""
-    return GuestLayout(python=sys.executable)
+    """A host-root box: the host's own Python at its own path, as the host's user."""
+    from agentlite.runtime.sandbox import BASE_PATH, BOX_HOME
+
+    return GuestLayout(python=sys.executable, home=BOX_HOME, base_path=BASE_PATH)
 
 
 def image_layout(host_loopback: str | None = None) -> GuestLayout:
-    """A box on the guest image (:mod:`agentlite._image`): the image's venv Python and environment."""
-    from agentlite._image import GUEST_ENV, GUEST_PYTHON
+    """A box on the guest image (:mod:`agentlite._image`): the image's venv Python, environment,
+    home and user."""
+    from agentlite._image import GUEST_ENV, GUEST_HOME, GUEST_PYTHON, GUEST_UID
 
-    return GuestLayout(python=GUEST_PYTHON, env=dict(GUEST_ENV), host_loopback=host_loopback)
+    return GuestLayout(python=GUEST_PYTHON, env=dict(GUEST_ENV), home=GUEST_HOME, uid=GUEST_UID,
+                       host_loopback=host_loopback)  # fmt: skip
