@@ -142,3 +142,19 @@ def test_killing_escalates_from_term_to_kill() -> None:
     assert start_time(stubborn.pid) is None
     stubborn.wait(timeout=10)  # already reaped: this only tells Popen so
     stubborn.stdout.close()
+
+
+async def test_a_slow_output_handler_still_gets_every_line_after_the_command_exits(
+    sandbox: SandboxRuntime, home: Path
+) -> None:
+    # The drain waits for quiet output, not a fixed time: a slow consumer loses nothing.
+    seen: list[bytes] = []
+
+    async def slow(line: bytes) -> None:
+        await asyncio.sleep(0.05)
+        seen.append(line)
+
+    result = await run_in_box(sandbox, home, ["sh", "-c", "sleep 30 & seq 1 60; exit 4"], on_stdout=slow)
+    assert result.exit_code == 4
+    assert seen == [f"{i}\n".encode() for i in range(1, 61)]  # 3 s of handling, beyond one drain
+    await assert_box_gone(home)

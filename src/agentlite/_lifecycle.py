@@ -13,8 +13,9 @@ Order matters and is the point of this module:
   records within a heartbeat).
 
 Timeouts hold whatever the command leaves behind: at the deadline the whole box is stopped (not just
-the command), and when the command exits its pipes get a short drain (:data:`DRAIN_SECONDS`) before
-the box goes, so a background child holding them never delays the end nor hides the exit code.
+the command), and when the command exits its output is read until quiet (:data:`DRAIN_SECONDS`)
+before the box goes, so a background child holding the pipes never delays the end for long nor
+hides the exit code.
 Every teardown step is bounded in time (:data:`TEARDOWN_SECONDS`) and logs what it gave up on.
 """
 
@@ -46,8 +47,11 @@ from agentlite.runtime.base import BoxProcess, BoxRuntime, BoxSpec
 log = logging.getLogger("agentlite.lifecycle")
 
 OutputHandler = Callable[[bytes], Awaitable[None] | None]
-#: After the command exits, how long its output pipes may still deliver what was written.
+#: After the command exits, its output is read until it has been quiet this long (what a background
+#: child keeps open then is dropped with the box) ...
 DRAIN_SECONDS = 1.5
+#: ... or, for output that never stops (a background child writing on), this long at most.
+DRAIN_CAP_SECONDS = 30.0
 #: The most one teardown step (killing the command, removing the box) may take before we give up.
 TEARDOWN_SECONDS = 30.0
 
@@ -176,9 +180,12 @@ async def _supervise(
     stop_box: Callable[[], Awaitable[None]] | None = None,
 ) -> tuple[int, bool]:
     handler_error: list[BaseException] = []
+    last_progress = time.monotonic()
 
     async def pump(lines: AsyncIterator[bytes], handler: OutputHandler | None) -> None:
+        nonlocal last_progress
         async for line in lines:
+            last_progress = time.monotonic()
             if handler is None or handler_error:
                 continue  # keep draining so the command never blocks on a full pipe
             try:
@@ -188,6 +195,7 @@ async def _supervise(
             except Exception as exc:
                 handler_error.append(exc)
                 await proc.kill()
+            last_progress = time.monotonic()  # a slow handler is progress too, not a stall
 
     pumps = asyncio.gather(pump(proc.stdout_lines(), on_stdout), pump(proc.stderr_lines(), on_stderr))
     exited = asyncio.ensure_future(proc.wait())
@@ -203,13 +211,18 @@ async def _supervise(
         if timed_out:
             log.warning("box run timed out after %ss; stopping the box", deadline.seconds)
             await _bounded(_stop_everything(proc, stop_box), "stopping the timed-out box")
-        # What the command wrote before it ended, but no longer than a short drain: a background
-        # child may keep the pipes open for ever.
-        await asyncio.wait({pumps}, timeout=DRAIN_SECONDS)
+        # What the command wrote before it ended, until the output goes quiet: a background child
+        # may keep the pipes open for ever.
+        last_progress = time.monotonic()
+        drain_cap = last_progress + DRAIN_CAP_SECONDS
+        while not pumps.done():
+            left = min(last_progress + DRAIN_SECONDS, drain_cap) - time.monotonic()
+            if left <= 0:
+                log.info("output still open after the command ended; closing it with the box")
+                break
+            await asyncio.wait({pumps}, timeout=left)
         if pumps.done():
             pumps.result()
-        else:
-            log.info("output pipes still open %.1f s after the command ended; closing them", DRAIN_SECONDS)
     finally:
         for task in (pumps, exited):
             if not task.done():
