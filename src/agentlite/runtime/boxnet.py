@@ -95,7 +95,7 @@ class BoxNetwork:
         ]
         for port, name in bridges:
             steps.append(
-                f"socat -b{_BRIDGE_BUFFER} TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,backlog={_BACKLOG} "
+                f"socat -b{_BRIDGE_BUFFER} TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,nodelay,backlog={_BACKLOG} "
                 f"UNIX-CONNECT:{GUEST_NET_DIR}/{name} </dev/null 3>&- 4>&- &"
             )
         # Shell builtins only (no fork per check): read the box's own /proc/net/tcp until every
