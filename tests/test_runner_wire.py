@@ -52,6 +52,29 @@ INPUTS = [
 ]  # fmt: skip
 
 
+def test_the_fast_path_knows_every_field_of_the_host_models() -> None:
+    """A field added to the host's models must be added to the runner's reader too (or every run
+    silently takes the slow pydantic path)."""
+    from agentlite._protocol import ActionsAuth, McpServer
+    from agentlite.runner import _input
+
+    assert set(_input._INPUT) == set(RunnerInput.model_fields)
+    assert set(_input._BACKEND) == set(BackendConfig.model_fields)
+    assert set(_input._MCP) == set(McpServer.model_fields)
+    assert set(_input._AUTH) == set(ActionsAuth.model_fields)
+
+
+def test_frames_are_utf8_whatever_the_locale() -> None:
+    code = "from agentlite.runner._loop import emit; emit({'type': 'result', 'result': 'gr\\u00fc\\u00df \\U0001f600'})"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", "LC_ALL": "C", "PYTHONIOENCODING": "ascii"})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    parser = FrameParser()
+    assert [e for line in proc.stdout.decode().splitlines(keepends=True) for e in parser.feed(line)] == [
+        ResultEvent(result="grüß 😀")
+    ]
+
+
 @pytest.mark.parametrize("run_input", INPUTS)
 def test_what_the_host_sends_is_read_the_same_without_pydantic(run_input: RunnerInput) -> None:
     turn = parse_input(run_input.model_dump_json())

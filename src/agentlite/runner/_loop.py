@@ -30,8 +30,9 @@ SCHEDULED_PREFIX = (
 
 
 def emit(event: Event) -> None:
-    sys.stdout.write(frame(event))
-    sys.stdout.flush()
+    # UTF-8 bytes whatever the box's locale says (a C locale must not turn an emoji into a crash).
+    sys.stdout.buffer.write(frame(event).encode())
+    sys.stdout.buffer.flush()
 
 
 def main() -> int:
