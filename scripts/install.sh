@@ -12,12 +12,19 @@ command -v socat >/dev/null 2>&1 || need_apt+=(socat)
 command -v mmdebstrap >/dev/null 2>&1 || need_apt+=(mmdebstrap)
 command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+# libseccomp compiles the boxes' syscall filter (through the pyseccomp bindings).
+ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2' || need_apt+=(libseccomp2)
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
   echo "installing system packages: ${need_apt[*]}" >&2
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# As root, boxes run as this unprivileged system user, never as host root.
+if [ "$(id -u)" -eq 0 ] && ! id agentlite-box >/dev/null 2>&1; then
+  useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin agentlite-box
 fi
 
 VENV="${VENV:-.venv}"

@@ -33,7 +33,8 @@ def box_processes(home: Path) -> dict[int, str]:
 
 def state_folders(home: Path) -> list[str]:
     root = home / "sandbox"
-    return sorted(p.name for p in root.iterdir() if not p.name.startswith(".etc-")) if root.is_dir() else []
+    caches = (".etc-", ".seccomp-")  # shared by every box, kept
+    return sorted(p.name for p in root.iterdir() if not p.name.startswith(caches)) if root.is_dir() else []
 
 
 def poll(condition: Callable[[], bool], timeout: float, what: str) -> None:

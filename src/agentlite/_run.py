@@ -10,6 +10,7 @@ stderr are kept for the run log up to a cap; and the end is classified as the re
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import json
 import logging
@@ -163,9 +164,8 @@ async def run_agent(
     # In allowlist mode the run's own remote model endpoint is always allowed (its host and port).
     allowlist = base.net_mode is NetworkMode.ALLOWLIST
     model_allow = model_endpoint_entries(run_input.backend.base_url) if allowlist else []
-    box_spec = BoxSpec(
-        memory_mib=base.memory_mib,
-        cpus=base.cpus,
+    box_spec = dataclasses.replace(
+        base,
         env={**base.env, **env},
         volumes=[
             *base.volumes,
@@ -174,8 +174,6 @@ async def run_agent(
             Volume(ipc_dir, GUEST_IPC),
         ],
         working_dir=GUEST_WORKSPACE,
-        network=base.network,
-        network_mode=base.network_mode,
         allow_net=[*base.allow_net, *model_allow],
         # The run's own endpoints on the host's loopback reach the box at the same URLs.
         exposed_ports=[*base.exposed_ports, *loopback_ports(_run_endpoints(run_input))],
@@ -190,10 +188,13 @@ async def run_agent(
     session_id = run_input.session_id
     result: str | None = None
     error: str | None = None
+    errors_delivered = 0
     idle_timer: asyncio.TimerHandle | None = None
     loop = asyncio.get_running_loop()
 
     async def deliver(event: Event) -> None:
+        nonlocal errors_delivered
+        errors_delivered += isinstance(event, ErrorEvent)
         if on_event is not None:
             outcome = on_event(event)
             if inspect.isawaitable(outcome):
@@ -243,15 +244,19 @@ async def run_agent(
             deadline=deadline,
             on_box=remember_box,
         )
+        oom_mib = box_spec.memory_mib if runtime.out_of_memory(command.box) else None
         outcome = _classify(command.exit_code, command.timed_out, last_state, result, error, session_id,
-                            bytes(stderr.data), hard_timeout, command.box)  # fmt: skip
+                            bytes(stderr.data), hard_timeout, command.box, oom_mib=oom_mib)  # fmt: skip
+        if oom_mib is not None and not errors_delivered:
+            await deliver(ErrorEvent(error=outcome.error or "", new_session_id=outcome.session_id))
         await deliver(StateEvent(state="stopped", reason=outcome.reason, exit_code=outcome.exit_code,
                                  new_session_id=outcome.session_id))  # fmt: skip
         return outcome
     finally:
         if idle_timer is not None:
             idle_timer.cancel()
-        log_path = _write_run_log(home, box_name, run_input, started, outcome, stdout, stderr, box_spec)
+        log_path = _write_run_log(home, box_name, run_input, started, outcome, stdout, stderr, box_spec,
+                                  runtime.unenforced_limits())  # fmt: skip
         if outcome is not None:
             outcome.log_path = log_path
 
@@ -275,13 +280,18 @@ def _safe(name: str) -> str:
 
 
 def _classify(exit_code: int, timed_out: bool, last_state: str | None, result: str | None, error: str | None,
-              session_id: str | None, stderr: bytes, timeout: float, box: str) -> RunOutcome:  # fmt: skip
+              session_id: str | None, stderr: bytes, timeout: float, box: str,
+              oom_mib: int | None = None) -> RunOutcome:  # fmt: skip
+    """``oom_mib``: the box's memory limit when the kernel killed one of its processes for it."""
     if timed_out and last_state == "idle":
         return RunOutcome("success", "idle_timeout", result, None, session_id, exit_code, box)
     if timed_out:
         return RunOutcome(
             "error", "timeout", None, f"Box timed out after {timeout:g} s", session_id, exit_code, box
         )
+    if oom_mib is not None:  # a result reached after the kernel killed part of the box is not trusted
+        return RunOutcome("error", "error_exit", None, f"box ran out of memory ({oom_mib} MiB)", session_id,
+                          exit_code, box)  # fmt: skip
     if exit_code != 0:
         text = error or f"Box exited with code {exit_code}: {stderr.decode(errors='replace')[-200:].strip()}"
         return RunOutcome("error", "error_exit", None, text, session_id, exit_code, box)
@@ -291,14 +301,17 @@ def _classify(exit_code: int, timed_out: bool, last_state: str | None, result: s
 
 
 def _write_run_log(home: Path, box: str, run_input: RunnerInput, started: float, outcome: RunOutcome | None,
-                   stdout: _Capture, stderr: _Capture, spec: BoxSpec | None = None) -> Path | None:  # fmt: skip
-    """One log file per run: what ran, how it ended, and its (capped) output."""
+                   stdout: _Capture, stderr: _Capture, spec: BoxSpec | None = None,
+                   limits_not_enforced: dict[str, str] | None = None) -> Path | None:  # fmt: skip
+    """One log file per run: what ran, how it ended, which box limits did not hold here (first, so
+    it is read before the output), and its (capped) output."""
     folder = home / "logs"
     try:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{box}.log"
         header = {
             "box": box,
+            "limits_not_enforced": limits_not_enforced or {},
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "duration_s": round(time.time() - started, 3),
             "backend": run_input.backend.model_dump(exclude_none=True),

@@ -29,6 +29,7 @@ from agentlite._network import (
 
 DEFAULT_MEMORY_MIB = 2048
 DEFAULT_CPUS = 2
+DEFAULT_PIDS = 512
 DEFAULT_WORKING_DIR = "/workspace"
 
 
@@ -87,6 +88,11 @@ class BoxSpec:
     def allow_entries(self) -> tuple[AllowEntry, ...]:
         return parse_allow_net(self.allow_net)
 
+    #: Most processes (and threads) the box may have at once.
+    pids: int = DEFAULT_PIDS
+    #: Size of the box's private /tmp (RAM-backed); default: half of ``memory_mib``.
+    tmp_mib: int | None = None
+
     def __post_init__(self) -> None:
         if isinstance(self.allow_net, str):
             raise ConfigError("allow_net must be a list of entries, not one string")
@@ -100,6 +106,10 @@ class BoxSpec:
             raise ConfigError(f"box memory must be at least 64 MiB, got {self.memory_mib}")
         if self.cpus < 1:
             raise ConfigError(f"box cpus must be at least 1, got {self.cpus}")
+        if self.pids < 8:
+            raise ConfigError(f"box pids must be at least 8, got {self.pids}")
+        if self.tmp_mib is not None and self.tmp_mib < 1:
+            raise ConfigError(f"box tmp size must be at least 1 MiB, got {self.tmp_mib}")
         if not self.working_dir.startswith("/"):
             raise ConfigError(f"box working dir `{self.working_dir}` must be an absolute path")
 
@@ -217,6 +227,15 @@ class BoxRuntime(abc.ABC):
         from agentlite.runtime.guest import host_layout
 
         return host_layout()
+
+    def out_of_memory(self, name: str) -> bool:
+        """Whether the kernel killed a process of box ``name`` for exceeding its memory limit
+        (answerable after the box is removed, by the runtime instance that removed it)."""
+        return False
+
+    def unenforced_limits(self) -> dict[str, str]:
+        """Limits of :class:`BoxSpec` this runtime cannot enforce here, with the reason for each."""
+        return {}
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most runtimes hold nothing
         """Release the runtime's own resources. Boxes keep running."""

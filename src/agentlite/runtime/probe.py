@@ -163,6 +163,43 @@ def network_check(workdir: Path | None = None) -> Check:
                  "through its host-side proxy, never to the host's loopback or private ranges")  # fmt: skip
 
 
+def limit_checks() -> list[Check]:
+    """What holds a sandbox box in here: its host user, the syscall filter, and each cgroup limit."""
+    import pwd
+
+    from agentlite.runtime import box_user, cgroups, seccomp
+
+    checks = []
+    if os.geteuid() != 0:
+        checks.append(Check("box user", True, f"boxes run as your uid {os.getuid()} (not root)"))
+    else:
+        try:
+            entry = pwd.getpwnam(box_user.BOX_USER)
+            checks.append(
+                Check("box user", True, f"boxes run as `{entry.pw_name}` (uid {entry.pw_uid}), not root")
+            )
+        except KeyError:
+            checks.append(Check("box user", True, f"`{box_user.BOX_USER}` is made on first box start",
+                                "scripts/install.sh makes it ahead"))  # fmt: skip
+    try:
+        size = len(seccomp.build_bpf())
+        checks.append(Check("syscall filter", True, f"{len(seccomp.POLICY)} rules, {size} bytes of BPF"))
+    except (ImportError, OSError) as exc:
+        checks.append(
+            Check("syscall filter", False, f"cannot build: {exc}", "apt-get install -y libseccomp2")
+        )
+    support = cgroups.probe()
+    version = f"cgroup v{support.version}" if support.version else "no cgroups"
+    for limit in cgroups.LIMIT_NAMES:
+        if support.holds(limit):
+            checks.append(Check(f"limit {limit}", True, f"enforced ({version})"))
+        else:
+            checks.append(Check(f"limit {limit}", False, support.missing.get(limit, version),
+                                "run as root, or in a delegated cgroup v2"))  # fmt: skip
+    checks.append(Check("limit /tmp size", True, "tmpfs with a size (bwrap --size)"))
+    return checks
+
+
 def sandbox_checks() -> list[Check]:
     return [check_bwrap(), check_util_linux(), check_user_namespaces()]
 
@@ -208,5 +245,12 @@ def image_check(home: Path | None) -> Check:
 
 
 def all_checks(home: Path | None = None) -> list[Check]:
-    return [*sandbox_checks(), check_socat(), network_check(), *boxlite_checks(), *agent_cli_checks(),
-            image_check(home)]  # fmt: skip
+    return [
+        *sandbox_checks(),
+        check_socat(),
+        network_check(),
+        *limit_checks(),
+        *boxlite_checks(),
+        *agent_cli_checks(),
+        image_check(home),
+    ]

@@ -61,6 +61,7 @@ from agentlite._procs import (
     reap_children,
     start_time,
 )
+from agentlite.runtime import box_user, cgroups, seccomp
 from agentlite.runtime.base import BoxInfo, BoxRuntime, BoxSpec, BoxState
 from agentlite.runtime.boxnet import BoxNetwork, helper_process
 
@@ -72,6 +73,11 @@ log = logging.getLogger("agentlite.runtime.sandbox")
 BOX_HOME = "/home/agent"
 BASE_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
 _START_TIMEOUT = 15.0
+_CGROUP_EMPTY_TIMEOUT = 5.0
+#: What bwrap may write to the box's init.log (its own error messages); the rest is dropped.
+INIT_LOG_CAP = 64 * 1024
+# The fds bwrap is given: its info (json with the init's pid), the init's "ready", the filter.
+_INFO_FD, _READY_FD, _SECCOMP_FD = 3, 4, 5
 
 # The parts of /etc that ordinary programs read. Nothing else of /etc is shown: it can hold secrets
 # (/etc/ssl/private, /etc/shadow, credentials of services).
@@ -152,6 +158,8 @@ class SandboxRuntime(BoxRuntime):
         # bwrap processes we spawned and must reap; added from worker threads, reaped from any.
         self._our_children: set[int] = set()
         self._children_lock = threading.Lock()
+        self._box_uid, self._box_gid = box_user.host_ids()
+        self._oom_killed: set[str] = set()
 
     # -- listing -------------------------------------------------------------------------------
 
@@ -246,9 +254,12 @@ class SandboxRuntime(BoxRuntime):
         argv = [self._tools["bwrap"], "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
         argv += ["--unshare-cgroup-try", "--hostname", name[:63], "--new-session"]
         argv += network.bwrap_args()
+        # No user namespaces inside the box (bwrap makes the box's own one the last allowed); the
+        # box's uid maps to the unprivileged host user bwrap runs as (see box_user).
+        box_uid = str(self.box_uid_inside)
+        argv += ["--disable-userns", "--uid", box_uid, "--gid", box_uid]
         if self._rootfs is not None:
             argv += _image_root_argv(self._rootfs)
-            argv += ["--uid", str(IMAGE_UID), "--gid", str(IMAGE_UID)]
         else:
             argv += ["--ro-bind", "/usr", "/usr"]
             for link in _ROOT_LINKS:
@@ -260,7 +271,9 @@ class SandboxRuntime(BoxRuntime):
             argv += ["--ro-bind", str(self._etc_snapshot()), "/etc"]
         # The private /tmp first: host paths bound below may live under the host's /tmp (a checkout
         # in /tmp), and a later tmpfs would hide them.
-        argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--dir", BOX_HOME]
+        tmp_mib = spec.tmp_mib or max(spec.memory_mib // 2, 16)
+        argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(tmp_mib * 1024 * 1024), "--tmpfs", "/tmp"]
+        argv += ["--dir", BOX_HOME]
         system_paths = host_system_paths() if self._rootfs is None else ()
         for path in [*system_paths, *self._extra_ro_paths]:
             argv += ["--ro-bind", str(path), str(path)]
@@ -273,15 +286,31 @@ class SandboxRuntime(BoxRuntime):
             argv += ["--setenv", key, value]
         # The init starts the network bridges, tells us on fd 4 that the sandbox is fully set up,
         # then sleeps until killed.
-        argv += [
-            "--info-fd",
-            "3",
-            "--",
-            "/bin/sh",
-            "-c",
-            network.init_steps() + "printf ok >&4; exec 3>&- 4>&-; exec sleep infinity",
-        ]
+        argv += ["--seccomp", str(_SECCOMP_FD), "--info-fd", str(_INFO_FD), "--", "/bin/sh", "-c"]
+        argv.append((_WAIT_LOW_PORTS if _needs_low_ports(spec) else "") + network.init_steps() + _INIT_READY)
         return argv
+
+    @property
+    def box_uid_inside(self) -> int:
+        """The uid (and gid) a box's processes have inside it."""
+        return IMAGE_UID if self._rootfs is not None else 0
+
+    def _grant_access(self, spec: BoxSpec, box_dir: Path) -> None:
+        """As root, let the box user reach every mount source and write the writable volumes."""
+        if os.geteuid() != 0:
+            return
+        uid, gid = self._box_uid, self._box_gid
+        # The box's own folder holds its network sockets (net/), bound into it.
+        sources = [self._root, box_dir / "net", *self._extra_ro_paths]
+        if self._rootfs is None:
+            sources += host_system_paths()
+        else:
+            sources.append(self._rootfs)
+        for volume in spec.volumes:
+            box_user.grant_traverse(volume.host, uid, gid)
+            box_user.grant_tree(volume.host, uid, gid, write=not volume.read_only)
+        for path in sources:
+            box_user.grant_traverse(path, uid, gid)
 
     async def create(self, name: str, spec: BoxSpec) -> BoxInfo:
         box_dir = self._dir(name)
@@ -289,12 +318,18 @@ class SandboxRuntime(BoxRuntime):
         network = BoxNetwork.for_box(box_dir, spec.net_mode, spec.allow_entries, spec.exposed_ports)
         spec = dataclasses.replace(spec, env={**network.env(), **spec.env})
         argv = self._bwrap_argv(name, spec, network)  # validates volumes before anything is made
+        low_ports = _needs_low_ports(spec)
         try:
             box_dir.mkdir(mode=0o700)
         except FileExistsError:
             raise BoxExists(name, f"box `{name}` already exists") from None
         state: dict[str, Any] = {"name": name, "runtime": self.name, "status": "starting"}
+        group: cgroups.BoxCgroup | None = None
         try:
+            if missing := self.unenforced_limits():
+                log.warning("box %s: limits not enforced here: %s", name,
+                            "; ".join(f"{k}: {v}" for k, v in missing.items()))  # fmt: skip
+            group = await asyncio.to_thread(self._prepare, name, spec, box_dir)
             # The network helper first: its pid is in the state written before the box's first process.
             await asyncio.to_thread(network.start)
             if network.helper_pid is not None:
@@ -306,6 +341,9 @@ class SandboxRuntime(BoxRuntime):
                 "network": spec.network,
                 "memory_mib": spec.memory_mib,
                 "cpus": spec.cpus,
+                "pids": spec.pids,
+                "box_uid": self._box_uid,
+                "cgroup": None if group is None else group.as_json(),
                 "volumes": [str(v) for v in spec.volumes],
                 "env": dict(spec.env),
                 "rootfs": None if self._rootfs is None else str(self._rootfs),
@@ -313,7 +351,15 @@ class SandboxRuntime(BoxRuntime):
             }
             # On disk before the first process starts, so no process of ours is ever without state.
             _write_state(box_dir, state)
-            init_pid, bwrap_pid = await asyncio.to_thread(self._launch, box_dir, argv)
+            try:
+                init_pid, bwrap_pid = await asyncio.to_thread(self._launch, box_dir, argv, group, low_ports)
+            except BoxStartFailed as exc:
+                # A folder above a mount source was chmod-ed between our grant and bwrap's start
+                # (a chmod resets the ACL mask; pytest does it to its temp root): grant, retry once.
+                if "Can't find source path" not in str(exc) or "Permission denied" not in str(exc):
+                    raise
+                await asyncio.to_thread(self._grant_access, spec, box_dir)
+                init_pid, bwrap_pid = await asyncio.to_thread(self._launch, box_dir, argv, group, low_ports)
             init_started = start_time(init_pid)
             if init_started is None:
                 raise BoxStartFailed(name, f"box `{name}` exited right after it started: {_tail(box_dir)}")
@@ -327,15 +373,56 @@ class SandboxRuntime(BoxRuntime):
             _write_state(box_dir, state)
         except BaseException:
             # Bounded: _destroy's kills give up after a fixed time, so this cannot hang a teardown.
-            await asyncio.shield(asyncio.to_thread(self._destroy, name, box_dir))
+            await asyncio.shield(asyncio.to_thread(self._destroy, name, box_dir, state))
             raise
         return BoxInfo(name=name, runtime=self.name, state=BoxState.RUNNING)
 
-    def _launch(self, box_dir: Path, argv: list[str]) -> tuple[int, int]:
+    def _prepare(self, name: str, spec: BoxSpec, box_dir: Path) -> cgroups.BoxCgroup | None:
+        """Host-side set-up before the box's first process: file access for the box user, the
+        compiled syscall filter, and the box's cgroup with its limits."""
+        self._grant_access(spec, box_dir)
+        seccomp.bpf_file(self._root)
+        self._sweep_cgroups()
+        try:
+            return cgroups.create(
+                self._cgroup_prefix + name, memory_mib=spec.memory_mib, cpus=spec.cpus, pids=spec.pids
+            )
+        except OSError as exc:
+            raise BoxStartFailed(name, f"cannot set up the cgroup of box `{name}`: {exc}") from exc
+
+    @functools.cached_property
+    def _cgroup_prefix(self) -> str:
+        # Box cgroups of every home share one subtree: each home sweeps only its own.
+        return "h" + hashlib.sha256(str(self._root.resolve()).encode()).hexdigest()[:8] + "-"
+
+    def _sweep_cgroups(self) -> None:
+        """Remove the empty cgroups of this home's boxes whose folder is gone (a box being made
+        or still listed keeps its cgroup; remove takes it away)."""
+        if removed := cgroups.sweep(self._cgroup_prefix, lambda box: (self._root / box).exists()):
+            log.info("swept cgroups of gone boxes: %s", ", ".join(removed))
+
+    def unenforced_limits(self) -> dict[str, str]:
+        return dict(cgroups.probe().missing)
+
+    def out_of_memory(self, name: str) -> bool:
+        if name in self._oom_killed:
+            return True
+        group = cgroups.BoxCgroup.from_json((self._read_state(name) or {}).get("cgroup"))
+        return group is not None and group.oom_kills() > 0
+
+    def _launch(
+        self, box_dir: Path, argv: list[str], group: cgroups.BoxCgroup | None, low_ports: bool = False
+    ) -> tuple[int, int]:
         info_r, info_w = os.pipe()
         ready_r, ready_w = os.pipe()
-        log_fd = os.open(box_dir / "init.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        log_fd, sink_pid = _capped_log(box_dir / "init.log", INIT_LOG_CAP)
+        with self._children_lock:
+            self._our_children.add(sink_pid)
         null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        filter_fd = os.open(seccomp.bpf_file(self._root), os.O_RDONLY | os.O_CLOEXEC)
+        # Joined to the cgroup as root, then started as the box user: every process of the box
+        # is in its cgroup from the first one on, and none is host root.
+        argv = [*cgroups.join_argv(group), *box_user.launch_prefix(self._box_uid, self._box_gid, self._tools["setpriv"]), *argv]  # fmt: skip
         try:
             # posix_spawn with setsid: the box gets its own session, is not our process group's
             # child in any signal sense, and survives us. No Python code runs in the child.
@@ -347,27 +434,33 @@ class SandboxRuntime(BoxRuntime):
                     (os.POSIX_SPAWN_DUP2, null_fd, 0),
                     (os.POSIX_SPAWN_DUP2, log_fd, 1),
                     (os.POSIX_SPAWN_DUP2, log_fd, 2),
-                    (os.POSIX_SPAWN_DUP2, info_w, 3),
-                    (os.POSIX_SPAWN_DUP2, ready_w, 4),
+                    (os.POSIX_SPAWN_DUP2, info_w, _INFO_FD),
+                    (os.POSIX_SPAWN_DUP2, ready_w, _READY_FD),
+                    (os.POSIX_SPAWN_DUP2, filter_fd, _SECCOMP_FD),
                 ],
                 setsid=True,
             )
         finally:
-            for fd in (info_w, ready_w, log_fd, null_fd):
+            for fd in (info_w, ready_w, log_fd, null_fd, filter_fd):
                 os.close(fd)
         with self._children_lock:
             self._our_children.add(pid)
         try:
+            info = _read_json(info_r, _START_TIMEOUT)
+            if low_ports and info is not None:
+                _allow_low_ports(int(info["child-pid"]))
             ready = _read_all(ready_r, _START_TIMEOUT)
-            info = _read_all(info_r, 2.0)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            ready = f"{exc}".encode()
         finally:
             os.close(ready_r)
             os.close(info_r)
         if ready != b"ok":
-            kill_and_wait([pid])
+            kill_and_wait([pid, *(group.pids() if group else [])])
+            _wait_exit(sink_pid, 2.0)  # what bwrap said is in init.log once the sink has drained
             raise BoxStartFailed(box_dir.name, f"box `{box_dir.name}` failed to start: {_tail(box_dir)}")
         try:
-            init_pid = int(json.loads(info)["child-pid"])
+            init_pid = int(info["child-pid"])  # type: ignore[index]
         except (ValueError, KeyError, TypeError):
             kill_and_wait([pid])
             raise BoxStartFailed(box_dir.name, f"bwrap gave no init pid for `{box_dir.name}`") from None
@@ -391,11 +484,18 @@ class SandboxRuntime(BoxRuntime):
         if not argv:
             raise ConfigError("exec needs a command")
         image = state.get("rootfs") is not None
+        inside = str(IMAGE_UID if image else 0)
+        group = cgroups.BoxCgroup.from_json(state.get("cgroup"))
         box_env = _box_env({**state.get("env", {}), **(env or {})}, image=image)
         t = self._tools
         # nsenter and setpriv pass their environment on, so the box env is simply ours to give;
         # --wd takes the init's working folder, and `env -C` is needed only for another one.
+        # The command joins the box's cgroup first (as root, on the host), takes the box's uid
+        # (mapped to the box user), drops every capability, sets no_new_privs, and installs the
+        # box's syscall filter from an inherited fd (seccomp.LOADER) before it runs.
+        python = _guest_python() if image else sys.executable
         command = [
+            *cgroups.join_argv(group),
             t["nsenter"],
             "--target",
             str(state["init_pid"]),
@@ -407,21 +507,33 @@ class SandboxRuntime(BoxRuntime):
             "--net",
             "--root",
             "--wd",
-            *(["--setuid", str(IMAGE_UID), "--setgid", str(IMAGE_UID)] if image else []),
+            "--setuid",
+            inside,
+            "--setgid",
+            inside,
             "--",
             t["setpriv"],
             "--bounding-set=-all",
             "--inh-caps=-all",
             "--no-new-privs",
             "--",
+            python,
+            "-S",
+            "-I",
+            "-c",
+            seccomp.LOADER,
         ]
         if cwd is not None and cwd != state.get("working_dir"):
             command += ["/usr/bin/env", "-C", cwd]
         command += _image_argv(argv) if image else argv
+        filter_fd = os.open(seccomp.bpf_file(self._root), os.O_RDONLY | os.O_CLOEXEC)
+        command.insert(command.index(seccomp.LOADER) + 1, str(filter_fd))
         try:
-            return await SandboxProcess.start(command, box_env)
+            return await SandboxProcess.start(command, box_env, pass_fds=(filter_fd,))
         except OSError as exc:
             raise BoxExecFailed(name, f"Cannot exec in box `{name}`: {exc}") from exc
+        finally:
+            os.close(filter_fd)
 
     # -- stop and remove -----------------------------------------------------------------------
 
@@ -500,7 +612,9 @@ class SandboxRuntime(BoxRuntime):
         await asyncio.to_thread(self._destroy, name, box_dir, state)
 
     def _destroy(self, name: str, box_dir: Path, state: dict[str, Any] | None = None) -> None:
-        self._kill_box(name, state or self._read_state(name) or {})
+        state = state or self._read_state(name) or {}
+        self._kill_box(name, state)
+        self._remove_cgroup(name, cgroups.BoxCgroup.from_json(state.get("cgroup")))
         # Rename first so a half-deleted folder is never listed as a box.
         doomed = box_dir.with_name(f".removing-{name}-{os.getpid()}-{time.monotonic_ns()}")
         try:
@@ -508,6 +622,24 @@ class SandboxRuntime(BoxRuntime):
         except FileNotFoundError:
             return
         shutil.rmtree(doomed, ignore_errors=True)
+
+    def _remove_cgroup(self, name: str, group: cgroups.BoxCgroup | None) -> None:
+        """Remember an out-of-memory kill, then remove the cgroup once its processes are gone (the
+        kernel refuses before; a killed init's children take a moment to be reaped)."""
+        if group is None:
+            return
+        if group.oom_kills() > 0:
+            self._oom_killed.add(name)
+        deadline = time.monotonic() + _CGROUP_EMPTY_TIMEOUT
+        while not group.remove():
+            if left := group.pids():
+                # Only the box's processes are in its cgroup (an exec'd command's host-side nsenter
+                # among them): whatever is left once the init is dead goes too.
+                kill_and_wait(left)
+            if time.monotonic() > deadline:
+                log.warning("cgroup of box %s not removed: processes %s remain", name, group.pids())
+                return
+            time.sleep(0.01)
 
     def _reap(self) -> None:
         with self._children_lock:
@@ -552,7 +684,9 @@ class SandboxProcess:
         self._exited = exited
 
     @classmethod
-    async def start(cls, command: Sequence[str], env: Mapping[str, str]) -> SandboxProcess:
+    async def start(
+        cls, command: Sequence[str], env: Mapping[str, str], *, pass_fds: Sequence[int] = ()
+    ) -> SandboxProcess:
         loop = asyncio.get_running_loop()
         protocol_holder: list[_ExitAwareProtocol] = []
 
@@ -568,6 +702,7 @@ class SandboxProcess:
             stderr=asyncio.subprocess.PIPE,
             env=dict(env),
             start_new_session=True,
+            pass_fds=tuple(pass_fds),
         )
         return cls(asyncio.subprocess.Process(transport, protocol, loop), protocol.exited)
 
@@ -683,6 +818,122 @@ def _image_argv(argv: Sequence[str]) -> list[str]:
     if first in host_pythons:
         return [GUEST_PYTHON, *argv[1:]]
     return list(argv)
+
+
+# Ports below 1024 on the box's loopback: its init holds no capability over its network namespace
+# (that belongs to the user namespace above the one --disable-userns leaves it in), so the host, as
+# root, lets unprivileged processes bind them there, and the init waits for that before its bridges.
+_LOW_PORT_KNOB = "/proc/sys/net/ipv4/ip_unprivileged_port_start"
+_WAIT_LOW_PORTS = (
+    f'i=0; while read -r v < {_LOW_PORT_KNOB} && [ "$v" != 0 ]; do i=$((i+1)); '
+    '[ $i -lt 5000 ] || { echo "agentlite: ports below 1024 cannot be bridged into the box" >&2; exit 1; }; '
+    "sleep 0.002; done\n"
+)
+
+
+def _needs_low_ports(spec: BoxSpec) -> bool:
+    return any(port < 1024 for port in spec.exposed_ports)
+
+
+def _allow_low_ports(init_pid: int) -> None:
+    """Set the box's network namespace to let any uid bind any port (as root; a no-op otherwise,
+    and the box then fails to start with the init's message)."""
+    import ctypes
+
+    if os.geteuid() != 0:
+        return
+    failure: list[BaseException] = []
+
+    def in_box_netns() -> None:
+        # setns moves only this thread, which ends right after: no other code runs in the box's
+        # network namespace.
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = os.open(f"/proc/{init_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
+                    raise OSError(ctypes.get_errno(), "setns into the box's network namespace")
+            finally:
+                os.close(fd)
+            with open(_LOW_PORT_KNOB, "w") as knob:
+                knob.write("0")
+        except BaseException as exc:
+            failure.append(exc)
+
+    worker = threading.Thread(target=in_box_netns, name="agentlite-box-netns")
+    worker.start()
+    worker.join()
+    if failure:
+        log.warning("cannot open ports below 1024 in the box's network: %s", failure[0])
+
+
+def _read_json(fd: int, timeout: float) -> dict[str, Any] | None:
+    """bwrap's info: a JSON object, read until it parses (the fd may stay open in the box)."""
+    import select
+
+    data = b""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        readable, _, _ = select.select([fd], [], [], left)
+        if not readable:
+            break
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        data += chunk
+        try:
+            value = json.loads(data)
+        except ValueError:
+            continue
+        return value if isinstance(value, dict) else None
+    return None
+
+
+def _wait_exit(pid: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return
+        except ChildProcessError:
+            return
+        time.sleep(0.005)
+
+
+def _guest_python() -> str:
+    from agentlite._image import GUEST_PYTHON
+
+    return GUEST_PYTHON
+
+
+_INIT_READY = "printf ok >&4; exec 3>&- 4>&- 5>&- </dev/null >/dev/null 2>&1; exec sleep infinity"
+"""The init's last step: say ready, and hand no descriptor on (a box process can open the init's
+``/proc/1/fd/*``: its output goes nowhere, never into the host's init.log)."""
+
+
+def _capped_log(path: Path, cap: int) -> tuple[int, int]:
+    """A descriptor for ``path`` that takes at most ``cap`` bytes: a pipe into ``head -c``, whose
+    ``cat`` then drains and drops the rest, so a writer never blocks and the file never grows."""
+    log_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    null_fd = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        sink = ["/bin/sh", "-c", f"head -c {cap}; exec cat >/dev/null"]
+        pid = os.posix_spawn(
+            sink[0],
+            sink,
+            {"PATH": BASE_PATH},
+            file_actions=[
+                (os.POSIX_SPAWN_DUP2, read_fd, 0),
+                (os.POSIX_SPAWN_DUP2, log_fd, 1),
+                (os.POSIX_SPAWN_DUP2, null_fd, 2),
+            ],
+            setsid=True,
+        )
+    finally:
+        for fd in (read_fd, log_fd, null_fd):
+            os.close(fd)
+    return write_fd, pid
 
 
 def _write_state(box_dir: Path, state: dict[str, Any]) -> None:
