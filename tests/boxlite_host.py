@@ -3,7 +3,8 @@
 Run as ``python -m tests.boxlite_host <agentlite home> <oci layout> <agent> <boxes>``. It creates
 that many boxes (not booted) the way a host does (record first, then the box), prints one JSON line
 ``{"pid", "box_home", "boxes"}`` and then answers commands on stdin, one JSON line each:
-``list`` (its own boxes), ``sweep`` (its orphan cleanup), ``quit``.
+``list`` (its own boxes), ``sweep`` (its orphan cleanup), ``boot`` (run ``echo up`` in its first
+box, which boots its VM: hardware virtualization only), ``quit``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ async def main(home: Path, layout: Path, agent: str, count: int) -> None:
             reply: object = sorted(b.name for b in await runtime.list())
         elif command == "sweep":
             reply = [d.as_json() for d in await cleanup_orphans(runtime, home, agent)]
+        elif command == "boot":
+            process = await runtime.exec(names[0], ["sh", "-c", "echo up"])
+            await process.close_stdin()
+            output = b"".join([line async for line in process.stdout_lines()])
+            reply = {"exit_code": await process.wait(), "stdout": output.decode()}
         else:
             break
         print(json.dumps(reply), flush=True)

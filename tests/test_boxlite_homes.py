@@ -21,9 +21,10 @@ import pytest
 from tests.oci import make_oci_layout
 
 from agentlite._lifecycle import cleanup_orphans, run_in_box
-from agentlite._ownership import OwnerRecord, RecordStore
+from agentlite._ownership import OwnerRecord, RecordStore, ownership_for
 from agentlite.runtime import boxlite_homes as homes
 from agentlite.runtime.boxlite import BoxliteRuntime
+from agentlite.runtime.probe import boxlite_checks
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -255,3 +256,59 @@ def test_a_host_makes_its_home_at_its_first_box_and_deletes_it_when_empty(
     [raw] = seen.values()
     assert OwnerRecord.model_validate_json(raw or b"").box_home == str(runtime.box_home)
     assert not runtime.box_home.exists() and RecordStore(home).record_names() == []
+
+
+def test_boxes_an_earlier_version_left_in_the_shared_home_are_judged_by_their_records(
+    tmp_path: Path, layout: Path
+) -> None:
+    import boxlite
+
+    home = tmp_path / "home"
+    home.mkdir()
+
+    async def leave_boxes() -> None:
+        shared = boxlite.Boxlite(boxlite.Options(home_dir=str(home)))  # the layout before one home per host
+        for name in ("agentlite-old-g-1", "agentlite-old-g-2"):
+            await shared.create(boxlite.BoxOptions(rootfs_path=str(layout), auto_remove=False), name=name)
+        await shared.shutdown()  # as that version's host did when it exited
+
+    asyncio.run(leave_boxes())
+    assert not homes.lock_held(home)
+    ownership_for(home).register("agentlite-old-g-2")  # a live owner (this process)
+    try:
+        sweeper = BoxliteRuntime(home, manage_only=True)
+        dry = {d.name: d.action for d in asyncio.run(cleanup_orphans(sweeper, home, "old", dry_run=True))}
+        assert dry == {"agentlite-old-g-1": "remove", "agentlite-old-g-2": "keep"}
+        done = asyncio.run(cleanup_orphans(sweeper, home, "old"))
+        assert [(d.name, d.removed) for d in done if d.action == "remove"] == [("agentlite-old-g-1", True)]
+        assert "shared BoxLite home of an earlier version" in done[0].reason
+        deleted = asyncio.run(cleanup_orphans(sweeper, home, "old", include_live=True))
+        assert [(d.name, d.removed) for d in deleted] == [("agentlite-old-g-2", True)]
+    finally:
+        ownership_for(home).unregister("agentlite-old-g-2")
+
+
+# -- with a booted VM (hardware virtualization only) ----------------------------------------------
+
+_vm_missing = [c for c in boxlite_checks() if not c.ok]
+needs_vm = pytest.mark.skipif(
+    bool(_vm_missing),
+    reason="BoxLite VMs cannot boot here: " + "; ".join(f"{c.name}: {c.detail}" for c in _vm_missing),
+)
+
+
+@pytest.mark.vm
+@needs_vm
+def test_two_hosts_boot_their_boxes_and_the_survivor_reaps_the_dead_hosts_running_vm(
+    tmp_path: Path, start_host: Callable[..., Host]
+) -> None:
+    home = tmp_path / "home"
+    first, second = start_host(home, boxes=1), start_host(home, boxes=1)
+    assert first.ask("boot") == {"exit_code": 0, "stdout": "up\n"}
+    assert second.ask("boot") == {"exit_code": 0, "stdout": "up\n"}
+    first.kill()  # its VM may outlive it: the sweep must stop and remove it
+    decisions = {d["name"]: d for d in second.ask("sweep")}
+    assert decisions[first.boxes[0]]["removed"] is True
+    assert not first.box_home.exists()
+    assert second.ask("list") == second.boxes
+    assert second.ask("boot") == {"exit_code": 0, "stdout": "up\n"}

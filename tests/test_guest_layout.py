@@ -22,9 +22,10 @@ from agentlite._image import GUEST_HOME, GUEST_PATH, GUEST_PYTHON, GUEST_UID
 from agentlite._protocol import ActionsAuth, BackendConfig, McpServer, RunnerInput
 from agentlite._run import run_agent
 from agentlite._turn import GroupKey, run_turn
-from agentlite.runtime.base import BoxSpec
+from agentlite.runtime.base import BoxRuntime, BoxSpec
 from agentlite.runtime.boxlite import BoxliteRuntime
 from agentlite.runtime.guest import BOXLITE_HOST_IP, GuestLayout, host_layout, image_layout
+from agentlite.runtime.probe import boxlite_checks
 from agentlite.runtime.sandbox import SandboxRuntime
 
 ACTIONS = "http://127.0.0.1:4567"
@@ -188,19 +189,16 @@ if not shutil.which("bwrap"):
     _why_not_image.append("bubblewrap is not installed")
 
 
-@pytest.mark.skipif(bool(_why_not_image), reason="; ".join(_why_not_image) or "-")
-@pytest.mark.timeout(900)
-async def test_an_mcp_turn_in_image_mode_runs_through_the_guest_layout(tmp_path: Path) -> None:
-    """A real codex turn in an image box whose first model call uses the in-box MCP server: the
-    server starts with the image's Python (the host's path does not exist in the image)."""
-    from agentlite._image import build_image, image_rootfs_for_sandbox
+async def _mcp_turn(runtime: BoxRuntime, tmp_path: Path) -> None:
+    """A real codex turn whose first model call uses the in-box MCP server's send_message, through
+    the turn pipeline, as the platform and host mode run a turn."""
     from agentlite.testing.model_server import ModelServer
 
-    await asyncio.to_thread(build_image, IMAGE_HOME)
-    runtime = SandboxRuntime(tmp_path / "home", rootfs=image_rootfs_for_sandbox(IMAGE_HOME))
     ipc = tmp_path / "ipc"
     async with ModelServer(scenario="tool_call") as server:
         server.tool = ("mcp__agentlite__send_message", {"text": "from the image's MCP server"})
+        mcp_env = {"AGENTLITE_CHAT_JID": "c1", "AGENTLITE_GROUP_FOLDER": "main", "AGENTLITE_IS_MAIN": "1",
+                   "AGENTLITE_IPC_DIR": "/workspace/ipc"}  # fmt: skip
         run_input = turn_input().model_copy(
             update={
                 "backend": BackendConfig(
@@ -208,20 +206,12 @@ async def test_an_mcp_turn_in_image_mode_runs_through_the_guest_layout(tmp_path:
                 ),
                 "mcp_servers": {
                     "agentlite": McpServer(
-                        command=sys.executable,
-                        args=["-m", "agentlite.mcp_server"],
-                        env={
-                            "AGENTLITE_CHAT_JID": "c1",
-                            "AGENTLITE_GROUP_FOLDER": "main",
-                            "AGENTLITE_IS_MAIN": "1",
-                            "AGENTLITE_IPC_DIR": "/workspace/ipc",
-                        },
+                        command=sys.executable, args=["-m", "agentlite.mcp_server"], env=mcp_env
                     )
                 },
                 "actions_auth": None,
             }
         )
-        # Through the turn pipeline, as the platform and host mode run a turn.
         sessions = _Sessions()
         result = await run_turn(runtime, tmp_path / "home", GroupKey("image-test", "main"), run_input, sessions,
                                 workspace=tmp_path / "ws", ipc_dir=ipc, single_turn=True, timeout=300,
@@ -233,3 +223,42 @@ async def test_an_mcp_turn_in_image_mode_runs_through_the_guest_layout(tmp_path:
     assert result.timings is not None and result.timings.run_s > 0
     sent = [json.loads(p.read_text()) for p in sorted((ipc / "messages").glob("*.json"))]
     assert [m["text"] for m in sent] == ["from the image's MCP server"], log
+    assert await runtime.list() == []
+
+
+def _image_layout_dir() -> Path:
+    from agentlite._image import build_image
+
+    return build_image(IMAGE_HOME).layout
+
+
+@pytest.mark.skipif(bool(_why_not_image), reason="; ".join(_why_not_image) or "-")
+@pytest.mark.timeout(900)
+async def test_an_mcp_turn_in_image_mode_runs_through_the_guest_layout(tmp_path: Path) -> None:
+    """The closest proof of the VM path here: the same layout (the image's Python for the runner and
+    the MCP server, the image's PATH, home and user) in an image-mode sandbox box; the host's
+    Python path does not exist in the image."""
+    from agentlite._image import image_rootfs_for_sandbox
+
+    await asyncio.to_thread(_image_layout_dir)
+    await _mcp_turn(SandboxRuntime(tmp_path / "home", rootfs=image_rootfs_for_sandbox(IMAGE_HOME)), tmp_path)
+
+
+_vm_missing = [c for c in boxlite_checks() if not c.ok]
+
+
+@pytest.mark.vm
+@pytest.mark.skipif(
+    bool(_vm_missing),
+    reason="BoxLite VMs cannot boot here: " + "; ".join(f"{c.name}: {c.detail}" for c in _vm_missing),
+)
+@pytest.mark.skipif(bool(_why_not_image), reason="; ".join(_why_not_image) or "-")
+@pytest.mark.timeout(900)
+async def test_an_mcp_turn_in_a_boxlite_vm(tmp_path: Path) -> None:
+    """The same turn in a booted VM: model and MCP traffic reach the host at BoxLite's address."""
+    layout = await asyncio.to_thread(_image_layout_dir)
+    runtime = BoxliteRuntime(tmp_path / "home", rootfs_path=layout)
+    try:
+        await _mcp_turn(runtime, tmp_path)
+    finally:
+        await runtime.aclose()

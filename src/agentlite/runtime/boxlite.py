@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import gc
 import logging
 import threading
 import time
@@ -52,6 +53,8 @@ STATE_REFRESH = 2.0
 DEAD_HOME_WAIT = 2.0
 #: How long agent deletion waits for live hosts to remove the boxes it asked them to.
 REQUEST_WAIT = 10.0
+#: How long deleting a home we just closed waits for BoxLite to let go of its lock.
+RELEASE_WAIT = 5.0
 
 # Which AgentLite error each BoxLite error becomes; a test checks that none is missing.
 ERROR_MAP: dict[type[BaseException], type[BoxError]] = {
@@ -214,10 +217,12 @@ class BoxliteRuntime(BoxRuntime):
                 empty = not asyncio.run(_list_info(rt))
             except boxlite.BoxliteError:
                 empty = False
-            del rt  # dropping the last reference releases BoxLite's lock on the home
             assert self.box_home is not None
-            if empty:
-                homes.delete_home(self.box_home)
+            if empty:  # with boxes left, they keep running and the lock goes with this process
+                asyncio.run(_release(rt))
+                del rt
+                gc.collect()
+                homes.delete_home(self.box_home, wait=RELEASE_WAIT)
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self._close)
@@ -380,7 +385,68 @@ class BoxliteRuntime(BoxRuntime):
             decisions += await self._empty_dead_home(judgement, prefix, store)
         if asked:
             decisions += await _await_requests(asked, request_wait)
+        decisions += await self._sweep_shared_home(prefix, store, include_live, dry_run)
         return decisions
+
+    async def _sweep_shared_home(
+        self, prefix: str, store: RecordStore, include_live: bool, dry_run: bool
+    ) -> list[CleanupDecision]:
+        """Boxes an earlier AgentLite left in the agentlite home itself (one BoxLite home shared by
+        every host), judged by their records. Left alone while a host of that version holds it."""
+        from agentlite._lifecycle import CleanupDecision
+
+        if not (self.root / homes.LOCK_FILE).is_file():
+            return []
+        if homes.lock_held(self.root):
+            log.info("shared BoxLite home %s is held by a host of an earlier version; not swept", self.root)
+            return []
+        try:
+            rt = await asyncio.to_thread(homes.open_home, self.root, wait=DEAD_HOME_WAIT)
+        except (boxlite.BoxliteError, homes.HomeBusy) as exc:
+            log.warning("cannot open the shared BoxLite home %s: %s", self.root, exc)
+            return []
+        decisions = []
+        try:
+            for info in await rt.list_info():
+                name = info.name or info.id
+                if not name.startswith(prefix):
+                    continue
+                judgement = store.judge(name)
+                where = f"in the shared BoxLite home of an earlier version ({judgement.reason})"
+                if judgement.verdict.keeps_box and not include_live:
+                    decisions.append(
+                        CleanupDecision(name, "keep", f"kept: {where}", verdict=judgement.verdict)
+                    )
+                elif dry_run:
+                    decisions.append(
+                        CleanupDecision(name, "remove", f"would remove: {where}", verdict=judgement.verdict)
+                    )
+                else:
+                    error = None
+                    try:
+                        await rt.remove(name, force=True)
+                    except boxlite.BoxliteError as exc:
+                        error = f"{type(exc).__name__}: {exc}"
+                    self._forget(store, name)
+                    decisions.append(
+                        CleanupDecision(
+                            name, "remove", f"removed: {where}", error is None, error, judgement.verdict
+                        )
+                    )
+        finally:
+            await _release(rt)
+            del rt
+            gc.collect()
+        return decisions
+
+    def _forget(self, store: RecordStore, name: str) -> None:
+        """Delete a removed box's record (through this process's ownership when it is ours, so
+        its heartbeat does not write it again)."""
+        ownership = ownership_for(self.root)
+        if ownership.owns(name):
+            ownership.unregister(name)
+        else:
+            store.delete(name)
 
     async def _empty_dead_home(
         self, judgement: homes.HomeJudgement, prefix: str, store: RecordStore
@@ -414,7 +480,7 @@ class BoxliteRuntime(BoxRuntime):
                     await rt.remove(name, force=True)
                 except boxlite.BoxliteError as exc:
                     error = f"{type(exc).__name__}: {exc}"
-                store.delete(name)
+                self._forget(store, name)
                 decisions.append(
                     CleanupDecision(
                         name, "remove", f"removed: {where}", error is None, error, judgement.verdict
@@ -422,8 +488,10 @@ class BoxliteRuntime(BoxRuntime):
                 )
             left = len(await rt.list_info())
         finally:
-            del rt  # releases BoxLite's lock on that home
-        if left == 0 and homes.delete_home(judgement.home):
+            await _release(rt)
+            del rt
+            gc.collect()
+        if left == 0 and await asyncio.to_thread(homes.delete_home, judgement.home, wait=RELEASE_WAIT):
             log.info("deleted dead host's BoxLite home=%s", judgement.home)
         return decisions
 
@@ -444,6 +512,14 @@ def host_injections(spec: BoxSpec) -> tuple[dict[str, str], list[Volume]]:
         for var in ("SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
             env.setdefault(var, guest_bundle)
     return env, volumes
+
+
+async def _release(rt: Any) -> None:
+    """Let BoxLite release its lock on a home we opened, once the caller drops the object.
+    Dropping alone did not always do it (measured: 3 of 16 drops kept the lock for 3 s or more);
+    ``shutdown`` first always did. It stops the home's VMs: only for homes we empty or own."""
+    with contextlib.suppress(boxlite.BoxliteError):
+        await rt.shutdown()
 
 
 async def _list_info(rt: Any) -> list[Any]:

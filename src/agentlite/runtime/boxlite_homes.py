@@ -206,17 +206,23 @@ def _busy(home: Path, wait: float) -> HomeBusy:
     )
 
 
-def delete_home(home: Path) -> bool:
-    """Delete a home nobody holds (under our own lock on it, so nobody opens it meanwhile)."""
+def delete_home(home: Path, *, wait: float = 0.0) -> bool:
+    """Delete a home nobody holds (under our own lock on it, so nobody opens it meanwhile),
+    waiting at most ``wait`` seconds for a holder to let go."""
     try:
         fd = os.open(Path(home) / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except FileNotFoundError:
         return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        return False
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except OSError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                return False
+        time.sleep(0.02)
     try:
         shutil.rmtree(home, ignore_errors=True)
     finally:
