@@ -272,9 +272,9 @@ def test_boxes_an_earlier_version_left_in_the_shared_home_are_judged_by_their_re
             await shared.create(boxlite.BoxOptions(rootfs_path=str(layout), auto_remove=False), name=name)
         await shared.shutdown()  # as that version's host did when it exited
 
+    ownership_for(home).register("agentlite-old-g-2")  # a live owner (this process), record first
     asyncio.run(leave_boxes())
     assert not homes.lock_held(home)
-    ownership_for(home).register("agentlite-old-g-2")  # a live owner (this process)
     try:
         sweeper = BoxliteRuntime(home, manage_only=True)
         dry = {d.name: d.action for d in asyncio.run(cleanup_orphans(sweeper, home, "old", dry_run=True))}

@@ -259,7 +259,9 @@ class BoxliteRuntime(BoxRuntime):
         state = (
             BoxState.RUNNING if info.state.running else _STATES.get(str(info.state.status), BoxState.STOPPED)
         )
-        return BoxInfo(name=info.name or info.id, runtime=self.name, state=state)
+        return BoxInfo(
+            name=info.name or info.id, runtime=self.name, state=state, created_at=_epoch(info.created_at)
+        )
 
     async def get(self, name: str) -> BoxInfo | None:
         if self._rt is None:
@@ -413,7 +415,9 @@ class BoxliteRuntime(BoxRuntime):
                     continue
                 judgement = store.judge(name)
                 where = f"in the shared BoxLite home of an earlier version ({judgement.reason})"
-                if judgement.verdict.keeps_box and not include_live:
+                # As for any record-less box: a tmp cleaner may have taken a live owner's record.
+                unsure = judgement.record is None and store.may_have_lost_record(_epoch(info.created_at))
+                if (judgement.verdict.keeps_box or unsure) and not include_live:
                     decisions.append(
                         CleanupDecision(name, "keep", f"kept: {where}", verdict=judgement.verdict)
                     )
@@ -512,6 +516,16 @@ def host_injections(spec: BoxSpec) -> tuple[dict[str, str], list[Volume]]:
         for var in ("SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
             env.setdefault(var, guest_bundle)
     return env, volumes
+
+
+def _epoch(stamp: Any) -> float | None:
+    """BoxLite's creation time (RFC 3339 text, nanoseconds) as epoch seconds."""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 async def _release(rt: Any) -> None:
