@@ -236,13 +236,14 @@ async def _supervise(
 
 
 async def _stop_everything(proc: BoxProcess, stop_box: Callable[[], Awaitable[None]] | None) -> None:
-    # The whole box first: the command's own kill misses what it started in another session.
+    # The command first, so its exit code says it was killed; then the whole box, because the
+    # command's own kill misses what it started in another session or process group.
+    await proc.kill()
     if stop_box is not None:
         try:
             await stop_box()
         except Exception as exc:
             log.warning("could not stop the timed-out box: %s", exc)
-    await proc.kill()
 
 
 async def _bounded(work: Awaitable[None], what: str, seconds: float | None = None) -> bool:
