@@ -86,6 +86,7 @@ def test_needs_an_image_or_a_layout(tmp_path: Path) -> None:
         BoxliteRuntime(tmp_path, rootfs_path=tmp_path)
 
 
+@pytest.mark.vm
 @needs_vm
 async def test_exec_in_a_booted_vm(tmp_path: Path) -> None:
     runtime = BoxliteRuntime(tmp_path / "home", image="debian:bookworm-slim")
