@@ -9,6 +9,7 @@ import typer
 
 from agentlite._logging import configure_logging
 from agentlite.cli import agents as agents_cli, image as image_cli, tasks as tasks_cli
+from agentlite.cli.acp import acp_command
 from agentlite.cli.boxes import boxes, cleanup
 from agentlite.cli.chat import chat_command
 from agentlite.cli.doctor import doctor
@@ -50,6 +51,7 @@ app.command("cleanup")(cleanup)
 app.command("run")(run_command)
 app.command("host")(host_command)
 app.command("serve")(serve_command)
+app.command("acp")(acp_command)
 app.command("chat")(chat_command)
 app.add_typer(agents_cli.app, name="agents")
 app.add_typer(tasks_cli.app, name="tasks")
