@@ -22,6 +22,7 @@ from agentlite._image import GUEST_HOME, GUEST_PATH, GUEST_PYTHON, GUEST_UID
 from agentlite._protocol import ActionsAuth, BackendConfig, McpServer, RunnerInput
 from agentlite._run import run_agent
 from agentlite._turn import GroupKey, run_turn
+from agentlite.runtime import sandbox
 from agentlite.runtime.base import BoxRuntime, BoxSpec
 from agentlite.runtime.boxlite import BoxliteRuntime
 from agentlite.runtime.guest import BOXLITE_HOST_IP, GuestLayout, host_layout, image_layout
@@ -128,7 +129,7 @@ def test_host_root_sandbox_keeps_the_host_python_and_urls(tmp_path: Path) -> Non
     assert sent == turn_input()
     assert layout.runner_argv() == [sys.executable, "-m", "agentlite.runner"]
     # The host's own user, the sandbox's agent home, the host's system PATH folders.
-    assert (layout.uid, layout.home) == (None, "/home/agent") and "/usr/bin" in layout.base_path.split(":")
+    assert (layout.uid, layout.home, layout.base_path) == (None, sandbox.BOX_HOME, sandbox.BASE_PATH)
 
 
 def test_image_sandbox_uses_the_image_python_and_keeps_loopback_urls(tmp_path: Path) -> None:

@@ -492,5 +492,5 @@ async def test_an_old_backend_turn_does_not_repopulate_sessions_after_a_switch(p
     await channel.wait_sent(1)  # the codex turn still answers...
     await asyncio.sleep(0.5)
     assert agent.store.get_session("main", "codex") is None  # ...but its session is not saved
-    assert agent._sessions.get("main") is None
+    assert agent.session("main") is None
     await agent.stop()

@@ -1,9 +1,10 @@
-"""An agent: its channels, groups, message loop, queue, scheduler, IPC, actions and events.
+"""An agent: its channels, groups, settings, tasks and events, and the turns of its groups.
 
 One agent owns one SQLite store (``<workdir>/store/messages.db``) and runs one box per active group.
-Messages arrive from channels, are stored, and the loop picks them up; a group that needs a trigger
-wakes only on ``@<assistant name>``. The group's cursor is advanced before a run and rolled back when
-the run fails having sent nothing, so the queue's retry sees the messages again.
+Its collaborators each live in their own module: the message loop (:mod:`agentlite._message_loop`),
+the turn bookkeeping of cursors and sessions (:mod:`agentlite._turn_book`), the IPC bridge
+(:mod:`agentlite._ipc_bridge`), the backend event parsing (:mod:`agentlite._sdk_events`), and the
+turn pipeline (:mod:`agentlite._turn`) that runs each turn. The agent wires them together.
 """
 
 from __future__ import annotations
@@ -15,14 +16,18 @@ import logging
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
-from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from agentlite._actions import ActionRegistry, ActionsServer
+from agentlite._agent_host import AgentHost
 from agentlite._errors import AgentliteError, ConfigError
 from agentlite._events import AgentEvent, EventHub
 from agentlite._handoff import handoff_block, with_handoff
+from agentlite._ipc import IpcWatcher
+from agentlite._ipc_bridge import IpcBridge
 from agentlite._lifecycle import cleanup_orphans
+from agentlite._message_loop import MessageLoop
 from agentlite._mounts import MountAllowlist, ensure_memory_alias, group_volumes, seed_memory
 from agentlite._protocol import (
     BackendConfig,
@@ -33,29 +38,31 @@ from agentlite._protocol import (
     SdkMessageEvent,
     StateEvent,
 )
+from agentlite._queue import GroupQueue
 from agentlite._registry import AgentRecord, normalize_backend
-from agentlite._router import SenderAllowlist, format_messages, is_trigger, strip_internal
+from agentlite._router import SenderAllowlist, strip_internal
 from agentlite._safefs import BoxDir, UnsafePath
+from agentlite._scheduler import Scheduler
+from agentlite._sdk_events import agent_events
 from agentlite._store import AgentStore, Message, RegisteredGroup, Task, check_group_folder, now_iso
-from agentlite._time import iso_utc, parse_iso
+from agentlite._supervisor import Supervisor
 from agentlite._turn import GroupKey, TurnEventHandler, TurnResult, run_turn
+from agentlite._turn_book import TurnBook
+from agentlite.channels.base import ChannelConfig, ChannelManager
 from agentlite.runtime.base import BoxSpec
 
 if TYPE_CHECKING:
-    from agentlite._platform import AgentLite
     from agentlite.channels.base import ChannelFactory
 
 log = logging.getLogger("agentlite.agent")
 
-POLL_INTERVAL = 2.0
 TASK_CLOSE_DELAY = 10.0
-TOOL_INPUT_LIMIT = 500
 
 
 class Agent:
     """An assistant with its own state; created by :class:`agentlite.AgentLite`, not directly."""
 
-    def __init__(self, platform: AgentLite, record: AgentRecord, *, channels: dict[str, ChannelFactory] | None = None,
+    def __init__(self, platform: AgentHost, record: AgentRecord, *, channels: dict[str, ChannelFactory] | None = None,
                  credentials: Callable[[], Any] | None = None) -> None:  # fmt: skip
         self._platform = platform
         self._record = record
@@ -67,30 +74,21 @@ class Agent:
         self._initial_channels = dict(channels or {})
         self._credentials = credentials
         self._started = False
-        self._stopping = False
         self._store: AgentStore | None = None
         self._groups: dict[str, RegisteredGroup] = {}
-        self._sessions: dict[str, str] = {}
-        self._last_timestamp = ""
-        self._cursors: dict[str, str] = {}
-        # Ids of the handled messages that carry the cursor's own timestamp: timestamps have
-        # millisecond resolution, so a later message can share one and must not be skipped.
-        self._cursor_ids: dict[str, frozenset[str]] = {}
-        self._last_ids: frozenset[str] = frozenset()
-        self._inflight: dict[str, dict[str, Any]] = {}
+        self._book: TurnBook | None = None
+        self._loop: MessageLoop | None = None
         self._snapshots: dict[str, str] = {}
-        self._wake = asyncio.Event()
         #: The answers :meth:`ask` still waits for; settled with :attr:`_stop_reason` at stop.
         self._asked: set[asyncio.Future[TurnResult]] = set()
         self._stop_reason = "agent stopped"
         self._loop_task: asyncio.Task[None] | None = None
-        self._channels: Any = None
-        self._queue: Any = None
-        self._scheduler: Any = None
-        self._ipc: Any = None
-        self._actions_server: Any = None
-        from agentlite._actions import ActionRegistry
-
+        self._supervisor: Supervisor | None = None
+        self._channels: ChannelManager | None = None
+        self._queue: GroupQueue | None = None
+        self._scheduler: Scheduler | None = None
+        self._ipc: IpcWatcher | None = None
+        self._actions_server: ActionsServer | None = None
         self._actions = ActionRegistry()
         self._allowlist = SenderAllowlist.load(self.workdir / "sender-allowlist.json")
         #: A model endpoint for this process only (never persisted): the CLI's offline demo model.
@@ -101,6 +99,26 @@ class Agent:
     @property
     def assistant_name(self) -> str:
         return self._record.assistant_name
+
+    @property
+    def record(self) -> AgentRecord:
+        """The agent's persisted settings (a copy is not needed: records are replaced, not changed)."""
+        return self._record
+
+    def set_credentials(self, credentials: Callable[[], Any] | None) -> None:
+        """The callable whose mapping becomes each box's extra environment (API keys and the like)."""
+        self._credentials = credentials
+
+    def session(self, folder: str) -> str | None:
+        """The native session the group's next turn resumes with the current backend, if any."""
+        return None if self._book is None else self._book.get_session(folder, self._record.backend.type)
+
+    def busy(self, jid: str) -> bool:
+        """Whether the group has messages not yet answered or a run that is not just waiting for
+        input (a chat front waits for this to end before it stops the agent)."""
+        if self._loop is None or self._queue is None:
+            return False
+        return self._loop.has_unanswered(jid) or (self._queue.is_active(jid) and not self._queue.is_idle(jid))
 
     @property
     def started(self) -> bool:
@@ -136,12 +154,6 @@ class Agent:
         """Open the store, reap orphaned boxes, connect channels, and start the loops."""
         if self._started:
             raise AgentliteError(f"agent `{self.name}` already running")
-        from agentlite._actions import ActionsServer
-        from agentlite._ipc import IpcWatcher
-        from agentlite._queue import GroupQueue
-        from agentlite._scheduler import Scheduler
-        from agentlite.channels.base import ChannelManager
-
         for sub in ("store", "groups", "data"):
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
         seed_memory(self.groups_dir, self.assistant_name, lambda exc: self._refused(exc, "seed_memory"))
@@ -152,23 +164,22 @@ class Agent:
         if removed := [d.name for d in decisions if d.action == "remove"]:
             log.info("agent=%s removed orphaned boxes %s", self.id, removed)
         self._store = AgentStore(self.workdir / "store" / "messages.db")
-        self._last_timestamp = self.store.get_state("last_timestamp") or ""
-        cursors = self.store.get_json_state("last_agent_timestamp", {})
-        self._cursors = cursors if isinstance(cursors, dict) else {}
-        ids = self.store.get_json_state("last_agent_ids", {})
-        self._cursor_ids = (
-            {k: frozenset(v) for k, v in ids.items() if isinstance(v, list)} if isinstance(ids, dict) else {}
-        )
-        last_ids = self.store.get_json_state("last_timestamp_ids", [])
-        self._last_ids = frozenset(last_ids) if isinstance(last_ids, list) else frozenset()
-        self._sessions = self.store.get_sessions(self._record.backend.type)
+        self._book = TurnBook(self._store, self._record.backend.type)
         self._groups = self.store.get_registered_groups()
+        # Every long-lived task of the agent runs under one supervisor (loops, queue runs, events).
+        self._supervisor = Supervisor(f"agent-{self.id}")
+        await self._supervisor.start()
+        self._hub.spawn = self._supervisor.spawn
         self._queue = GroupQueue(max_concurrent=self._platform.max_concurrent, ipc_root=self.ipc_root,
-                                 retry_base=self._platform.retry_base,
+                                 retry_base=self._platform.retry_base, spawn=self._supervisor.spawn,
                                  on_refused=lambda exc: self._refused(exc, "ipc_input"))  # fmt: skip
-        self._queue.set_process_messages(self._process_group)
         self._channels = ChannelManager(self._channel_config())
-        self._stopping = False
+        self._loop = MessageLoop(book=self._book, queue=self._queue, channels=self._channels,
+                                 groups=lambda: self._groups, assistant_name=lambda: self.assistant_name,
+                                 timezone=self._platform.timezone, allowlist=self._allowlist,
+                                 run_turn=lambda group, prompt, deliver: self._run_turn(group, prompt, deliver),
+                                 send_message=self.send_message, agent_id=self.id)  # fmt: skip
+        self._queue.set_process_messages(self._loop.process_group)
         self._started = True
         for key, factory in self._initial_channels.items():
             await self.add_channel(key, factory)
@@ -177,28 +188,25 @@ class Agent:
         self._scheduler = Scheduler(self.store, self._queue, self._run_task, self._hub.emit,
                                     tz=self._platform.timezone, agent_id=self.id, groups=lambda: self._groups,
                                     poll_interval=self._platform.scheduler_poll_interval)  # fmt: skip
-        await self._scheduler.start()
+        await self._scheduler.start(self._supervisor.spawn)
         self._ipc = IpcWatcher(
-            self.ipc_root, lambda: self._groups, _IpcBridge(self), task_owner=self._task_owner,
+            self.ipc_root, lambda: self._groups, IpcBridge(self), task_owner=self._task_owner,
             on_refused=lambda exc: self._refused(exc, "ipc_request"),
         )  # fmt: skip
-        await self._ipc.start()
-        self._recover_pending()
-        self._loop_task = asyncio.create_task(self._message_loop(), name=f"agentlite-loop-{self.id}")
+        await self._ipc.start(self._supervisor.spawn)
+        self._loop.recover()
+        self._loop_task = self._supervisor.spawn(self._loop.run(), name=f"agentlite-loop-{self.id}")
         self._hub.emit("started")
 
-    async def stop(
-        self, *, settle_runs: bool = False, reason: str = "agent stopped", grace: float = 10.0
-    ) -> None:
+    async def stop(self, *, reason: str = "agent stopped", grace: float = 10.0) -> None:
         """Stop the loops and disconnect.
 
-        Running boxes get ``grace`` seconds to end; then they are detached (they end by their own
-        timeouts), or with ``settle_runs`` stopped and removed (bounded). Every :meth:`ask` still
-        waiting gets a result with status ``error`` and ``reason`` as its error.
+        Running boxes get ``grace`` seconds to end; then they are stopped and removed (bounded:
+        TERM, a wait, KILL). Every :meth:`ask` still waiting gets a result with status ``error``
+        and ``reason`` as its error. Nothing the agent started runs on after this returns.
         """
         if not self._started:
             return
-        self._stopping = True
         self._stop_reason = reason
         if self._ipc is not None:
             await self._ipc.stop()
@@ -206,16 +214,21 @@ class Agent:
             await self._scheduler.stop()
         if self._actions_server is not None:
             await self._actions_server.stop()
-        self._wake.set()
+        if self._loop is not None:
+            self._loop.stop()
         if self._loop_task is not None:
             await self._loop_task
         if self._queue is not None:
             for jid in self._groups:
                 self._queue.close_stdin(jid)  # idle boxes end now instead of at their idle timeout
-            await self._queue.shutdown(grace, cancel=settle_runs)
+            await self._queue.shutdown(grace, cancel=True)
         for answer in list(self._asked):  # queued, never started: the queue dropped them
             if not answer.done():
                 answer.set_result(TurnResult.failed(reason))
+        if self._supervisor is not None:
+            await self._supervisor.aclose()  # what is left (event callbacks) ends here
+            self._supervisor = None
+            self._hub.spawn = None
         if self._channels is not None:
             await self._channels.disconnect_all()
         if self._store is not None:
@@ -228,8 +241,6 @@ class Agent:
     # -- channels and groups ---------------------------------------------------------------------
 
     def _channel_config(self) -> Any:
-        from agentlite.channels.base import ChannelConfig
-
         return ChannelConfig(
             on_message=self._on_message,
             on_chat_metadata=self._on_chat_metadata,
@@ -294,7 +305,8 @@ class Agent:
         self.store.store_chat_metadata(chat_id, message.timestamp)
         self._hub.emit("message.in", jid=chat_id, sender=message.sender, text=message.content,
                        timestamp=message.timestamp)  # fmt: skip
-        self._wake.set()
+        if self._loop is not None:
+            self._loop.wake()
 
     def _on_chat_metadata(self, chat_id: str, timestamp: str, name: str | None = None, channel: str | None = None,
                           is_group: bool | None = None) -> None:  # fmt: skip
@@ -321,11 +333,11 @@ class Agent:
             if self._started and self._groups:
                 for group in self._groups.values():
                     self.store.delete_session(group.folder, new.type)
-                    self._sessions.pop(group.folder, None)
                     if context == "handoff":
                         self.store.set_handoff(group.folder, old.type, new.type)
                 handoff = "pending" if context == "handoff" else "skipped"
-            self._sessions = self.store.get_sessions(new.type) if self._started else {}
+            if self._book is not None:
+                self._book.switch_backend(new.type)
         if self._started:
             for jid in self._groups:
                 self._queue.close_stdin(jid)
@@ -455,139 +467,6 @@ class Agent:
 
     # -- the message loop ------------------------------------------------------------------------
 
-    def _save_cursors(self) -> None:
-        self.store.set_json_state("last_agent_timestamp", self._cursors)
-        self.store.set_json_state(
-            "last_agent_ids", {jid: sorted(ids) for jid, ids in self._cursor_ids.items()}
-        )
-
-    def _pending(self, jid: str) -> list[Message]:
-        """The group's messages after its cursor, including ones stored later in the same millisecond."""
-        cursor = self._cursors.get(jid, "")
-        fetched = self.store.get_messages_since(jid, _step_back(cursor), self.assistant_name)
-        return _unseen(fetched, cursor, self._cursor_ids.get(jid, frozenset()))
-
-    def _move_cursor(self, jid: str, handled: list[Message]) -> None:
-        cursor, ids = self._cursors.get(jid, ""), self._cursor_ids.get(jid, frozenset())
-        self._cursors[jid], self._cursor_ids[jid] = _advance(handled, cursor, ids)
-        self._save_cursors()
-
-    def _set_inflight(self, jid: str, previous_cursor: dict[str, Any] | None) -> None:
-        if self._inflight.get(jid) == previous_cursor:
-            return
-        if previous_cursor is None:
-            self._inflight.pop(jid, None)
-        else:
-            self._inflight[jid] = previous_cursor
-        self.store.set_json_state("inflight_cursors", self._inflight)
-
-    def _recover_pending(self) -> None:
-        """At start: roll back runs a crash interrupted, then run every group with pending messages."""
-        inflight = self.store.get_json_state("inflight_cursors", {})
-        for jid, previous in (inflight if isinstance(inflight, dict) else {}).items():
-            if jid in self._groups and isinstance(previous, dict) and isinstance(previous.get("cursor"), str):
-                log.info("run in %s was interrupted before it answered; its messages are pending again", jid)
-                self._cursors[jid] = previous["cursor"]
-                self._cursor_ids[jid] = frozenset(previous.get("ids") or [])
-        self._save_cursors()
-        self.store.set_json_state("inflight_cursors", {})
-        self._inflight = {}
-        for jid in self._groups:
-            pending = self.store.get_messages_since(jid, self._cursors.get(jid, ""), self.assistant_name)
-            if pending:
-                log.info("recovering %d pending messages in %s", len(pending), jid)
-                self._queue.enqueue_message_check(jid)
-
-    async def _message_loop(self) -> None:
-        while not self._stopping:
-            try:
-                await self._poll_once()
-            except Exception:
-                log.exception("message loop iteration failed agent=%s", self.id)
-            self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), POLL_INTERVAL)
-            except TimeoutError:
-                pass
-
-    async def _poll_once(self) -> None:
-        jids = list(self._groups)
-        if not jids:
-            return
-        fetched, _ = self.store.get_new_messages(jids, _step_back(self._last_timestamp), self.assistant_name)
-        messages = _unseen(fetched, self._last_timestamp, self._last_ids)
-        if not messages:
-            return
-        previous = self._last_timestamp
-        self._last_timestamp, self._last_ids = _advance(messages, self._last_timestamp, self._last_ids)
-        if self._last_timestamp != previous:
-            self.store.set_state("last_timestamp", self._last_timestamp)
-        self.store.set_json_state("last_timestamp_ids", sorted(self._last_ids))
-        by_chat: dict[str, list[Message]] = {}
-        for message in messages:
-            by_chat.setdefault(message.chat_id, []).append(message)
-        for jid, batch in by_chat.items():
-            group = self._groups[jid]
-            if not self._channels.owner(jid):
-                continue
-            if self._needs_trigger(group) and not any(
-                is_trigger(m, self.assistant_name, self._allowlist) for m in batch
-            ):
-                continue  # stored; included as context the next time the agent is woken
-            if not self._queue.is_active(jid):
-                self._queue.enqueue_message_check(jid)  # the group run reads and formats them itself
-                continue
-            pending = self._pending(jid) or batch
-            if self._queue.send_message(jid, format_messages(pending, self._platform.timezone)):
-                self._move_cursor(jid, pending)
-                await self._channels.set_typing(jid, True)
-            else:
-                self._queue.enqueue_message_check(jid)
-
-    def _needs_trigger(self, group: RegisteredGroup) -> bool:
-        return not group.is_main and group.requires_trigger
-
-    async def _process_group(self, jid: str) -> bool:
-        """Run the agent on a group's pending messages; False asks the queue to retry later."""
-        group = self._groups.get(jid)
-        if group is None or not self._channels.owner(jid):
-            return True
-        previous = self._cursors.get(jid, "")
-        previous_ids = self._cursor_ids.get(jid, frozenset())
-        pending = self._pending(jid)
-        if not pending:
-            return True
-        if self._needs_trigger(group) and not any(
-            is_trigger(m, self.assistant_name, self._allowlist) for m in pending
-        ):
-            return True
-        prompt = format_messages(pending, self._platform.timezone)
-        self._move_cursor(jid, pending)  # advance first: a retry must not answer twice
-        # Better than the reference: if the host dies mid-run before anything was sent, the next
-        # start rolls this cursor back, so the messages are answered instead of lost.
-        self._set_inflight(jid, {"cursor": previous, "ids": sorted(previous_ids)})
-        await self._channels.set_typing(jid, True)
-        sent = False
-
-        async def deliver(text: str) -> None:
-            nonlocal sent
-            if strip_internal(text):
-                await self.send_message(jid, text)
-                sent = True
-                self._set_inflight(jid, None)
-
-        try:
-            status = (await self._run_turn(group, prompt, deliver)).status
-        finally:
-            await self._channels.set_typing(jid, False)
-        self._set_inflight(jid, None)
-        if status == "error" and not sent:
-            # Nothing reached the chat: let the retry see these messages.
-            self._cursors[jid], self._cursor_ids[jid] = previous, previous_ids
-            self._save_cursors()
-            return False
-        return True
-
     # -- one turn ------------------------------------------------------------------------------
 
     def _mcp_servers(self, group: RegisteredGroup, auth: Any) -> dict[str, McpServer]:
@@ -712,7 +591,7 @@ class Agent:
         try:
             result = await run_turn(
                 self._platform.runtime, self._platform.box_home, GroupKey(self.id, group.folder), run_input,
-                _AgentSessions(self) if session_mode != "none" else None, on_event=on_event,
+                self._book if session_mode != "none" else None, on_event=on_event,
                 resume=session_mode == "resume", keep_session=lambda: revision == self.backend_revision,
                 request_id=request_id, accepted_at=accepted_at,
                 workspace=self.groups_dir / group.folder, ipc_dir=self.ipc_root / group.folder,
@@ -758,27 +637,8 @@ class Agent:
         return {str(k): str(v) for k, v in dict(values).items()}
 
     def _emit_sdk(self, group: RegisteredGroup, event: SdkMessageEvent) -> None:
-        self._hub.emit("run.sdk_message", jid=group.jid, sdk_type=event.sdk_type, sdk_subtype=event.sdk_subtype,
-                       message=event.message)  # fmt: skip
-        message = event.message if isinstance(event.message, dict) else {}
-        if event.sdk_type == "assistant":
-            for block in (message.get("message") or {}).get("content") or []:
-                if (
-                    isinstance(block, dict)
-                    and block.get("type") == "tool_use"
-                    and block.get("name")
-                    and block.get("id")
-                ):
-                    import json
-
-                    self._hub.emit("run.tool", jid=group.jid, tool_name=block["name"], tool_use_id=block["id"],
-                                   input=json.dumps(block.get("input"))[:TOOL_INPUT_LIMIT])  # fmt: skip
-        elif event.sdk_type == "item.started" and event.sdk_subtype == "command_execution":
-            item = message.get("item") or {}
-            self._hub.emit("run.tool", jid=group.jid, tool_name="shell", tool_use_id=str(item.get("id")),
-                           input=str(item.get("command"))[:TOOL_INPUT_LIMIT])  # fmt: skip
-        elif event.sdk_type == "system" and event.sdk_subtype == "status" and message.get("status"):
-            self._hub.emit("run.status", jid=group.jid, status=message["status"])
+        for name, data in agent_events(event, group.jid):
+            self._hub.emit(name, **data)
 
     def _write_snapshots(self, group: RegisteredGroup) -> None:
         from agentlite._ipc import write_snapshots
@@ -818,23 +678,6 @@ class Agent:
         return results[-1] if results else None
 
 
-def _step_back(timestamp: str) -> str:
-    """One millisecond before ``timestamp`` (``""`` stays ``""``), to query a cursor inclusively."""
-    if not timestamp:
-        return ""
-    return iso_utc(parse_iso(timestamp) - timedelta(milliseconds=1))
-
-
-def _unseen(messages: list[Message], cursor: str, seen: frozenset[str]) -> list[Message]:
-    return [m for m in messages if m.timestamp > cursor or (m.timestamp == cursor and m.id not in seen)]
-
-
-def _advance(handled: list[Message], cursor: str, seen: frozenset[str]) -> tuple[str, frozenset[str]]:
-    newest = max((m.timestamp for m in handled), default=cursor)
-    at_newest = frozenset(m.id for m in handled if m.timestamp == newest)
-    return (newest, seen | at_newest) if newest == cursor else (newest, at_newest)
-
-
 def _check_skill(path: Path) -> Path:
     path = path.expanduser().resolve()
     if not path.is_dir():
@@ -842,57 +685,6 @@ def _check_skill(path: Path) -> Path:
     if not (path / "SKILL.md").is_file():
         raise ConfigError(f"Skill directory `{path}` is missing SKILL.md")
     return path
-
-
-class _AgentSessions:
-    """The agent's sessions as the turn pipeline's :class:`~agentlite._turn.SessionStore`: the store,
-    plus the agent's cache of its current backend's sessions."""
-
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
-
-    def get_session(self, folder: str, backend_type: str) -> str | None:
-        if backend_type == self.agent._record.backend.type and folder in self.agent._sessions:
-            return self.agent._sessions[folder]
-        return self.agent.store.get_session(folder, backend_type)
-
-    def set_session(self, folder: str, backend_type: str, session_id: str) -> None:
-        if backend_type == self.agent._record.backend.type:
-            self.agent._sessions[folder] = session_id
-        self.agent.store.set_session(folder, backend_type, session_id)
-
-
-class _IpcBridge:
-    """What the box asks for over filesystem IPC, done by the agent (authorization is the watcher's)."""
-
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
-
-    async def send_message(self, chat_id: str, text: str, sender: str | None = None) -> None:
-        await self.agent.send_message(chat_id, text)
-
-    async def schedule_task(self, **fields: Any) -> None:
-        await self.agent.schedule_task(jid=fields["chat_id"], prompt=fields["prompt"],
-                                       schedule_type=fields["schedule_type"], schedule_value=fields["schedule_value"],
-                                       context_mode=fields.get("context_mode") or "isolated")  # fmt: skip
-
-    async def pause_task(self, task_id: str) -> None:
-        await self.agent.pause_task(task_id)
-
-    async def resume_task(self, task_id: str) -> None:
-        await self.agent.resume_task(task_id)
-
-    async def cancel_task(self, task_id: str) -> None:
-        await self.agent.cancel_task(task_id)
-
-    async def update_task(self, task_id: str, **changes: Any) -> None:
-        await self.agent.update_task(task_id, **changes)
-
-    async def register_group(self, jid: str, name: str, folder: str, trigger: str | None = None) -> None:
-        self.agent.register_group(jid, name=name, folder=folder, trigger=trigger)
-
-    async def refresh_groups(self) -> None:
-        return None
 
 
 __all__ = ["Agent", "MountAllowlist"]

@@ -47,6 +47,8 @@ class EventHub:
         self._callbacks: dict[str, list[Callback]] = {}
         self._queues: list[asyncio.Queue[AgentEvent | None]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Where async callbacks run while the agent is started: its supervisor's ``spawn``.
+        self.spawn: Callable[..., asyncio.Task[Any]] | None = None
 
     def on(self, name: str, callback: Callback) -> Callable[[], None]:
         """Call ``callback`` for every event ``name`` (``"*"`` for all). Returns an unsubscribe function."""
@@ -67,7 +69,11 @@ class EventHub:
             try:
                 outcome = callback(event)
                 if inspect.isawaitable(outcome):
-                    task = asyncio.ensure_future(outcome)
+                    spawn = self.spawn
+                    if spawn is not None and inspect.iscoroutine(outcome):
+                        task = spawn(outcome, name=f"event-{name}")
+                    else:
+                        task = asyncio.ensure_future(outcome)
                     self._tasks.add(task)
                     task.add_done_callback(self._finished)
             except Exception:

@@ -160,7 +160,7 @@ class JsonlHost:
         """Stop now: running boxes are stopped and removed, and every accepted request that has
         no final yet gets one with error :data:`HOST_STOPPED`."""
         self._stopping = True
-        await self.platform.close(settle_runs=True, reason=HOST_STOPPED, grace=0)
+        await self.platform.close(reason=HOST_STOPPED, grace=0)
         for queue in self._queues.values():
             queue.put_nowait(None)
         if self._workers:

@@ -122,17 +122,27 @@ class IpcWatcher:
         self._task: asyncio.Task[None] | None = None
         self._on_refused = on_refused
 
-    async def start(self) -> None:
-        """Start polling in the background (idempotent); async to pair with :meth:`stop`."""
+    async def start(self, spawn: Callable[..., asyncio.Task[Any]] | None = None) -> None:
+        """Start polling in the background (under ``spawn``, an owner's supervisor, if given;
+        idempotent); async to pair with :meth:`stop`."""
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._loop(), name="agentlite-ipc-watcher")
+            if spawn is not None:
+                self._task = spawn(self._loop(), name="agentlite-ipc-watcher")
+            else:
+                self._task = asyncio.get_running_loop().create_task(
+                    self._loop(), name="agentlite-ipc-watcher"
+                )
 
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await task
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # our caller is being cancelled too: never swallow that
 
     async def _loop(self) -> None:
         while True:

@@ -104,11 +104,11 @@ class AgentLite:
         agent = self._agents.get(name)
         if agent is None:
             return await self.create_agent(name, **options)
-        self._check_conflicts(agent._record, options)
+        self._check_conflicts(agent.record, options)
         for key, factory in (options.get("channels") or {}).items():
             await agent.add_channel(key, factory)
         if options.get("credentials") is not None:
-            agent._credentials = options["credentials"]
+            agent.set_credentials(options["credentials"])
         if "instructions" in options:
             agent.set_instructions(options["instructions"])
         if "mcp_servers" in options:
@@ -160,13 +160,11 @@ class AgentLite:
         self.registry.delete(name)
         return True
 
-    async def close(
-        self, *, settle_runs: bool = False, reason: str = "agent stopped", grace: float = 10.0
-    ) -> None:
-        """Stop every agent, then close the registry. Running boxes are detached, or with
-        ``settle_runs`` stopped and removed (see :meth:`Agent.stop`)."""
+    async def close(self, *, reason: str = "agent stopped", grace: float = 10.0) -> None:
+        """Stop every agent, then close the registry. Running boxes get ``grace`` seconds, then are
+        stopped and removed; turns cut short end with ``reason`` (see :meth:`Agent.stop`)."""
         for agent in list(self._agents.values()):
-            await agent.stop(settle_runs=settle_runs, reason=reason, grace=grace)
+            await agent.stop(reason=reason, grace=grace)
         self._agents.clear()
         self.registry.close()
         await self.runtime.aclose()

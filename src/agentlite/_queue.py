@@ -44,6 +44,7 @@ DEFAULT_MAX_RETRIES = 5
 
 ProcessMessages = Callable[[str], Awaitable[bool]]
 TaskFn = Callable[[], Awaitable[None]]
+Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[Any]"]
 
 
 @dataclass
@@ -81,12 +82,16 @@ class GroupQueue:
         retry_base: float = DEFAULT_RETRY_BASE,
         max_retries: int = DEFAULT_MAX_RETRIES,
         on_refused: Callable[[UnsafePath], None] | None = None,
+        spawn: Spawn | None = None,
     ) -> None:
         if retry_base < 0:
             raise ConfigError(f"retry base `{retry_base}` must not be negative")
         if max_retries < 0:
             raise ConfigError(f"max retries `{max_retries}` must not be negative")
         self._on_refused = on_refused
+        #: Where runs are started: the owner's supervisor (:mod:`agentlite._supervisor`), or a bare
+        #: task of the running loop.
+        self._spawn_run = spawn
         self._max_concurrent = max(1, int(max_concurrent))
         self._ipc_root = Path(ipc_root)
         self._retry_base = float(retry_base)
@@ -121,6 +126,11 @@ class GroupQueue:
         """Whether a run (message or task) is live for the group."""
         group = self._groups.get(jid)
         return bool(group and group.active)
+
+    def is_idle(self, jid: str) -> bool:
+        """Whether the group's live box finished its turn and only waits for input."""
+        group = self._groups.get(jid)
+        return bool(group and group.active and group.idle_waiting)
 
     def _group(self, jid: str) -> _Group:
         group = self._groups.get(jid)
@@ -281,7 +291,11 @@ class GroupQueue:
         self._active_count -= 1
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+        task = (
+            self._spawn_run(coro)
+            if self._spawn_run is not None
+            else asyncio.get_running_loop().create_task(coro)
+        )
         self._runs.add(task)
         task.add_done_callback(self._runs.discard)
 

@@ -174,12 +174,15 @@ class Scheduler:
 
     # -- the loop ------------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Start polling; the first poll happens at once."""
+    async def start(self, spawn: Callable[..., asyncio.Task[Any]] | None = None) -> None:
+        """Start polling (under ``spawn``, an owner's supervisor, if given); the first poll happens at once."""
         if self._loop_task is not None and not self._loop_task.done():
             return
         self._stop.clear()
-        self._loop_task = asyncio.get_running_loop().create_task(self._loop(), name="agentlite-scheduler")
+        if spawn is not None:
+            self._loop_task = spawn(self._loop(), name="agentlite-scheduler")
+        else:
+            self._loop_task = asyncio.get_running_loop().create_task(self._loop(), name="agentlite-scheduler")
 
     async def stop(self) -> None:
         """Stop polling. Runs already handed to the queue are the queue's to finish."""

@@ -193,21 +193,3 @@ def start_cli(argv: list[str], context: BackendContext, env: dict[str, str]) -> 
 def tail(text: str, limit: int = 500) -> str:
     text = text.strip()
     return text if len(text) <= limit else "…" + text[-limit:]
-
-
-def make_backend(context: BackendContext) -> Backend:
-    """The backend for ``context.config.type``; unknown names list the valid ones."""
-    kind = context.config.type
-    if kind == "codex":
-        from agentlite.backends.codex import CodexBackend
-
-        return CodexBackend(context)
-    if kind == "claude_code":
-        from agentlite.backends.claude_code import ClaudeCodeBackend
-
-        return ClaudeCodeBackend(context)
-    if kind == "acp":
-        from agentlite.backends.acp import AcpBackend
-
-        return AcpBackend(context)
-    raise ValueError(f"unknown backend `{kind}`; choose one of codex, claude_code, acp")

@@ -75,10 +75,6 @@ async def _wait_for_replies(agent: Any, timeout: float = 120.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
-        pending = agent.store.get_messages_since(
-            CHAT_ID, agent._cursors.get(CHAT_ID, ""), agent.assistant_name
-        )
-        busy = agent._queue.is_active(CHAT_ID) and not agent._queue._groups[CHAT_ID].idle_waiting
-        if not pending and not busy:
+        if not agent.busy(CHAT_ID):
             return
         await asyncio.sleep(0.2)

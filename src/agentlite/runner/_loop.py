@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 
 from agentlite._wire import Event, error_event, frame, state_event
-from agentlite.backends.base import BackendContext, TurnFailed, make_backend
+from agentlite.backends.base import BackendContext, TurnFailed
+from agentlite.backends.registry import make_backend
 from agentlite.runner._inbox import CLOSE_SENTINEL, Inbox, diag
 from agentlite.runner._input import InputError, parse_input
 

@@ -93,10 +93,9 @@ class GuestLayout:
 
 
 def host_layout() -> GuestLayout:
-    """A host-root box: the host's own Python at its own path, as the host's user."""
-    from agentlite.runtime.sandbox import BASE_PATH, BOX_HOME
-
-    return GuestLayout(python=sys.executable, home=BOX_HOME, base_path=BASE_PATH)
+    """A host-root box: the host's own Python at its own path, as the host's user (the home and
+    system PATH are the layout's defaults, which the sandbox's host-root boxes use)."""
+    return GuestLayout(python=sys.executable)
 
 
 def image_layout(host_loopback: str | None = None) -> GuestLayout:

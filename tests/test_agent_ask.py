@@ -1,0 +1,83 @@
+"""``Agent.ask``: one turn through the group queue and the turn pipeline, its one ``TurnResult``,
+the group's session kept in the agent's store, and a stop that settles a turn still running.
+Real SQLite files, real sandbox boxes, the real codex against the built-in model server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+import agentlite
+from agentlite._clis import agent_clis_bin
+from agentlite._ownership import RecordStore
+from agentlite.runtime.sandbox import SandboxRuntime
+from agentlite.testing.model_server import ModelServer
+
+pytestmark = pytest.mark.skipif(
+    agent_clis_bin() is None or not (agent_clis_bin() / "codex").exists(),  # type: ignore[operator]
+    reason="agent CLI `codex` not installed in agent-clis/ (run scripts/install.sh)",
+)
+
+
+@pytest.fixture
+async def model() -> AsyncIterator[ModelServer]:
+    async with ModelServer(scenario="text") as server:
+        yield server
+
+
+async def started_agent(workdir: Path, model: ModelServer) -> tuple[agentlite.AgentLite, agentlite.Agent]:
+    platform = await agentlite.create(workdir=workdir, runtime="sandbox")
+    agent = await platform.create_agent("a", backend={"type": "codex", "base_url": model.openai_base_url})
+    await agent.start()
+    agent.register_group("q:one", name="one", folder="one", requires_trigger=False)
+    return platform, agent
+
+
+def agent_tasks(agent_id: str) -> list[asyncio.Task]:
+    """The tasks still running under the agent's supervisor (named `agent-<id>:...`)."""
+    return [t for t in asyncio.all_tasks() if not t.done() and t.get_name().startswith(f"agent-{agent_id}:")]
+
+
+async def test_ask_returns_one_result_and_the_next_turn_resumes_its_session(
+    tmp_path: Path, model: ModelServer
+) -> None:
+    platform, agent = await started_agent(tmp_path / "data", model)
+    seen: list[str] = []
+    first = await agent.ask("q:one", "hello", on_event=lambda e: seen.append(e.type), request_id="r1")
+    assert (first.id, first.status, first.result) == ("r1", "success", "hi from the offline model")
+    assert first.session_id and agent.store.get_session("one", "codex") == first.session_id
+    assert first.timings is not None and first.timings.run_s > 0
+    assert seen[-1] == "state" and "result" in seen
+    second = await agent.ask("q:one", "again")
+    assert second.status == "success" and second.session_id == first.session_id
+    line = second.line()
+    assert line["type"] == "final" and line["session_id"] == first.session_id
+    names = {t.get_name().split(":", 1)[1] for t in agent_tasks(agent.id)}
+    assert {f"agentlite-loop-{agent.id}", "agentlite-scheduler", "agentlite-ipc-watcher"} <= names
+    await platform.close()
+    assert agent_tasks(agent.id) == []
+
+
+async def test_stop_settles_a_running_ask_and_leaves_no_box_and_no_task(
+    tmp_path: Path, model: ModelServer
+) -> None:
+    platform, agent = await started_agent(tmp_path / "data", model)
+    asking = asyncio.create_task(agent.ask("q:one", "wait [scenario:hang]"))
+    deadline = time.monotonic() + 120
+    while not any(r.scenario == "hang" for r in model.requests):
+        assert time.monotonic() < deadline and not asking.done(), "the turn never reached the model"
+        await asyncio.sleep(0.1)
+    queued = asyncio.create_task(agent.ask("q:one", "never runs"))
+    await asyncio.sleep(0)
+    await agent.stop(reason="shutting down", grace=0)
+    running, waiting = await asyncio.wait_for(asyncio.gather(asking, queued), 60)
+    assert (running.status, running.error) == ("error", "shutting down")
+    assert (waiting.status, waiting.error) == ("error", "shutting down")
+    assert agent_tasks(agent.id) == []
+    assert await SandboxRuntime(platform.box_home).list() == []
+    assert RecordStore(platform.box_home).record_names() == []
+    await platform.close()
