@@ -129,7 +129,12 @@ def test_host_root_sandbox_keeps_the_host_python_and_urls(tmp_path: Path) -> Non
     assert sent == turn_input()
     assert layout.runner_argv() == [sys.executable, "-m", "agentlite.runner"]
     # The host's own user, the sandbox's agent home, the host's system PATH folders.
-    assert (layout.uid, layout.home, layout.base_path) == (None, sandbox.BOX_HOME, sandbox.BASE_PATH)
+    runtime = SandboxRuntime(tmp_path / "home")
+    assert (layout.uid, layout.home, layout.base_path) == (
+        runtime.box_uid_inside,
+        sandbox.BOX_HOME,
+        sandbox.BASE_PATH,
+    )
 
 
 def test_image_sandbox_uses_the_image_python_and_keeps_loopback_urls(tmp_path: Path) -> None:
@@ -143,7 +148,7 @@ def test_image_sandbox_uses_the_image_python_and_keeps_loopback_urls(tmp_path: P
     assert sent.actions_auth == turn_input().actions_auth and sent.backend.base_url == MODEL
     env = layout.box_env({"PATH": "/host/clis:/usr/bin", "A": "1"})
     assert env["PATH"] == GUEST_PATH + ":/host/clis" and env["A"] == "1"
-    assert (layout.uid, layout.home) == (GUEST_UID, GUEST_HOME)
+    assert (layout.uid, layout.home) == (GUEST_UID, GUEST_HOME) == (sandbox.IMAGE_UID, GUEST_HOME)
     # BoxLite boxes run the same image: the same layout, but the host's loopback elsewhere.
     boxlite = image_layout(host_loopback=BOXLITE_HOST_IP)
     assert (boxlite.python, boxlite.uid, boxlite.home, dict(boxlite.env)) == (

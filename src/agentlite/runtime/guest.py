@@ -36,8 +36,8 @@ class GuestLayout:
     python: str
     #: The agent's home inside the box (the group's agent state is mounted there).
     home: str = "/home/agent"
-    #: The uid the box's commands run as; ``None``: the host user's own (a host-root sandbox).
-    uid: int | None = None
+    #: The uid the box's commands have inside the box (the host maps it to an unprivileged user).
+    uid: int = 0
     #: The system folders of PATH inside the box, after the run's own (the agent CLIs).
     base_path: str = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
     #: The environment every command starts from (the image's own); the run's values go on top.
@@ -93,7 +93,7 @@ class GuestLayout:
 
 
 def host_layout() -> GuestLayout:
-    """A host-root box: the host's own Python at its own path, as the host's user (the home and
+    """A host-root box: the host's own Python at its own path, as uid 0 of the box (the home and
     system PATH are the layout's defaults, which the sandbox's host-root boxes use)."""
     return GuestLayout(python=sys.executable)
 
