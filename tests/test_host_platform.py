@@ -140,8 +140,9 @@ async def test_twenty_requests_over_four_groups_survive_a_sigkilled_host(
     await no_box_left(home)
 
 
-async def test_sigint_during_four_running_requests_settles_each_and_leaves_nothing(
-    home: Path, model: ModelServer
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+async def test_a_signal_during_four_running_requests_settles_each_and_leaves_nothing(
+    home: Path, model: ModelServer, signum: int
 ) -> None:
     host = await Host.start(home, model)
     host.send([request(f"h{n}", group, "wait [scenario:hang]") for n, group in enumerate(GROUPS)])
@@ -153,14 +154,14 @@ async def test_sigint_during_four_running_requests_settles_each_and_leaves_nothi
         assert host.proc.returncode is None
         await asyncio.sleep(0.1)
     started = time.monotonic()
-    host.proc.send_signal(signal.SIGINT)
+    host.proc.send_signal(signum)
     # The issue asks for an exit within 10 s; the bound here is generous (a loaded machine), and
     # the time taken is printed for the record rather than asserted.
     await host.read_until(lambda _: False, timeout=60)
     code = await asyncio.wait_for(host.proc.wait(), 60)
-    print(f"host stopped {time.monotonic() - started:.2f} s after SIGINT")
+    print(f"host stopped {time.monotonic() - started:.2f} s after signal {signum}")
     finals = host.finals()
     assert sorted(f["id"] for f in finals) == [f"h{n}" for n in range(4)]
     assert all(f["status"] == "error" and f["error"] == "host stopped" for f in finals), finals
-    assert code == 128 + signal.SIGINT
+    assert code == 128 + signum
     await no_box_left(home)
