@@ -13,7 +13,10 @@ import pytest
 
 import agentlite
 from agentlite._clis import agent_clis_bin
+from agentlite._errors import BoxError
 from agentlite._ownership import RecordStore
+from agentlite._platform import AgentLite
+from agentlite.runtime.base import BoxInfo, BoxSpec
 from agentlite.runtime.sandbox import SandboxRuntime
 from agentlite.testing.model_server import ModelServer
 
@@ -81,3 +84,42 @@ async def test_stop_settles_a_running_ask_and_leaves_no_box_and_no_task(
     assert await SandboxRuntime(platform.box_home).list() == []
     assert RecordStore(platform.box_home).record_names() == []
     await platform.close()
+
+
+class FailingCreates(SandboxRuntime):
+    """The real sandbox, whose first ``failures`` box creations fail (a host short of resources)."""
+
+    failures = 0
+    creates = 0
+
+    async def create(self, name: str, spec: BoxSpec) -> BoxInfo:
+        self.creates += 1
+        if self.creates <= self.failures:
+            raise BoxError(name, f"no room for a box (attempt {self.creates})")
+        return await super().create(name, spec)
+
+
+@pytest.mark.parametrize(
+    ("failures", "status"), [(2, "success"), (99, "error")], ids=["recovers", "gives-up"]
+)
+async def test_a_turn_whose_box_cannot_start_is_retried_then_fails_clearly(
+    tmp_path: Path, model: ModelServer, failures: int, status: str
+) -> None:
+    box_home = tmp_path / "boxes"
+    runtime = FailingCreates(box_home)
+    runtime.failures = failures
+    platform = AgentLite(tmp_path / "data", timezone="UTC", runtime=runtime, max_concurrent=2, box_timeout=300,
+                         idle_timeout=300, box_home=box_home)  # fmt: skip
+    platform.retry_base = 0.05
+    agent = await platform.create_agent("a", backend={"type": "codex", "base_url": model.openai_base_url})
+    await agent.start()
+    agent.register_group("q:one", name="one", folder="one", requires_trigger=False)
+    result = await agent.ask("q:one", "hello")
+    assert result.status == status, result
+    if status == "success":
+        assert runtime.creates == failures + 1 and result.result == "hi from the offline model"
+    else:
+        assert runtime.creates == 1 + 5  # the first try and the queue's five retries
+        assert result.error == "BoxError: no room for a box (attempt 6)"
+    await platform.close()
+    assert await SandboxRuntime(box_home).list() == [] and RecordStore(box_home).record_names() == []

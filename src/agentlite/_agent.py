@@ -493,7 +493,9 @@ class Agent:
         resumes the group's session for the backend (``backend`` overrides the agent's for this
         turn), has the agent's MCP tools and actions, and ends its box after the turn. Nothing is
         sent to a chat: the answer is the result. If the agent stops first, the result is an error
-        naming why (see :meth:`stop`).
+        naming why (see :meth:`stop`). A turn that could not run at all (the box layer raised, e.g.
+        a box that failed to start) is retried like the queue retries message runs, after
+        ``retry_base * 2**(n-1)`` seconds for n = 1..max retries; a turn's own error is its result.
         """
         group = self._groups.get(jid)
         if group is None:
@@ -506,14 +508,29 @@ class Agent:
                 answer.set_result(result)
 
         async def turn() -> None:
+            retries = 0
             try:
-                settle(await self._run_turn(group, prompt, None, backend=backend, observer=on_event,
-                                            single_turn=True, request_id=request_id, accepted_at=accepted_at))  # fmt: skip
+                while True:
+                    try:
+                        result = await self._run_turn(group, prompt, None, backend=backend, observer=on_event,
+                                                      single_turn=True, request_id=request_id,
+                                                      accepted_at=accepted_at, errors_as_results=False)  # fmt: skip
+                    except Exception as exc:
+                        queue = self._queue
+                        if queue is None or queue.shutting_down or retries >= queue.max_retries:
+                            log.exception("turn in %s failed agent=%s", group.folder, self.id)
+                            settle(TurnResult.failed(f"{type(exc).__name__}: {exc}", request_id=request_id))
+                            return
+                        retries += 1
+                        delay = self._platform.retry_base * 2 ** (retries - 1)
+                        log.warning("turn in %s could not run (%s: %s); retry %d in %gs", group.folder,
+                                    type(exc).__name__, exc, retries, delay)  # fmt: skip
+                        await asyncio.sleep(delay)  # a backoff, holding the group's turn in order
+                        continue
+                    settle(result)
+                    return
             except asyncio.CancelledError:
                 settle(TurnResult.failed(self._stop_reason, request_id=request_id))
-                raise
-            except Exception as exc:
-                settle(TurnResult.failed(f"{type(exc).__name__}: {exc}", request_id=request_id))
                 raise
 
         self._asked.add(answer)
@@ -528,7 +545,8 @@ class Agent:
     async def _run_turn(self, group: RegisteredGroup, prompt: str, deliver: Callable[[str], Any] | None, *,
                         task: Task | None = None, backend: BackendConfig | None = None,
                         observer: TurnEventHandler | None = None, single_turn: bool = False,
-                        request_id: str | int | None = None, accepted_at: float | None = None) -> TurnResult:  # fmt: skip
+                        request_id: str | int | None = None, accepted_at: float | None = None,
+                        errors_as_results: bool = True) -> TurnResult:  # fmt: skip
         """One run of the group's box through the turn pipeline (:func:`agentlite._turn.run_turn`).
 
         ``deliver`` gets each answer for the chat (``None``: the answer is only the result);
@@ -597,7 +615,7 @@ class Agent:
                 workspace=self.groups_dir / group.folder, ipc_dir=self.ipc_root / group.folder,
                 agent_home=self.workdir / "data" / "sessions" / group.folder,
                 timeout=self._platform.box_timeout, idle_timeout=self._platform.idle_timeout, spec=spec,
-                single_turn=single_turn,
+                single_turn=single_turn, errors_as_results=errors_as_results,
             )  # fmt: skip
         except UnsafePath as exc:
             self._refused(exc, "run", jid=group.jid, folder=group.folder)

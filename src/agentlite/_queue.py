@@ -119,6 +119,10 @@ class GroupQueue:
         return self._max_concurrent
 
     @property
+    def max_retries(self) -> int:
+        return self._max_retries
+
+    @property
     def shutting_down(self) -> bool:
         return self._shutting_down
 
