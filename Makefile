@@ -12,7 +12,7 @@ lint:
 	.venv/bin/ruff format --check src tests bench
 
 bench:
-	for b in box_spawn proxy_throughput cleanup_sweep run_overhead host_jsonl platform_overhead message_throughput image_build image_spawn acp_first_update; do \
+	for b in box_spawn proxy_throughput cleanup_sweep run_overhead host_jsonl platform_overhead message_throughput ledger_overhead image_build image_spawn acp_first_update; do \
 		.venv/bin/python bench/$$b.py || exit 1; done
 
 chaos:

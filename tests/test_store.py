@@ -135,7 +135,7 @@ def test_creates_the_folder_in_wal_mode_with_every_migration(db_path: Path, stor
     assert raw_sql(db_path, "PRAGMA journal_mode") == [("wal",)]
     recorded = raw_sql(db_path, "SELECT id, name FROM schema_migrations ORDER BY id")
     assert recorded == [(m.id, m.name) for m in store_migrations()]
-    assert [r[0] for r in recorded] == list(range(1, 9))
+    assert [r[0] for r in recorded] == list(range(1, len(store_migrations()) + 1))
 
 
 def test_reopening_applies_nothing_and_keeps_data(db_path: Path, store: AgentStore) -> None:
@@ -143,7 +143,7 @@ def test_reopening_applies_nothing_and_keeps_data(db_path: Path, store: AgentSto
     store.close()
     with AgentStore(db_path) as again:
         assert [m.id for m in again.get_messages_since("tg:1", "", "Andy")] == ["1"]
-    assert raw_sql(db_path, "SELECT count(*) FROM schema_migrations") == [(8,)]
+    assert raw_sql(db_path, "SELECT count(*) FROM schema_migrations") == [(len(store_migrations()),)]
 
 
 def test_closed_store_raises_a_clear_error(store: AgentStore) -> None:
@@ -652,7 +652,7 @@ def test_a_v1_file_upgrades_without_losing_data(db_path: Path) -> None:
     indexes = {r[0] for r in raw_sql(db_path, "SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"idx_messages_timestamp", "idx_messages_chat_time", "idx_tasks_due"} <= indexes
     assert [r[0] for r in raw_sql(db_path, "SELECT id FROM schema_migrations ORDER BY id")] == list(
-        range(1, 9)
+        range(1, len(store_migrations()) + 1)
     )
 
 
@@ -664,13 +664,14 @@ def test_a_file_at_migration_1_upgrades(db_path: Path) -> None:
     conn.close()
     with AgentStore(db_path) as store:
         assert store.get_sessions("claude_code") == {"family": "sess-1"}
-    assert raw_sql(db_path, "SELECT count(*) FROM schema_migrations") == [(8,)]
+    assert raw_sql(db_path, "SELECT count(*) FROM schema_migrations") == [(len(store_migrations()),)]
 
 
 def test_a_file_from_a_newer_version_is_refused(db_path: Path) -> None:
     AgentStore(db_path).close()
-    raw_sql(db_path, "INSERT INTO schema_migrations VALUES (9, 'from_the_future', ?)", (T0,))
-    with pytest.raises(AgentliteError, match=r"migration 9 .*newer version"):
+    future = len(store_migrations()) + 1
+    raw_sql(db_path, "INSERT INTO schema_migrations VALUES (?, 'from_the_future', ?)", (future, T0))
+    with pytest.raises(AgentliteError, match=rf"migration {future} .*newer version"):
         AgentStore(db_path)
 
 

@@ -26,6 +26,7 @@ from agentlite._events import AgentEvent, EventHub
 from agentlite._handoff import handoff_block, with_handoff
 from agentlite._ipc import IpcWatcher
 from agentlite._ipc_bridge import IpcBridge
+from agentlite._ledger_turn import LedgerTurn
 from agentlite._lifecycle import cleanup_orphans
 from agentlite._message_loop import MessageLoop
 from agentlite._mounts import MountAllowlist, ensure_memory_alias, group_volumes, seed_memory
@@ -37,6 +38,8 @@ from agentlite._protocol import (
     RunnerInput,
     SdkMessageEvent,
     StateEvent,
+    UsageEvent,
+    session_id_of,
 )
 from agentlite._queue import GroupQueue
 from agentlite._registry import AgentRecord, normalize_backend
@@ -572,6 +575,10 @@ class Agent:
             self._write_snapshots(group)
         except UnsafePath as exc:  # the run goes on without fresh snapshots
             self._refused(exc, "ipc_snapshot", jid=group.jid, folder=group.folder)
+        # The run id exists before the box does (the ledger: agentlite._ledger).
+        turn = LedgerTurn.begin(self.store.runs, agent_id=self.id, group_folder=group.folder, backend=backend.type,
+                                chat_id=group.jid, deliver_to="chat" if deliver is not None else "result",
+                                request_id=request_id)  # fmt: skip
         auth = self._actions_server.mint_token(group.folder, group.is_main) if self._actions_server else None
         run_input = RunnerInput(prompt=prompt, group_folder=group.folder, chat_id=group.jid, is_main=group.is_main,
                                 is_scheduled_task=task is not None, assistant_name=self.assistant_name,
@@ -579,6 +586,8 @@ class Agent:
                                 actions_auth=auth)  # fmt: skip
 
         async def on_event(event: Event) -> None:
+            if isinstance(event, SdkMessageEvent | UsageEvent | ResultEvent):  # a turn's own events
+                turn.on_event(session_id_of(event))
             if isinstance(event, StateEvent):
                 self._hub.emit("run.state", jid=group.jid, name=group.name, folder=group.folder, state=event.state,
                                reason=event.reason, exit_code=event.exit_code)  # fmt: skip
@@ -590,8 +599,12 @@ class Agent:
                 if pending_handoff and revision == self.backend_revision:
                     # The new backend answered with the handoff in hand and has its own session now.
                     self.store.clear_handoff(group.folder)
-                if event.result and deliver is not None:
-                    await deliver(event.result)
+                # Written to the ledger before it reaches the chat; a superseded copy's is refused.
+                if deliver is not None and turn.final(status="success", text=event.result,
+                                                      session_id=event.new_session_id):  # fmt: skip
+                    if event.result:
+                        await deliver(event.result)
+                    turn.delivered()
             elif isinstance(event, SdkMessageEvent):
                 self._emit_sdk(group, event)
             if observer is not None:
@@ -603,7 +616,7 @@ class Agent:
             self.workdir, group.folder, is_main=group.is_main, extra=self._extra_mounts(group)
         )
         network = self.get_network()
-        spec = BoxSpec(env=await self._credential_env(), volumes=extra, network_mode=network["mode"],
+        spec = BoxSpec(env={**await self._credential_env(), **turn.journal_env}, volumes=extra, network_mode=network["mode"],
                        allow_net=network["allow_net"])  # fmt: skip
         self._queue.register_box(group.jid, group.folder, is_task=task is not None or single_turn)
         try:
@@ -615,17 +628,35 @@ class Agent:
                 workspace=self.groups_dir / group.folder, ipc_dir=self.ipc_root / group.folder,
                 agent_home=self.workdir / "data" / "sessions" / group.folder,
                 timeout=self._platform.box_timeout, idle_timeout=self._platform.idle_timeout, spec=spec,
-                single_turn=single_turn, errors_as_results=errors_as_results,
+                single_turn=single_turn, errors_as_results=errors_as_results, on_box=turn.on_box,
             )  # fmt: skip
         except UnsafePath as exc:
             self._refused(exc, "run", jid=group.jid, folder=group.folder)
+            turn.failed(str(exc))
             return TurnResult.failed(str(exc), request_id=request_id)
+        except BaseException as exc:
+            turn.failed(f"{type(exc).__name__}: {exc}")
+            raise
         finally:
             if auth is not None:
                 self._actions_server.revoke_token(auth.token)
         if result.status == "success" and pending_handoff and revision == self.backend_revision:
             self.store.clear_handoff(group.folder)
+        self._settle_run(turn, result, chat=deliver is not None)
         return result
+
+    @staticmethod
+    def _settle_run(turn: LedgerTurn, result: TurnResult, *, chat: bool) -> None:
+        """The ledger's end of a turn whose final did not already go to a chat: a caller's result is
+        delivered by returning it; an error is the run's failure."""
+        if turn.has_final:
+            return
+        usage = result.usage.model_dump() if result.usage is not None else None
+        if result.status == "success" and not chat:
+            if turn.final(status="success", text=result.result, usage=usage, session_id=result.session_id):
+                turn.delivered()
+        else:
+            turn.failed(result.error or "the run ended without an answer")
 
     def _extra_mounts(self, group: RegisteredGroup) -> list[Any]:
         """The group's additional mounts that the agent's allowlist permits; the rest are logged."""

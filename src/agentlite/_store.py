@@ -33,6 +33,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 
 from agentlite._errors import AgentliteError, ConfigError
+from agentlite._ledger import RunLedger, create_runs_table
 from agentlite._names import check_group_folder
 from agentlite._protocol import BACKEND_TYPES
 from agentlite._time import now_iso
@@ -369,6 +370,7 @@ def store_migrations(legacy_backend_type: str = "claude_code") -> list[Migration
         Migration(6, "sessions_per_backend", lambda c: _m6_sessions_per_backend(c, legacy_backend_type)),
         Migration(7, "backend_handoffs", _m7_backend_handoffs),
         Migration(8, "query_indexes", _m8_query_indexes),
+        Migration(9, "run_ledger", create_runs_table),
     ]
 
 
@@ -414,6 +416,11 @@ class AgentStore:
     def close(self) -> None:
         """Close the file; idempotent. Any later call raises :class:`AgentliteError`."""
         self._db.close()
+
+    @property
+    def runs(self) -> RunLedger:
+        """The run ledger (:mod:`agentlite._ledger`) in this file."""
+        return RunLedger(self._db)
 
     def __enter__(self) -> AgentStore:
         return self

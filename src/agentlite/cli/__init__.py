@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from agentlite._logging import configure_logging
-from agentlite.cli import agents as agents_cli, image as image_cli, tasks as tasks_cli
+from agentlite.cli import agents as agents_cli, image as image_cli, runs as runs_cli, tasks as tasks_cli
 from agentlite.cli.acp import acp_command
 from agentlite.cli.boxes import boxes, cleanup
 from agentlite.cli.chat import chat_command
@@ -56,6 +56,7 @@ app.command("chat")(chat_command)
 app.add_typer(agents_cli.app, name="agents")
 app.add_typer(tasks_cli.app, name="tasks")
 app.add_typer(image_cli.app, name="image")
+app.add_typer(runs_cli.app, name="runs")
 
 
 def main() -> None:

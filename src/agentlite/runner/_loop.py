@@ -30,10 +30,55 @@ SCHEDULED_PREFIX = (
 )
 
 
+class _Output:
+    """Where events go: the run's journal (when the host named one), then stdout.
+
+    The journal is the path that survives the host: each frame is appended and handed to the kernel
+    before stdout sees it, so a host that restarts reads on from where its predecessor stopped.
+    Stdout is only the fast path: once the host's end of the pipe is gone, stdout and stderr are
+    pointed at /dev/null and the turn goes on, writing the journal alone.
+    """
+
+    def __init__(self) -> None:
+        self.journal: int | None = None
+        self.stdout_gone = False
+
+    def open_journal(self, path: str) -> None:
+        # Append only, never through a symlink the agent may have planted in its IPC folder.
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.journal = os.open(path, flags, 0o600)
+
+    def write(self, data: bytes) -> None:
+        if self.journal is not None:
+            _write_all(self.journal, data)
+        if self.stdout_gone:
+            return
+        try:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        except OSError:  # BrokenPipeError: the host died; the journal carries the run on
+            self.stdout_gone = True
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+            if self.journal is None:
+                raise
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+OUTPUT = _Output()
+
+
 def emit(event: Event) -> None:
     # UTF-8 bytes whatever the box's locale says (a C locale must not turn an emoji into a crash).
-    sys.stdout.buffer.write(frame(event).encode())
-    sys.stdout.buffer.flush()
+    OUTPUT.write(frame(event).encode())
 
 
 def main() -> int:
@@ -42,6 +87,8 @@ def main() -> int:
     except InputError as exc:
         emit(error_event(f"Failed to parse input: {exc}"))
         return 1
+    if journal := os.environ.get("AGENTLITE_JOURNAL"):
+        OUTPUT.open_journal(journal)
     inbox = Inbox(Path(os.environ.get("AGENTLITE_IPC_INPUT", "/workspace/ipc/input")))
     workspace = Path(os.environ.get("AGENTLITE_WORKSPACE") or os.getcwd())
     home = Path(os.environ.get("HOME", "/home/agent"))
