@@ -282,3 +282,32 @@ async def test_cgroup_is_removed_with_the_box(sandbox: SandboxRuntime, home: Pat
     if group is None:
         pytest.skip("no cgroups here")
     assert not any(p.exists() for p in group.paths.values())
+
+
+@needs_limit("memory")
+async def test_a_run_out_of_memory_ends_in_one_clear_error(
+    sandbox: SandboxRuntime, home: Path, tmp_path: Path
+) -> None:
+    """The real codex runs a command that allocates 1 GiB in a 256 MiB box: one error event, and
+    the outcome names the limit instead of a bare exit code."""
+    from agentlite._clis import agent_clis_bin
+    from agentlite._protocol import BackendConfig, ErrorEvent, Event, RunnerInput
+    from agentlite._run import run_agent
+    from agentlite.testing.model_server import ModelServer
+
+    bin_dir = agent_clis_bin()
+    if bin_dir is None or not (bin_dir / "codex").exists():
+        pytest.skip("agent CLI codex not installed in agent-clis/")
+    events: list[Event] = []
+    async with ModelServer(scenario="shell") as server:
+        server.command = "python3 -c 'b = bytearray(1 << 30)'"
+        config = BackendConfig(
+            type="codex", base_url=server.openai_base_url, model="fake-model", max_retries=0
+        )
+        run_input = RunnerInput(prompt="go", group_folder="main", chat_id="c1", is_main=True, backend=config)
+        outcome = await run_agent(sandbox, home, run_input, workspace=tmp_path / "ws", on_event=events.append,
+                                  single_turn=True, timeout=120, idle_timeout=5, spec=BoxSpec(memory_mib=256))  # fmt: skip
+    errors = [e for e in events if isinstance(e, ErrorEvent)]
+    assert (outcome.status, outcome.error) == ("error", "box ran out of memory (256 MiB)")
+    assert len(errors) == 1
+    assert await sandbox.list() == []
