@@ -165,3 +165,25 @@ async def test_a_signal_during_four_running_requests_settles_each_and_leaves_not
     assert all(f["status"] == "error" and f["error"] == "host stopped" for f in finals), finals
     assert code == 128 + signum
     await no_box_left(home)
+
+
+async def test_a_host_run_has_the_agents_mcp_tools(home: Path, model: ModelServer) -> None:
+    from agentlite._store import AgentStore
+
+    model.tool = ("mcp__agentlite__schedule_task",
+                  {"prompt": "later", "schedule_type": "cron", "schedule_value": "0 0 1 1 *"})  # fmt: skip
+    host = await Host.start(home, model)
+    host.send([request("t1", "tools", "plan it [scenario:tool_call]")])
+    await host.read_until(lambda h: len(h.finals()) == 1)
+    assert host.finals()[0]["status"] == "success", host.finals()
+    # The box's MCP server asked over IPC; the host's agent puts the task in its store.
+    store = AgentStore(home / "host" / "agents" / "jsonl" / "store" / "messages.db")
+    deadline = time.monotonic() + 60
+    while not (tasks := store.list_tasks()):
+        assert time.monotonic() < deadline, "the task the box scheduled never reached the agent's store"
+        await asyncio.sleep(0.2)
+    store.close()
+    assert [(t.prompt, t.group_folder, t.schedule_value) for t in tasks] == [("later", "tools", "0 0 1 1 *")]
+    code, err = await host.finish()
+    assert code == 0, err[-3000:]
+    await no_box_left(home)
