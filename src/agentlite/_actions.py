@@ -392,8 +392,8 @@ class ActionsServer:
             except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
                 return
             await self._respond(writer, status, reply)
-        except (ConnectionError, asyncio.CancelledError):
-            pass
+        except ConnectionError:
+            pass  # the client went away; a cancellation (stop()) propagates
         finally:
             self._pending.pop(task, None)
             if grant_key is not None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json as jsonlib
 import signal
 import sys
@@ -86,7 +85,6 @@ async def _serve(runtime: BoxRuntime, home: Path, config: BackendConfig, max_con
                 await platform.close()
             return 0
         serving.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await serving
+        await asyncio.wait([serving])  # its end, without taking on (or swallowing) its cancellation
         await host.stop()
         return 128 + signals[0]
