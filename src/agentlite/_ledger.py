@@ -26,14 +26,22 @@ import logging
 import secrets
 import sqlite3
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 from agentlite._errors import ConfigError
 from agentlite._time import now_iso
 
-if TYPE_CHECKING:
-    from agentlite._store import Database
+
+class Database(Protocol):
+    """The store's database as the ledger uses it (:class:`agentlite._store.Database`); typed here
+    so the ledger, which the store opens, does not import the store back."""
+
+    def read(self) -> AbstractContextManager[sqlite3.Connection]: ...
+
+    def write(self) -> AbstractContextManager[sqlite3.Connection]: ...
+
 
 log = logging.getLogger("agentlite.ledger")
 
