@@ -120,6 +120,7 @@ def test_exec_timeout_kills_and_cleans_up(home: Path) -> None:
             "error: volume `nope` must look like HOST:GUEST or HOST:GUEST:ro",
         ),
         (["exec", "--timeout", "-5", "--", "true"], "error: timeout must be > 0 seconds, got -5"),
+        (["host", "--jsonl", "--timeout", "0"], "error: timeout must be > 0 seconds, got 0"),
         (
             ["exec", "--runtime", "qemu", "--", "true"],
             "error: unknown runtime `qemu`; choose one of auto, boxlite, sandbox",

@@ -21,8 +21,11 @@ from agentlite.cli.run import AcpOption, BackendOption, BaseUrlOption, ModelOpti
 from agentlite.runtime import open_runtime
 from agentlite.runtime.base import BoxRuntime
 
-#: The hard timeout of one request's box, in seconds.
+#: The default hard timeout of one request's box, in seconds (``--timeout``; each event re-arms it).
 REQUEST_TIMEOUT = 1800.0
+#: A request is one turn (its runner exits after it), so the idle timeout only bounds a runner
+#: that waits anyway; the run layer keeps the hard timeout at least this plus its grace (60 s).
+REQUEST_IDLE_TIMEOUT = 30.0
 
 
 def host_command(
@@ -36,6 +39,10 @@ def host_command(
     max_concurrent: Annotated[
         int, typer.Option("--max-concurrent", help="Boxes at once.")
     ] = DEFAULT_MAX_CONCURRENT,
+    timeout: Annotated[
+        float,
+        typer.Option("--timeout", help="Seconds a request's box may go without an event (at least 60)."),
+    ] = REQUEST_TIMEOUT,
     home: HomeOption = None,
     runtime: RuntimeOption = None,
 ) -> None:
@@ -45,10 +52,12 @@ def host_command(
             raise ConfigError("host mode needs `--jsonl` (the only protocol so far)")
         if max_concurrent < 1:
             raise ConfigError(f"max concurrent boxes must be at least 1, got {max_concurrent}")
+        if timeout <= 0:
+            raise ConfigError(f"timeout must be > 0 seconds, got {timeout:g}")
         config = backend_config(backend, model, base_url, acp_command)
         home_dir = home_path(home)
         box_runtime, _ = open_runtime(home_dir, runtime)
-        code = asyncio.run(_serve(box_runtime, home_dir, config, max_concurrent))
+        code = asyncio.run(_serve(box_runtime, home_dir, config, max_concurrent, timeout))
     raise typer.Exit(code)
 
 
@@ -57,7 +66,8 @@ def _write(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-async def _serve(runtime: BoxRuntime, home: Path, config: BackendConfig, max_concurrent: int) -> int:
+async def _serve(runtime: BoxRuntime, home: Path, config: BackendConfig, max_concurrent: int,
+                 timeout: float = REQUEST_TIMEOUT) -> int:  # fmt: skip
     """Serve stdin until its end (exit 0) or SIGINT/SIGTERM (every request settled; 128 + signal)."""
     loop = asyncio.get_running_loop()
     signals: list[int] = []
@@ -70,8 +80,8 @@ async def _serve(runtime: BoxRuntime, home: Path, config: BackendConfig, max_con
         # The platform's agents, stores and registry live under `<home>/host`; boxes and their
         # records in the home itself, where `agentlite boxes` looks.
         platform = AgentLite(home / "host", timezone=resolve_timezone(None), runtime=runtime,
-                             max_concurrent=max_concurrent, box_timeout=REQUEST_TIMEOUT,
-                             idle_timeout=REQUEST_TIMEOUT, box_home=home)  # fmt: skip
+                             max_concurrent=max_concurrent, box_timeout=timeout, idle_timeout=REQUEST_IDLE_TIMEOUT,
+                             box_home=home)  # fmt: skip
         host = JsonlHost(platform, with_base_url(config, demo_url), write=_write)
         await host.sweep()
         serving = asyncio.create_task(serve_stdin(host), name="host-stdin")
