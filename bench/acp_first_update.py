@@ -32,7 +32,7 @@ from typing import Any
 import acp
 from acp import schema
 
-from agentlite._acp_agent import adapter_backend
+from agentlite._acp_box import adapter_backend
 from agentlite._clis import agent_clis_bin
 from agentlite._protocol import RunnerInput
 from agentlite.testing.model_server import ModelServer

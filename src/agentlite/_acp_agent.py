@@ -24,8 +24,6 @@ The boxes go when their session is closed, when the client closes the connection
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
 import hashlib
 import logging
 import os
@@ -37,15 +35,13 @@ from typing import Any, Literal
 import acp
 from acp import schema
 
+from agentlite._acp_box import AdapterBox
 from agentlite._errors import ConfigError
-from agentlite._lifecycle import _claim_name, _shielded, _teardown, cleanup_orphans
+from agentlite._lifecycle import cleanup_orphans
 from agentlite._mounts import ExtraMount, MountAllowlist, check_extra_mount
-from agentlite._network import NetworkMode, loopback_ports, model_endpoint_entries
-from agentlite._ownership import ownership_for
-from agentlite._protocol import BackendConfig, RunnerInput
-from agentlite._run import GUEST_WORKSPACE, runner_env
-from agentlite.runner import bytecode as box_bytecode
-from agentlite.runtime.base import BoxProcess, BoxRuntime, BoxSpec, Volume
+from agentlite._protocol import BackendConfig
+from agentlite._run import GUEST_WORKSPACE
+from agentlite.runtime.base import BoxRuntime, BoxSpec
 
 log = logging.getLogger("agentlite.acp")
 
@@ -58,24 +54,6 @@ _PERMISSIVE_MODES = ("full-access", "bypassPermissions")
 #: codex's sandbox, which cannot start in a box (no nested user namespaces), so its commands would
 #: all fail; the box is its boundary. Claude's default mode asks, and its requests go to the client.
 _ASK_MODES = ("full-access",)
-#: The adapter's output lines may carry whole files (multimodal prompts): the SDK's own default.
-_STREAM_LIMIT = 50 * 1024 * 1024
-_STDERR_KEEP = 64 * 1024
-
-
-def adapter_backend(backend: str, model: str | None, base_url: str | None) -> BackendConfig:
-    """The backend config of the adapter for ``--backend`` (``codex``, ``claude_code``, ``acp:CMD``)."""
-    import shlex
-
-    if backend == "codex":
-        return BackendConfig(type="acp", command=["codex-acp"], model=model, base_url=base_url,
-                             api_key_env="OPENAI_API_KEY")  # fmt: skip
-    if backend == "claude_code":
-        return BackendConfig(type="acp", command=["claude-agent-acp"], model=model, base_url=base_url,
-                             api_key_env="ANTHROPIC_API_KEY")  # fmt: skip
-    if backend.startswith("acp:") and shlex.split(backend[4:]):
-        return BackendConfig(type="acp", command=shlex.split(backend[4:]), model=model, base_url=base_url)
-    raise ConfigError(f"unknown backend `{backend}`; choose codex, claude_code or acp:<command>")
 
 
 @dataclass
@@ -117,62 +95,6 @@ def agent_home_for(home: Path, folder: Path) -> Path:
     return home / "agent-homes" / ACP_AGENT_ID / f"{folder.name[:40] or 'root'}-{digest}"
 
 
-class _BoxStdinTransport(asyncio.WriteTransport):
-    """A box process's stdin as the write transport of an ``asyncio.StreamWriter`` (what the ACP
-    SDK writes its messages to): bytes are written to the process in order by one task."""
-
-    def __init__(self, proc: BoxProcess) -> None:
-        super().__init__()
-        self._proc = proc
-        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self._closing = False
-        self._task = asyncio.create_task(self._pump())
-
-    async def _pump(self) -> None:
-        try:
-            while (data := await self._queue.get()) is not None:
-                await self._proc.write_stdin(data)
-        except (OSError, RuntimeError) as exc:
-            log.debug("box stdin closed: %s", exc)
-        finally:
-            with contextlib.suppress(OSError, RuntimeError):
-                await self._proc.close_stdin()
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        if not self._closing:
-            self._queue.put_nowait(bytes(data))
-
-    def can_write_eof(self) -> bool:
-        return False
-
-    def is_closing(self) -> bool:
-        return self._closing
-
-    def close(self) -> None:
-        if not self._closing:
-            self._closing = True
-            self._queue.put_nowait(None)
-
-    def abort(self) -> None:
-        self.close()
-        self._task.cancel()
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return default
-
-
-class _NoFlowControl(asyncio.BaseProtocol):
-    """The writer's protocol: never paused (the pump task above does the waiting)."""
-
-    async def _drain_helper(self) -> None:
-        return None
-
-
-def _box_stdin_writer(proc: BoxProcess) -> asyncio.StreamWriter:
-    loop = asyncio.get_running_loop()
-    return asyncio.StreamWriter(_BoxStdinTransport(proc), _NoFlowControl(), None, loop)
-
-
 class _BoxClient:
     """The client side towards the adapter in a box: updates and permission requests go out."""
 
@@ -210,93 +132,36 @@ class BoxedSession:
         self.server = server
         self.folder = folder
         self.session_id = ""
-        self.box = ""
+        self.adapter: AdapterBox | None = None
         self.updates: asyncio.Queue[Any] = asyncio.Queue()
         self.prompt_lock = asyncio.Lock()
-        self.stderr_tail = bytearray()
-        self._proc: BoxProcess | None = None
-        self._conn: Any = None
-        self._tasks: list[asyncio.Task[None]] = []
-        self._runtime = server.runtime
-        self._ownership = ownership_for(server.settings.home)
-        self._started = False
 
     # -- start and stop ---------------------------------------------------------------------------
 
     async def start(self) -> Any:
         """Make the box, start the adapter in it and initialize it; returns the adapter's answer."""
         settings = self.server.settings
-        layout = self._runtime.guest_layout()
-        agent_home = agent_home_for(settings.home, self.folder)
-        agent_home.mkdir(parents=True, exist_ok=True)
-        run_input = layout.runner_input(
-            RunnerInput(prompt="", group_folder="acp", chat_id="acp", is_main=True, backend=settings.backend)
-        )
-        env = layout.box_env(runner_env(settings.backend, single_turn=False, layout=layout))
-        env["AGENTLITE_ACP_INPUT"] = run_input.model_dump_json()
-        base = settings.spec
-        allowlist = base.net_mode is NetworkMode.ALLOWLIST
-        spec = dataclasses.replace(
-            base,
-            env={**base.env, **env},
-            volumes=[*base.volumes, Volume(agent_home, layout.home), Volume(self.folder, GUEST_WORKSPACE)],
-            working_dir=GUEST_WORKSPACE,
-            allow_net=[
-                *base.allow_net,
-                *(model_endpoint_entries(settings.backend.base_url) if allowlist else []),
-            ],
-            exposed_ports=[*base.exposed_ports, *loopback_ports([settings.backend.base_url])],
-        )
-        await asyncio.to_thread(box_bytecode.ensure)
-        self.box = await _claim_name(self._runtime, self._ownership, ACP_AGENT_ID, self.folder.name or "root")
-        self._started = True
-        try:
-            await self._runtime.create(self.box, spec)
-        except BaseException:
-            self._ownership.unregister(self.box)
-            self._started = False
-            raise
-        self._proc = await self._runtime.exec(self.box, [layout.python, "-m", "agentlite._acp_launch"])
-        reader = asyncio.StreamReader(limit=_STREAM_LIMIT)
-        self._tasks = [
-            asyncio.create_task(self._pump_stdout(self._proc, reader)),
-            asyncio.create_task(self._pump_stderr(self._proc)),
-        ]
-        self._conn = acp.connect_to_agent(_BoxClient(self), _box_stdin_writer(self._proc), reader)
-        return await self._conn.initialize(
-            protocol_version=acp.PROTOCOL_VERSION, client_capabilities=schema.ClientCapabilities()
-        )
+        self.adapter = AdapterBox(self.server.runtime, settings.home, agent_id=ACP_AGENT_ID,
+                                  group=self.folder.name or "root", folder=self.folder,
+                                  agent_home=agent_home_for(settings.home, self.folder),
+                                  backend=settings.backend, spec=settings.spec, client=_BoxClient(self))  # fmt: skip
+        return await self.adapter.start()
+
+    @property
+    def box(self) -> str:
+        return self.adapter.box if self.adapter is not None else ""
+
+    @property
+    def _conn(self) -> Any:
+        return self.adapter.conn if self.adapter is not None else None
 
     async def close(self) -> None:
-        """Remove the box and its record, whatever state it is in (bounded, see _lifecycle)."""
-        if not self._started:
-            return
-        self._started = False
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.close(), 5)
-        await _shielded(_teardown(self._runtime, self._ownership, self.box, self._proc))
-        for task in self._tasks:
-            task.cancel()
-        log.info("session closed session=%s box=%s", self.session_id, self.box)
-
-    async def _pump_stdout(self, proc: BoxProcess, reader: asyncio.StreamReader) -> None:
-        try:
-            async for line in proc.stdout_lines():
-                reader.feed_data(line)
-        finally:
-            reader.feed_eof()
-
-    async def _pump_stderr(self, proc: BoxProcess) -> None:
-        async for line in proc.stderr_lines():
-            self.stderr_tail += line
-            del self.stderr_tail[:-_STDERR_KEEP]
-            log.debug("adapter[%s]: %s", self.box, line.decode(errors="replace").rstrip())
+        if self.adapter is not None:
+            await self.adapter.close()
+            log.info("session closed session=%s box=%s", self.session_id, self.box)
 
     def failure(self, what: str, exc: BaseException) -> acp.RequestError:
-        tail = bytes(self.stderr_tail[-600:]).decode(errors="replace").strip()
-        detail = f"{what}: {exc}" + (f" (adapter stderr: {tail})" if tail else "")
+        detail = self.adapter.failure_text(what, exc) if self.adapter is not None else f"{what}: {exc}"
         log.warning("session=%s box=%s %s", self.session_id, self.box, detail)
         return acp.RequestError.internal_error({"details": detail})
 

@@ -11,7 +11,8 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from agentlite._acp_agent import AcpServerSettings, adapter_backend, check_session_folder, serve_stdio
+from agentlite._acp_agent import AcpServerSettings, check_session_folder, serve_stdio
+from agentlite._acp_box import adapter_backend
 from agentlite._errors import ConfigError
 from agentlite._mounts import MountAllowlist
 from agentlite.cli._common import HomeOption, RuntimeOption, err, home_path, user_errors
