@@ -125,6 +125,7 @@ class AdapterBox:
         self.conn: Any = None
         self.stderr_tail = bytearray()
         self._proc: BoxProcess | None = None
+        self._writer: asyncio.StreamWriter | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._ownership = ownership_for(home)
         self._owned = False
@@ -172,7 +173,8 @@ class AdapterBox:
             asyncio.create_task(self._pump_stdout(self._proc, reader)),
             asyncio.create_task(self._pump_stderr(self._proc)),
         ]
-        self.conn = acp.connect_to_agent(self.client, _box_stdin_writer(self._proc), reader)
+        self._writer = _box_stdin_writer(self._proc)
+        self.conn = acp.connect_to_agent(self.client, self._writer, reader)
         return await self.conn.initialize(
             protocol_version=acp.PROTOCOL_VERSION,
             client_capabilities=client_capabilities or schema.ClientCapabilities(),
@@ -188,6 +190,8 @@ class AdapterBox:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.close(), 5)
         await _shielded(_teardown(self.runtime, self._ownership, self.box, self._proc))
+        if self._writer is not None:
+            self._writer.close()  # an unclosed writer complains when collected after its loop
         for task in self._tasks:
             task.cancel()
 

@@ -13,12 +13,14 @@ import asyncio
 import inspect
 import json
 import logging
+import secrets
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from agentlite._acp_peers import AcpDelegation, resolve_peers
 from agentlite._actions import ActionRegistry, ActionsServer
 from agentlite._agent_host import AgentHost
 from agentlite._errors import AgentliteError, ConfigError
@@ -43,7 +45,7 @@ from agentlite._protocol import (
 )
 from agentlite._queue import GroupQueue
 from agentlite._registry import AgentRecord, normalize_backend
-from agentlite._router import SenderAllowlist, strip_internal
+from agentlite._router import ACP_NOTICE_SENDER, SenderAllowlist, strip_internal
 from agentlite._safefs import BoxDir, UnsafePath
 from agentlite._scheduler import Scheduler
 from agentlite._sdk_events import agent_events
@@ -96,6 +98,7 @@ class Agent:
         self._allowlist = SenderAllowlist.load(self.workdir / "sender-allowlist.json")
         #: A model endpoint for this process only (never persisted): the CLI's offline demo model.
         self.endpoint_override: str | None = None
+        self._acp: AcpDelegation | None = None
 
     # -- plain properties ----------------------------------------------------------------------
 
@@ -197,6 +200,8 @@ class Agent:
             on_refused=lambda exc: self._refused(exc, "ipc_request"),
         )  # fmt: skip
         await self._ipc.start(self._supervisor.spawn)
+        if self._acp is not None:
+            self._acp.start(self._supervisor.spawn)
         self._loop.recover()
         self._loop_task = self._supervisor.spawn(self._loop.run(), name=f"agentlite-loop-{self.id}")
         self._hub.emit("started")
@@ -217,6 +222,8 @@ class Agent:
             await self._scheduler.stop()
         if self._actions_server is not None:
             await self._actions_server.stop()
+        if self._acp is not None:
+            await self._acp.shutdown()  # the peers' boxes go with their agent
         if self._loop is not None:
             self._loop.stop()
         if self._loop_task is not None:
@@ -429,6 +436,52 @@ class Agent:
                schema: Any = None) -> None:  # fmt: skip
         """Register a custom action the agent can call from inside its box (``call_action``)."""
         self._actions.register(name, handler, description=description, schema=schema)
+
+    def set_acp_peers(self, peers: list[Any], *, permissions: str = "deny") -> None:
+        """Peer ACP agents this agent's boxes may delegate to, each run in a box of its own
+        (entries: ``"codex"``, ``"claude-code"``, ``"auto"`` or ``{name, command, args, env}``;
+        see :mod:`agentlite._acp_peers`). Registers the six ``acp_*`` / ``agent_delegate`` actions.
+        ``permissions``: ``deny`` (default) or ``allow`` the peers' permission requests."""
+        if self._acp is not None:
+            raise AgentliteError(f"agent `{self.name}` already has ACP peers")
+        delegation = AcpDelegation(
+            peers=resolve_peers(peers), runtime=lambda: self._platform.runtime,
+            box_home=lambda: self._platform.box_home, agent_id=self.id, groups_dir=self.groups_dir,
+            ipc_root=self.ipc_root, data_dir=self.workdir / "data", backend=self._effective_backend,
+            box_spec=lambda: BoxSpec(network_mode=self.get_network()["mode"],
+                                     allow_net=self.get_network()["allow_net"]),
+            resolve_jid=self._acp_notice_target, notify=self._acp_notice,
+            permissions=permissions,  # type: ignore[arg-type]
+        )  # fmt: skip
+        delegation.register(self._actions)
+        self._acp = delegation
+        if self._started and self._supervisor is not None:
+            delegation.start(self._supervisor.spawn)
+
+    def _effective_backend(self) -> BackendConfig:
+        backend = self._record.backend.model_copy()
+        if self.endpoint_override and backend.base_url is None:
+            backend.base_url = self.endpoint_override
+        return backend
+
+    def _acp_notice_target(self, folder: str, chat_id: str | None) -> str | None:
+        group = self._groups.get(chat_id) if chat_id else None
+        if group is not None and group.folder == folder:
+            return group.jid
+        matches = [g.jid for g in self._groups.values() if g.folder == folder]
+        return matches[0] if len(matches) == 1 else None
+
+    async def _acp_notice(self, jid: str, text: str) -> None:
+        # Stored as a chat message (not from the assistant) and the loop woken: it is the trigger.
+        message = Message(id=f"acp-notice-{int(time.time() * 1000)}-{secrets.token_hex(3)}", chat_id=jid,
+                          sender=ACP_NOTICE_SENDER, sender_name="AgentLite ACP", content=text,
+                          timestamp=now_iso())  # fmt: skip
+        if self._store is None:
+            return
+        self.store.store_message(message)
+        self._hub.emit("message.in", jid=jid, sender=message.sender, text=text, timestamp=message.timestamp)
+        if self._loop is not None:
+            self._loop.wake()
 
     # -- tasks ---------------------------------------------------------------------------------
 

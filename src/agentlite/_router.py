@@ -101,7 +101,14 @@ class SenderAllowlist:
             return cls()
 
 
+#: The sender of ACP completion notices (:mod:`agentlite._acp_peers`): they wake a group that
+#: otherwise needs its trigger word, since the agent itself asked for the work they report.
+ACP_NOTICE_SENDER = "__agentlite_acp__"
+
+
 def is_trigger(message: Message, assistant_name: str, allowlist: SenderAllowlist) -> bool:
+    if message.sender == ACP_NOTICE_SENDER and not message.is_from_me:
+        return True
     if not trigger_pattern(assistant_name).match(message.content.strip()):
         return False
     return message.is_from_me or allowlist.rule(message.chat_id).allows(message.sender)
