@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ CFS_PERIOD_US = 100_000
 V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids")
 V2_CONTROLLERS = ("memory", "cpu", "pids")
 LIMIT_NAMES = ("memory", "cpus", "pids")
+STALE_AFTER = 300.0
 
 
 @dataclass(frozen=True)
@@ -274,8 +276,11 @@ def sweep(prefix: str, is_present: Callable[[str], bool]) -> list[str]:
     names removed. A cgroup with processes in it is never removed (the kernel refuses).
 
     ``is_present`` is asked after the cgroup was listed: a box's folder is made before its cgroup,
-    so a box being created is always seen as present."""
+    so a box being created is always seen as present. Empty cgroups of other homes (a deleted test
+    home never sweeps again) go once they are older than ``STALE_AFTER`` seconds: a box joins its
+    cgroup milliseconds after making it."""
     removed = []
+    now = time.time()
     for base in probe().bases.values():
         try:
             entries = list(base.iterdir())
@@ -283,8 +288,11 @@ def sweep(prefix: str, is_present: Callable[[str], bool]) -> list[str]:
             continue
         for entry in entries:
             box = entry.name[len(prefix) :]
-            if entry.name.startswith(prefix) and entry.is_dir() and not is_present(box):
-                with contextlib.suppress(OSError):
-                    entry.rmdir()
-                    removed.append(box)
+            with contextlib.suppress(OSError):
+                if not entry.is_dir():
+                    continue
+                ours = entry.name.startswith(prefix)
+                if (ours and not is_present(box)) or (not ours and now - entry.stat().st_mtime > STALE_AFTER):
+                    entry.rmdir()  # refused while processes are in it
+                    removed.append(entry.name)
     return sorted(set(removed))
