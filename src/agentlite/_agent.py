@@ -17,6 +17,7 @@ import secrets
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -45,6 +46,7 @@ from agentlite._protocol import (
 )
 from agentlite._queue import GroupQueue
 from agentlite._registry import AgentRecord, normalize_backend
+from agentlite._retry import retry_class
 from agentlite._router import ACP_NOTICE_SENDER, SenderAllowlist, strip_internal
 from agentlite._safefs import BoxDir, UnsafePath
 from agentlite._scheduler import Scheduler
@@ -99,6 +101,13 @@ class Agent:
         #: A model endpoint for this process only (never persisted): the CLI's offline demo model.
         self.endpoint_override: str | None = None
         self._acp: AcpDelegation | None = None
+        self._spending_state: Any = None
+        #: How failed turns are retried (rate limits, transient server errors); tests shorten it.
+        from agentlite._retry import RetryPolicy
+
+        self.retry_policy = RetryPolicy()
+        #: The clock budgets read (their daily reset); tests inject one.
+        self.clock: Callable[[], Any] | None = None
 
     # -- plain properties ----------------------------------------------------------------------
 
@@ -598,6 +607,56 @@ class Agent:
             self._asked.discard(answer)
         return result if result.id == request_id else result.model_copy(update={"id": request_id})
 
+    @property
+    def _spending(self) -> Any:
+        """Usage and budgets around each turn (:class:`agentlite._spending.Spending`)."""
+        if (
+            self._spending_state is None or self._spending_state.store is not self.store
+        ):  # reopened at a restart
+            from agentlite._prices import load_prices
+            from agentlite._spending import Spending
+
+            self._spending_state = Spending(self.store, self._hub.emit, self.send_message,
+                                            timezone=self._platform.timezone,
+                                            prices=load_prices(self._platform.workdir),
+                                            clock=lambda: self.clock() if self.clock else datetime.now(UTC))  # fmt: skip
+        return self._spending_state
+
+    def usage(self, *, jid: str | None = None, since: Any = None, by: str = "model") -> list[dict[str, Any]]:
+        """Usage summed ``by`` model, group or day (the platform's days), optionally of one group and
+        from ``since`` (a datetime); ``cost_usd`` ``None`` where a part is unknown."""
+        from agentlite._usage import summarize
+
+        if by not in ("model", "group", "day"):
+            raise ConfigError(f"usage by `{by}`: choose model, group or day")
+        spending = self._spending
+        tz = spending.budgets.tz
+        rows = spending.ledger.rows(chat_id=jid, since=since)
+        from agentlite._time import parse_iso
+
+        return summarize(rows, by, day_of=lambda at: parse_iso(at).astimezone(tz).date().isoformat())  # type: ignore[arg-type]
+
+    def set_budget(self, jid: str = "*", *, daily: float | None = None, total: float | None = None,
+                   unit: str = "usd", reset_hour: int = 0) -> dict[str, Any]:  # fmt: skip
+        """Set the budget of one group (``jid``) or of the whole agent (``"*"``)."""
+        from agentlite._budgets import Budget
+
+        if daily is None and total is None:
+            raise ConfigError("a budget needs a daily and/or a total limit")
+        budgets = self._spending.budgets
+        return budgets.status(budgets.set(Budget(jid, unit, daily, total, reset_hour))).as_dict()  # type: ignore[arg-type]
+
+    def budgets(self) -> list[dict[str, Any]]:
+        budgets = self._spending.budgets
+        return [budgets.status(b).as_dict() for b in budgets.all()]
+
+    def resume_budget(self, jid: str = "*") -> bool:
+        """Lift a budget pause: the group runs again, its limits counting from what is spent now."""
+        resumed = self._spending.budgets.resume(jid)
+        if resumed:
+            self._hub.emit("budget.resumed", jid=jid)
+        return resumed
+
     async def _run_turn(self, group: RegisteredGroup, prompt: str, deliver: Callable[[str], Any] | None, *,
                         task: Task | None = None, backend: BackendConfig | None = None,
                         observer: TurnEventHandler | None = None, single_turn: bool = False,
@@ -628,6 +687,12 @@ class Agent:
             self._write_snapshots(group)
         except UnsafePath as exc:  # the run goes on without fresh snapshots
             self._refused(exc, "ipc_snapshot", jid=group.jid, folder=group.folder)
+        spending = self._spending
+        notice = spending.blocked(group.jid)
+        if notice is not None:  # paused by a budget: no box, one notice
+            if deliver is not None:
+                await self.send_message(group.jid, notice)
+            return TurnResult.failed(notice, request_id=request_id)
         # The run id exists before the box does (the ledger: agentlite._ledger).
         turn = LedgerTurn.begin(self.store.runs, agent_id=self.id, group_folder=group.folder, backend=backend.type,
                                 chat_id=group.jid, deliver_to="chat" if deliver is not None else "result",
@@ -672,17 +737,29 @@ class Agent:
         spec = BoxSpec(env={**await self._credential_env(), **turn.journal_env}, volumes=extra, network_mode=network["mode"],
                        allow_net=network["allow_net"])  # fmt: skip
         self._queue.register_box(group.jid, group.folder, is_task=task is not None or single_turn)
+        # Usage rows are keyed by the ledger's run id: recording the run again replaces them.
+        run_id, tally = turn.first_run_id, spending.tally(group.jid)
+        emitted_result = False
+
+        async def watch(event: Event) -> None:
+            nonlocal emitted_result
+            emitted_result = emitted_result or isinstance(event, ResultEvent)
+            await on_event(event)
+
         try:
-            result = await run_turn(
-                self._platform.runtime, self._platform.box_home, GroupKey(self.id, group.folder), run_input,
-                self._book if session_mode != "none" else None, on_event=on_event,
-                resume=session_mode == "resume", keep_session=lambda: revision == self.backend_revision,
-                request_id=request_id, accepted_at=accepted_at,
-                workspace=self.groups_dir / group.folder, ipc_dir=self.ipc_root / group.folder,
-                agent_home=self.workdir / "data" / "sessions" / group.folder,
-                timeout=self._platform.box_timeout, idle_timeout=self._platform.idle_timeout, spec=spec,
-                single_turn=single_turn, errors_as_results=errors_as_results, on_box=turn.on_box,
-            )  # fmt: skip
+            attempt = 0
+            while True:
+                result = await self._run_turn_once(group, run_input, watch, session_mode, revision, request_id,
+                                                   accepted_at, spec, single_turn, tally, errors_as_results,
+                                                   turn.on_box)  # fmt: skip
+                retry = retry_class(result, emitted_result)
+                if retry is None or attempt >= self.retry_policy.max_retries:
+                    break
+                attempt += 1
+                delay = self.retry_policy.delay(attempt)
+                self._hub.emit("run.retry", jid=group.jid, folder=group.folder, attempt=attempt, retry_class=retry,
+                               delay_s=round(delay, 3), error=result.error)  # fmt: skip
+                await asyncio.sleep(delay)  # the back-off itself, not synchronisation
         except UnsafePath as exc:
             self._refused(exc, "run", jid=group.jid, folder=group.folder)
             turn.failed(str(exc))
@@ -693,6 +770,7 @@ class Agent:
         finally:
             if auth is not None:
                 self._actions_server.revoke_token(auth.token)
+        await spending.after(group.jid, group.folder, run_id, tally, result, backend.type)
         if result.status == "success" and pending_handoff and revision == self.backend_revision:
             self.store.clear_handoff(group.folder)
         self._settle_run(turn, result, chat=deliver is not None)
@@ -710,6 +788,21 @@ class Agent:
                 turn.delivered()
         else:
             turn.failed(result.error or "the run ended without an answer")
+
+    async def _run_turn_once(self, group: RegisteredGroup, run_input: RunnerInput, on_event: TurnEventHandler,
+                             session_mode: str, revision: int, request_id: str | int | None,
+                             accepted_at: float | None, spec: BoxSpec, single_turn: bool, tally: Any,
+                             errors_as_results: bool, on_box: Callable[[str], None]) -> TurnResult:  # fmt: skip
+        return await run_turn(
+            self._platform.runtime, self._platform.box_home, GroupKey(self.id, group.folder), run_input,
+            self._book if session_mode != "none" else None, on_event=on_event,
+            resume=session_mode == "resume", keep_session=lambda: revision == self.backend_revision,
+            request_id=request_id, accepted_at=accepted_at,
+            workspace=self.groups_dir / group.folder, ipc_dir=self.ipc_root / group.folder,
+            agent_home=self.workdir / "data" / "sessions" / group.folder,
+            timeout=self._platform.box_timeout, idle_timeout=self._platform.idle_timeout, spec=spec,
+            single_turn=single_turn, errors_as_results=errors_as_results, on_box=on_box, tally=tally,
+        )  # fmt: skip
 
     def _extra_mounts(self, group: RegisteredGroup) -> list[Any]:
         """The group's additional mounts that the agent's allowlist permits; the rest are logged."""

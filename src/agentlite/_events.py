@@ -23,7 +23,8 @@ EventName = Literal[
     "run.tool_progress", "run.subagent", "run.status", "chat.metadata", "channel.connected",
     "channel.disconnected", "group.registered", "backend.changed", "task.created", "task.updated",
     "task.deleted", "task.paused", "task.resumed", "task.terminated", "task.run.queued", "task.run.started",
-    "task.run.succeeded", "task.run.failed", "task.run.skipped", "path.refused",
+    "task.run.succeeded", "task.run.failed", "task.run.skipped", "path.refused", "usage", "budget.warning",
+    "budget.exceeded", "budget.resumed", "run.retry",
 ]  # fmt: skip
 EVENT_NAMES: frozenset[str] = frozenset(get_args(EventName))
 

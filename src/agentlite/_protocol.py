@@ -113,13 +113,18 @@ class SdkMessageEvent(_Model):
 
 
 class UsageEvent(_Model):
-    """Tokens of one turn, where the backend reports them."""
+    """Tokens of one model call (``scope`` ``call``, provisional) or of a whole turn (``turn``: it
+    replaces the turn's calls), where the backend reports them. ``input_tokens`` are the ones not
+    read from a cache; ``cost_usd`` is set only where the backend itself reports the cost."""
 
     type: Literal["usage"] = "usage"
     input_tokens: int = 0
     output_tokens: int = 0
     cached_input_tokens: int = 0
     model: str | None = None
+    cache_write_tokens: int = 0
+    cost_usd: float | None = None
+    scope: Literal["call", "turn"] = "turn"
 
 
 Event = Annotated[

@@ -359,6 +359,29 @@ def _m8_query_indexes(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX IF NOT EXISTS idx_tasks_group ON scheduled_tasks (group_folder)")
 
 
+def _m10_usage_and_budgets(conn: sqlite3.Connection) -> None:
+    # One row per run and model (a run's rows are replaced, never added to, so a re-delivered final
+    # cannot count twice); cost NULL = unknown (a model without a price), never 0.
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS usage (run_id TEXT NOT NULL, model TEXT NOT NULL, chat_id TEXT NOT NULL,"
+        " group_folder TEXT NOT NULL, backend_type TEXT NOT NULL, at TEXT NOT NULL, input_tokens INTEGER NOT NULL,"
+        " output_tokens INTEGER NOT NULL, cached_input_tokens INTEGER NOT NULL, cache_write_tokens INTEGER NOT NULL,"
+        " cost_usd REAL, cost_source TEXT NOT NULL, tokens_known INTEGER NOT NULL, PRIMARY KEY (run_id, model))"
+    )
+    conn.execute("CREATE INDEX IF NOT EXISTS idx_usage_chat_at ON usage (chat_id, at)")
+    conn.execute("CREATE INDEX IF NOT EXISTS idx_usage_at ON usage (at)")
+    # scope: a chat id, or `*` for the whole agent.
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS budgets (scope TEXT PRIMARY KEY, unit TEXT NOT NULL, daily_limit REAL,"
+        " total_limit REAL, reset_hour INTEGER NOT NULL DEFAULT 0, updated_at TEXT NOT NULL)"
+    )
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS budget_state (scope TEXT PRIMARY KEY, paused_reason TEXT, paused_at TEXT,"
+        " paused_period TEXT, warned_period TEXT, warned_total INTEGER NOT NULL DEFAULT 0,"
+        " daily_base REAL NOT NULL DEFAULT 0, daily_base_period TEXT, total_base REAL NOT NULL DEFAULT 0)"
+    )
+
+
 def store_migrations(legacy_backend_type: str = "claude_code") -> list[Migration]:
     """The agent store's schema history, oldest first. Append only."""
     return [
@@ -371,6 +394,7 @@ def store_migrations(legacy_backend_type: str = "claude_code") -> list[Migration
         Migration(7, "backend_handoffs", _m7_backend_handoffs),
         Migration(8, "query_indexes", _m8_query_indexes),
         Migration(9, "run_ledger", create_runs_table),
+        Migration(10, "usage_and_budgets", _m10_usage_and_budgets),
     ]
 
 
@@ -421,6 +445,11 @@ class AgentStore:
     def runs(self) -> RunLedger:
         """The run ledger (:mod:`agentlite._ledger`) in this file."""
         return RunLedger(self._db)
+
+    @property
+    def database(self) -> Database:
+        """The open file, for the modules that keep their own tables in it (usage, budgets)."""
+        return self._db
 
     def __enter__(self) -> AgentStore:
         return self

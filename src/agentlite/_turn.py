@@ -25,6 +25,7 @@ from agentlite._protocol import ErrorEvent, Event, ResultEvent, RunnerInput, Sta
 from agentlite._run import RunOutcome, run_agent
 from agentlite._safefs import UnsafePath
 from agentlite._time import iso_utc
+from agentlite._usage import Counts, RunStopped, UsageTally
 from agentlite.runtime.base import BoxRuntime
 
 log = logging.getLogger("agentlite.turn")
@@ -41,6 +42,21 @@ class TurnUsage(BaseModel):
     output_tokens: int = 0
     cached_input_tokens: int = 0
     model: str | None = None
+    cache_write_tokens: int = 0
+    #: USD: the backend's own figure, else the price table's; ``None`` when a model has no price.
+    cost_usd: float | None = None
+
+    @classmethod
+    def of(cls, tally: UsageTally) -> TurnUsage | None:
+        by_model = tally.by_model()
+        if not tally.events:
+            return None
+        total = sum(by_model.values(), Counts())
+        model = max(by_model.items(), key=lambda kv: (kv[1].tokens, kv[0]))[0] if by_model else ""
+        cost = tally.cost_usd
+        return cls(input_tokens=total.input_tokens, output_tokens=total.output_tokens,
+                   cached_input_tokens=total.cached_input_tokens, cache_write_tokens=total.cache_write_tokens,
+                   model=model or None, cost_usd=None if cost is None else round(cost, 8))  # fmt: skip
 
 
 class TurnTimings(BaseModel):
@@ -112,6 +128,7 @@ async def run_turn(
     request_id: str | int | None = None,
     accepted_at: float | None = None,
     errors_as_results: bool = True,
+    tally: UsageTally | None = None,
     **run_options: Any,
 ) -> TurnResult:
     """Run one turn of ``key``'s group and return its one :class:`TurnResult`.
@@ -121,6 +138,7 @@ async def run_turn(
     ``sessions`` (``None``: kept nowhere) while ``keep_session()`` holds (the agent's backend may
     switch mid-run). A run that raises is a result with status ``error`` (logged), or with
     ``errors_as_results=False`` the caller's to report. ``run_options`` go to :func:`run_agent`.
+    ``tally`` collects the run's usage (priced); its ``on_change`` raising stops the box at once.
     """
     started = time.time()
     backend_type = run_input.backend.type
@@ -128,7 +146,7 @@ async def run_turn(
         run_input = run_input.model_copy(
             update={"session_id": sessions.get_session(key.folder, backend_type)}
         )
-    usage: TurnUsage | None = None
+    tally = tally if tally is not None else UsageTally()
     errored: str | None = None
     last_session = run_input.session_id
 
@@ -141,14 +159,11 @@ async def run_turn(
             sessions.set_session(key.folder, backend_type, session_id)
 
     async def relay(event: Event) -> None:
-        nonlocal usage, errored
+        nonlocal errored
         if isinstance(event, StateEvent | ResultEvent | ErrorEvent):
             remember(event.new_session_id)
         if isinstance(event, UsageEvent):
-            usage = usage or TurnUsage(model=event.model)
-            usage.input_tokens += event.input_tokens
-            usage.output_tokens += event.output_tokens
-            usage.cached_input_tokens += event.cached_input_tokens
+            tally.observe(event)  # may raise (a budget crossed): the box is stopped at once
         elif isinstance(event, ErrorEvent):
             errored = event.error
         if on_event is not None:
@@ -161,20 +176,26 @@ async def run_turn(
         return TurnTimings(started_at=iso_utc(datetime.fromtimestamp(started, UTC)), queued_s=round(queued, 3),
                            run_s=round(time.time() - started, 3))  # fmt: skip
 
+    def usage() -> TurnUsage | None:
+        return TurnUsage.of(tally)
+
     try:
         outcome: RunOutcome = await run_agent(runtime, box_home, run_input, on_event=relay, agent_id=key.agent_id,
                                               group=key.folder, **run_options)  # fmt: skip
     except UnsafePath:
         raise  # the caller reports refused paths in its own terms
+    except RunStopped as exc:  # the host stopped the box (a budget reached): the final says why
+        return TurnResult(id=request_id, status="error", error=str(exc), session_id=last_session, usage=usage(),
+                          timings=timings())  # fmt: skip
     except Exception as exc:  # one turn's failure is its result, never the caller's crash
         if not errors_as_results:
             raise
         log.exception("run failed agent=%s group=%s", key.agent_id, key.folder)
         return TurnResult(id=request_id, status="error", error=f"{type(exc).__name__}: {exc}",
-                          session_id=last_session, usage=usage, timings=timings())  # fmt: skip
+                          session_id=last_session, usage=usage(), timings=timings())  # fmt: skip
     remember(outcome.session_id)
     if outcome.status == "success" and errored is None:
         return TurnResult(id=request_id, status="success", result=outcome.result, session_id=last_session,
-                          usage=usage, timings=timings())  # fmt: skip
+                          usage=usage(), timings=timings())  # fmt: skip
     return TurnResult(id=request_id, status="error", error=outcome.error or errored, session_id=last_session,
-                      usage=usage, timings=timings())  # fmt: skip
+                      usage=usage(), timings=timings())  # fmt: skip

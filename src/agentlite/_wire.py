@@ -54,7 +54,17 @@ def sdk_message_event(sdk_type: str, sdk_subtype: str | None, message: Any) -> E
 
 
 def usage_event(
-    input_tokens: int, output_tokens: int, cached_input_tokens: int = 0, model: str | None = None
+    input_tokens: int,
+    output_tokens: int,
+    cached_input_tokens: int = 0,
+    model: str | None = None,
+    *,
+    cache_write_tokens: int = 0,
+    cost_usd: float | None = None,
+    scope: str = "turn",
 ) -> Event:
+    """``input_tokens`` are those not read from a cache; ``scope`` ``call`` is one model call of a
+    turn still running (provisional), ``turn`` the turn's total, which replaces its calls."""
     return {"type": "usage", "input_tokens": input_tokens, "output_tokens": output_tokens,
-            "cached_input_tokens": cached_input_tokens, "model": model}  # fmt: skip
+            "cached_input_tokens": cached_input_tokens, "model": model,
+            "cache_write_tokens": cache_write_tokens, "cost_usd": cost_usd, "scope": scope}  # fmt: skip

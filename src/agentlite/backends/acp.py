@@ -36,11 +36,19 @@ class _Client:
     def __init__(self, backend: AcpBackend) -> None:
         self.backend = backend
         self.text: list[str] = []
+        self.cost_usd: float | None = None
 
     async def session_update(self, session_id: str, update: Any, **kwargs: Any) -> None:
         data = update.model_dump(by_alias=True, mode="json", exclude_none=True)
         kind = data.get("sessionUpdate")
         self.backend.ctx.emit(sdk_message_event("session_update", kind, data))
+        cost = data.get("cost") if kind == "usage_update" else None
+        if (
+            isinstance(cost, dict)
+            and cost.get("currency") == "USD"
+            and isinstance(cost.get("amount"), int | float)
+        ):
+            self.cost_usd = float(cost["amount"])  # the session's running cost, as the agent reports it
         if isinstance(update, schema.ToolCallStart):
             self.text = []  # text before a tool call was progress; the result is what follows the last one
         elif (
@@ -136,6 +144,7 @@ class AcpBackend:
             if self._conn is None:
                 await self._connect(session_id)
             self._client.text = []
+            cost_before = self._client.cost_usd
             response = await self._conn.prompt(session_id=self._session, prompt=[acp.text_block(prompt)])
         except acp.RequestError as exc:
             raise TurnFailed(f"ACP agent failed: {exc} {getattr(exc, 'data', '') or ''}".strip()) from exc
@@ -145,7 +154,14 @@ class AcpBackend:
         self.ctx.emit(sdk_message_event("prompt_response", data.get("stopReason"), data))
         if response.usage is not None:
             usage = response.usage
-            self.ctx.emit(usage_event(usage.input_tokens, usage.output_tokens, usage.cached_read_tokens or 0))
+            cached = usage.cached_read_tokens or 0
+            # The agent reports the session's running cost: this turn's is the difference.
+            cost = self._client.cost_usd
+            if cost is not None and cost_before is not None:
+                cost = max(0.0, cost - cost_before)
+            self.ctx.emit(usage_event(max(0, usage.input_tokens - cached), usage.output_tokens, cached,
+                                      self.ctx.config.model, cache_write_tokens=usage.cached_write_tokens or 0,
+                                      cost_usd=cost))  # fmt: skip
         if response.stop_reason not in ("end_turn", "max_tokens", "max_turn_requests"):
             raise TurnFailed(f"ACP agent stopped the turn: {response.stop_reason}")
         text = "".join(self._client.text)

@@ -10,12 +10,52 @@ from __future__ import annotations
 
 import json
 import subprocess
+from typing import Any
 
-from agentlite._wire import result_event, sdk_message_event, state_event, usage_event
+from agentlite._wire import Event, result_event, sdk_message_event, state_event, usage_event
 from agentlite.backends.base import BackendContext, StderrTail, TurnFailed, json_lines, start_cli, tail
 
 #: Seconds the CLI gets to finish after its stdin is closed, before it is killed.
 CLOSE_TIMEOUT = 10.0
+
+
+def _count(usage: dict[str, Any], key: str) -> int:
+    value = usage.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def claude_call_usage(event: dict[str, Any], seen: set[str]) -> Event | None:
+    """One model call's usage from its first ``assistant`` message (claude sends one per content
+    block, all with the call's message id and usage); ``None`` for a repeat or an error message."""
+    message = event.get("message")
+    if not isinstance(message, dict) or event.get("error"):
+        return None
+    call_id, usage = message.get("id"), message.get("usage")
+    if not isinstance(call_id, str) or call_id in seen or not isinstance(usage, dict):
+        return None
+    seen.add(call_id)
+    model = message.get("model") if isinstance(message.get("model"), str) else None
+    return usage_event(_count(usage, "input_tokens"), _count(usage, "output_tokens"),
+                       _count(usage, "cache_read_input_tokens"), model,
+                       cache_write_tokens=_count(usage, "cache_creation_input_tokens"), scope="call")  # fmt: skip
+
+
+def claude_turn_usage(result: dict[str, Any], configured_model: str | None) -> Event:
+    """The turn's total from its ``result``: tokens, the cost claude computed, and the model that
+    used the most tokens (the turn's model when several ran)."""
+    usage = result.get("usage") if isinstance(result.get("usage"), dict) else {}
+    cost = result.get("total_cost_usd")
+    per_model = result.get("modelUsage") if isinstance(result.get("modelUsage"), dict) else {}
+
+    def weight(item: tuple[str, Any]) -> tuple[int, str]:
+        counts = item[1] if isinstance(item[1], dict) else {}
+        return (_count(counts, "inputTokens") + _count(counts, "outputTokens"), item[0])
+
+    model = max(per_model.items(), key=weight)[0].split("[", 1)[0] if per_model else configured_model
+    return usage_event(_count(usage, "input_tokens"), _count(usage, "output_tokens"),
+                       _count(usage, "cache_read_input_tokens"), model,
+                       cache_write_tokens=_count(usage, "cache_creation_input_tokens"),
+                       cost_usd=float(cost) if isinstance(cost, int | float) and not isinstance(cost, bool) else None)  # fmt: skip
 
 
 class ClaudeCodeBackend:
@@ -55,17 +95,20 @@ class ClaudeCodeBackend:
             proc.stdin.flush()
         except BrokenPipeError:
             pass  # it died: reading its stdout ends at once, and the exit code says why
+        calls_seen: set[str] = set()
         for event in json_lines(proc.stdout, "Claude"):
             kind = str(event.get("type", ""))
             subtype = event.get("subtype") if kind == "system" else None
             emit(sdk_message_event(kind, subtype, event))
             if isinstance(event.get("session_id"), str):
                 session_id = event["session_id"]
+            if kind == "assistant":
+                call = claude_call_usage(event, calls_seen)
+                if call is not None:
+                    emit(call)  # the host can stop the box on it before the turn ends
             if kind != "result":
                 continue
-            usage = event.get("usage") or {}
-            emit(usage_event(int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0)),
-                             int(usage.get("cache_read_input_tokens", 0)), self.ctx.config.model))  # fmt: skip
+            emit(claude_turn_usage(event, self.ctx.config.model))
             if event.get("is_error"):
                 raise TurnFailed(f"Claude Code failed: {event.get('result') or event.get('subtype')}")
             text = event.get("result")

@@ -7,7 +7,9 @@ result at all.
 
 from __future__ import annotations
 
-from agentlite._wire import result_event, sdk_message_event, state_event, usage_event
+from typing import Any
+
+from agentlite._wire import Event, result_event, sdk_message_event, state_event, usage_event
 from agentlite.backends.base import BackendContext, StderrTail, TurnFailed, json_lines, start_cli, tail
 
 
@@ -18,6 +20,19 @@ def codex_args(model: str | None, session_id: str | None) -> list[str]:
     if session_id:
         return ["exec", "resume", *model_args, *common, session_id, "-"]
     return ["exec", *model_args, *common, "-"]
+
+
+def _count(usage: dict[str, Any], key: str) -> int:
+    value = usage.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def codex_usage(usage: dict[str, Any], model: str | None) -> Event:
+    """``turn.completed.usage``: the turn's sum over its model calls; OpenAI counts cached input
+    inside ``input_tokens``, so the fresh input is the difference."""
+    cached = _count(usage, "cached_input_tokens")
+    return usage_event(max(0, _count(usage, "input_tokens") - cached), _count(usage, "output_tokens"), cached,
+                       model, cache_write_tokens=_count(usage, "cache_write_input_tokens"))  # fmt: skip
 
 
 class CodexBackend:
@@ -54,9 +69,7 @@ class CodexBackend:
             ):
                 latest_text = item["text"]
             elif kind == "turn.completed" and isinstance(event.get("usage"), dict):
-                usage = event["usage"]
-                emit(usage_event(int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0)),
-                                 int(usage.get("cached_input_tokens", 0)), self.ctx.config.model))  # fmt: skip
+                emit(codex_usage(event["usage"], self.ctx.config.model))
             elif kind == "turn.failed":
                 failure = str((event.get("error") or {}).get("message", "turn failed"))
             elif kind == "error" and isinstance(event.get("message"), str):

@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["SCENARIOS", "ModelServer", "RecordedRequest", "main"]
+__all__ = ["SCENARIOS", "ModelServer", "RecordedRequest", "ScriptedUsage", "main"]
 
 #: Every scenario name the server knows, in the order they are documented.
 #:
@@ -106,6 +106,18 @@ class _Tool:
 
     name: str
     input: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ScriptedUsage:
+    """Token counts every model response reports instead of the server's own estimate, so a test
+    knows to the token what a turn must be charged (``cached``: cache reads; ``cache_write``:
+    Anthropic's cache creation; OpenAI reports no cache writes)."""
+
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 _Output = _Text | _Shell | _Tool
@@ -267,11 +279,14 @@ class _Ids:
 
 
 def _anthropic_events(
-    outputs: _Step, conversation: _Conversation, model: str, ids: _Ids
+    outputs: _Step, conversation: _Conversation, model: str, ids: _Ids, scripted: ScriptedUsage | None = None
 ) -> list[tuple[str, dict[str, Any]]]:
     """The Anthropic Messages stream for one response. Text must arrive as ``text_delta`` and tool
-    input as ``input_json_delta``: claude ignores content that only sits in ``content_block_start``."""
-    usage_in = _input_tokens(conversation)
+    input as ``input_json_delta``: claude ignores content that only sits in ``content_block_start``.
+    With ``scripted`` usage, ``message_start`` already carries the call's full output count (claude
+    reports that usage per call, before the turn's result)."""
+    usage_in = scripted.input_tokens if scripted else _input_tokens(conversation)
+    usage_out = scripted.output_tokens if scripted else _output_tokens(outputs)
     events: list[tuple[str, dict[str, Any]]] = [
         (
             "message_start",
@@ -287,9 +302,9 @@ def _anthropic_events(
                     "stop_sequence": None,
                     "usage": {
                         "input_tokens": usage_in,
-                        "cache_creation_input_tokens": 0,
-                        "cache_read_input_tokens": 0,
-                        "output_tokens": 1,
+                        "cache_creation_input_tokens": scripted.cache_write_tokens if scripted else 0,
+                        "cache_read_input_tokens": scripted.cached_input_tokens if scripted else 0,
+                        "output_tokens": usage_out if scripted else 1,
                     },
                 },
             },
@@ -323,7 +338,7 @@ def _anthropic_events(
             {
                 "type": "message_delta",
                 "delta": {"stop_reason": stop_reason, "stop_sequence": None},
-                "usage": {"output_tokens": _output_tokens(outputs)},
+                "usage": {"output_tokens": usage_out},
             },
         )
     )
@@ -332,7 +347,7 @@ def _anthropic_events(
 
 
 def _openai_events(
-    outputs: _Step, conversation: _Conversation, model: str, ids: _Ids
+    outputs: _Step, conversation: _Conversation, model: str, ids: _Ids, scripted: ScriptedUsage | None = None
 ) -> list[tuple[str, dict[str, Any]]]:
     """The OpenAI Responses stream for one response. codex builds its items only from
     ``response.output_item.done`` and fails the turn without ``response.completed``; the other
@@ -413,9 +428,16 @@ def _openai_events(
         emit("response.output_item.done", output_index=index, item=item)
         done_items.append(item)
     usage_in, usage_out = _input_tokens(conversation), _output_tokens(outputs)
+    cached = 0
+    if scripted is not None:
+        usage_in, usage_out, cached = (
+            scripted.input_tokens,
+            scripted.output_tokens,
+            scripted.cached_input_tokens,
+        )
     usage = {
         "input_tokens": usage_in,
-        "input_tokens_details": {"cached_tokens": 0},
+        "input_tokens_details": {"cached_tokens": cached},
         "output_tokens": usage_out,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": usage_in + usage_out,
@@ -446,7 +468,8 @@ class _Request:
     raw_body: bytes
 
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 500: "Internal Server Error"}
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests",
+            500: "Internal Server Error", 503: "Service Unavailable"}  # fmt: skip
 
 
 class ModelServer:
@@ -479,6 +502,15 @@ class ModelServer:
             "mcp__agentlite__send_message",
             {"text": "hello from the box"},
         )
+        #: Token counts every model response reports (``None``: the server's own small estimate).
+        self.usage: ScriptedUsage | None = None
+        #: HTTP statuses (429, 500, 503) answered to the next model requests, one each, in order,
+        #: before the scripts answer again: a rate limit twice, then success.
+        self.fail_next: list[int] = []
+        #: Seconds a stream pauses after its first content block (a slow model still streaming).
+        self.stream_pause = 0.0
+        #: Model responses whose stream has started and not yet ended (a paused one counts).
+        self.open_streams = 0
         self._server: asyncio.Server | None = None
         self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
         self._ids = _Ids()
@@ -619,6 +651,15 @@ class ModelServer:
             return
         if self.delay:
             await asyncio.sleep(self.delay)
+        if self.fail_next:
+            status = self.fail_next.pop(0)
+            kind = {429: "rate_limit_error"}.get(
+                status, "api_error" if api == "anthropic" else "server_error"
+            )
+            message = f"offline model server: injected HTTP {status}"
+            await _send_json(writer, request.method, status, _error_body(api, message, kind))
+            self._log(request, f"{status} (fail_next)")
+            return
         if scenario == "error500":
             kind = "api_error" if api == "anthropic" else "server_error"
             await _send_json(writer, request.method, 500, _error_body(api, _ERROR_500_MESSAGE, kind))
@@ -637,15 +678,30 @@ class ModelServer:
             outputs = _script_step(scenario, conversation)
         model = str(body.get("model") or "offline-model")
         build = _anthropic_events if api == "anthropic" else _openai_events
-        events = build(outputs, conversation, model, self._ids)
+        events = build(outputs, conversation, model, self._ids, self.usage)
         head = _response_head(
             200, {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
         )
-        frames = "".join(
-            f"event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n" for kind, data in events
-        )
-        writer.write(head + frames.encode())
-        await writer.drain()
+
+        def frames(part: list[tuple[str, dict[str, Any]]]) -> bytes:
+            return "".join(
+                f"event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n" for kind, data in part
+            ).encode()
+
+        first_block_end = next((i + 1 for i, (kind, _) in enumerate(events)
+                                if kind in ("content_block_stop", "response.output_item.done")), len(events))  # fmt: skip
+        self.open_streams += 1
+        try:
+            if self.stream_pause:
+                writer.write(head + frames(events[:first_block_end]))
+                await writer.drain()
+                await asyncio.sleep(self.stream_pause)
+                writer.write(frames(events[first_block_end:]))
+            else:
+                writer.write(head + frames(events))
+            await writer.drain()
+        finally:
+            self.open_streams -= 1
         self._log(request, f"200 scenario={scenario} step={step}")
 
     def _record(

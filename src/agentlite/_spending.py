@@ -1,0 +1,117 @@
+"""An agent's usage and budgets around each turn: the check before the box, the guard during the
+turn, the ledger row, events and chat notices after it.
+
+Used by the agent around :func:`agentlite._turn.run_turn`; everything is on the host, where the
+agent in the box cannot reach it (the box only reads its budget through the MCP server).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from agentlite._budgets import (
+    BudgetExceeded,
+    Budgets,
+    BudgetStatus,
+    Period,
+    crossed,
+    exceeded_notice,
+    warning_notice,
+    with_run,
+)
+from agentlite._prices import PriceTable
+from agentlite._store import AgentStore
+from agentlite._turn import TurnResult
+from agentlite._usage import UsageLedger, UsageTally
+
+log = logging.getLogger("agentlite.usage")
+
+Emit = Callable[..., Any]
+Notify = Callable[[str, str], Awaitable[None]]
+
+
+class Spending:
+    def __init__(self, store: AgentStore, emit: Emit, notify: Notify, *, timezone: str = "UTC",
+                 prices: PriceTable | None = None, clock: Callable[[], datetime] | None = None) -> None:  # fmt: skip
+        self.store = store
+        self.budgets = Budgets(store, timezone=timezone, clock=clock)
+        self.ledger = UsageLedger(store)
+        self.prices = prices or PriceTable()
+        self._emit = emit
+        self._notify = notify
+        self._notices: dict[str, list[str]] = {}
+
+    @property
+    def clock(self) -> Callable[[], datetime]:
+        return self.budgets.clock
+
+    def _exceeded(self, jid: str, status: BudgetStatus, period: Period, *, already: bool = False) -> str:
+        notice = exceeded_notice(status, period)
+        if not already:
+            self.budgets.pause(status, period)
+        self._emit("budget.exceeded", jid=jid, scope=status.budget.scope, period=period, unit=status.budget.unit,
+                   spent=round(status.spent(period), 6), limit=status.limit(period), already_paused=already)  # fmt: skip
+        return notice
+
+    def blocked(self, jid: str) -> str | None:
+        """The notice when the group may not run now (paused, or already at a limit), else ``None``."""
+        for status in self.budgets.statuses(jid):
+            if status.paused:
+                period: Period = "daily" if status.paused == "daily_limit" else "total"
+                return self._exceeded(jid, status, period, already=True)
+            reached = crossed(status)
+            if reached is not None:
+                return self._exceeded(jid, status, reached)
+        return None
+
+    def tally(self, jid: str) -> UsageTally:
+        """A tally whose guard stops the run when this run's spend reaches a limit."""
+        before = self.budgets.statuses(jid)
+
+        def guard(tally: UsageTally) -> None:
+            for status in before:
+                now = with_run(status, tally)
+                self._warn(jid, now)
+                reached = crossed(now)
+                if reached is not None:
+                    self._notices.setdefault(jid, []).append(self._exceeded(jid, now, reached))
+                    raise BudgetExceeded(now, reached)
+
+        return UsageTally(self.prices, on_change=guard if before else None)
+
+    def _warn(self, jid: str, status: BudgetStatus) -> None:
+        for period in ("daily", "total"):
+            if crossed(status) is None and self.budgets.take_warning(status, period):  # type: ignore[arg-type]
+                self._emit("budget.warning", jid=jid, scope=status.budget.scope, period=period,
+                           unit=status.budget.unit, spent=round(status.spent(period), 6),  # type: ignore[arg-type]
+                           limit=status.limit(period))  # type: ignore[arg-type]  # fmt: skip
+                self._notices.setdefault(jid, []).append(warning_notice(status, period))  # type: ignore[arg-type]
+
+    async def after(self, jid: str, folder: str, run_id: str, tally: UsageTally, result: TurnResult,
+                    backend_type: str) -> None:  # fmt: skip
+        """Record the run (once per run id), emit ``usage``, then warn or pause for spend that
+        only a turn's total showed (codex reports usage per turn), and send the notices."""
+        self.ledger.record(run_id, tally, chat_id=jid, group_folder=folder, backend_type=backend_type,
+                           at=self.clock().astimezone(UTC))  # fmt: skip
+        usage = result.usage.model_dump() if result.usage else None
+        self._emit("usage", jid=jid, folder=folder, run_id=run_id, usage=usage)
+        already = bool(self._notices.get(jid)) and any(
+            n.startswith("Agent paused") for n in self._notices[jid]
+        )
+        if not already:
+            for status in self.budgets.statuses(jid):
+                if status.paused:
+                    continue
+                reached = crossed(status)
+                if reached is not None:
+                    self._notices.setdefault(jid, []).append(self._exceeded(jid, status, reached))
+                    break
+                self._warn(jid, status)
+        for notice in self._notices.pop(jid, []):
+            try:
+                await self._notify(jid, notice)
+            except Exception:
+                log.exception("could not send the budget notice to %s", jid)
