@@ -17,6 +17,7 @@ from agentlite.cli.exec import exec_command
 from agentlite.cli.host import host_command
 from agentlite.cli.run import run_command
 from agentlite.cli.serve import serve_command
+from agentlite.cli.usage import budgets_app, usage_command
 
 app = typer.Typer(
     name="agentlite",
@@ -57,6 +58,8 @@ app.add_typer(agents_cli.app, name="agents")
 app.add_typer(tasks_cli.app, name="tasks")
 app.add_typer(image_cli.app, name="image")
 app.add_typer(runs_cli.app, name="runs")
+app.command("usage")(usage_command)
+app.add_typer(budgets_app, name="budgets")
 
 
 def main() -> None:
