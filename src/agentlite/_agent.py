@@ -10,6 +10,7 @@ turn pipeline (:mod:`agentlite._turn`) that runs each turn. The agent wires them
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import json
 import logging
@@ -693,10 +694,14 @@ class Agent:
             if deliver is not None:
                 await self.send_message(group.jid, notice)
             return TurnResult.failed(notice, request_id=request_id)
+
         # The run id exists before the box does (the ledger: agentlite._ledger).
-        turn = LedgerTurn.begin(self.store.runs, agent_id=self.id, group_folder=group.folder, backend=backend.type,
-                                chat_id=group.jid, deliver_to="chat" if deliver is not None else "result",
-                                request_id=request_id)  # fmt: skip
+        def begin_run() -> LedgerTurn:
+            return LedgerTurn.begin(self.store.runs, agent_id=self.id, group_folder=group.folder, backend=backend.type,
+                                    chat_id=group.jid, deliver_to="chat" if deliver is not None else "result",
+                                    request_id=request_id)  # fmt: skip
+
+        turn = begin_run()
         auth = self._actions_server.mint_token(group.folder, group.is_main) if self._actions_server else None
         run_input = RunnerInput(prompt=prompt, group_folder=group.folder, chat_id=group.jid, is_main=group.is_main,
                                 is_scheduled_task=task is not None, assistant_name=self.assistant_name,
@@ -760,6 +765,10 @@ class Agent:
                 self._hub.emit("run.retry", jid=group.jid, folder=group.folder, attempt=attempt, retry_class=retry,
                                delay_s=round(delay, 3), error=result.error)  # fmt: skip
                 await asyncio.sleep(delay)  # the back-off itself, not synchronisation
+                # Each attempt is a run of its own in the run ledger (a new box, a new journal).
+                turn.failed(f"retried after {retry}: {result.error}")
+                turn = begin_run()
+                spec = dataclasses.replace(spec, env={**spec.env, **turn.journal_env})
         except UnsafePath as exc:
             self._refused(exc, "run", jid=group.jid, folder=group.folder)
             turn.failed(str(exc))
