@@ -249,3 +249,16 @@ async def test_peer_fs_requests_are_confined_to_the_callers_group_folder(tmp_pat
         assert "path outside sandbox" in str(refused.value.data), path
     with pytest.raises(acp.RequestError):  # a planted symlink is refused, not followed
         await client.read_text_file(path="/workspace/group/link", session_id="s")
+
+
+def test_service_config_takes_acp_peers_and_names_a_bad_one(tmp_path: Path) -> None:
+    from agentlite._service import load_config
+
+    path = tmp_path / "agentlite.toml"
+    path.write_text('[[agents]]\nname = "main"\nacp_peers = ["codex", { name = "mine", command = "x-acp" }]\n'
+                    'acp_permissions = "allow"\n')  # fmt: skip
+    agent = load_config(path, env={}).agents[0]
+    assert agent.acp_peers[0] == "codex" and agent.acp_permissions == "allow"
+    path.write_text('[[agents]]\nname = "main"\nacp_peers = [{ name = "mine" }]\n')
+    with pytest.raises(ConfigError, match=r"agents\[0\]\.acp_peers.*needs `command`"):
+        load_config(path, env={})

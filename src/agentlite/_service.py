@@ -12,6 +12,8 @@ Example ``agentlite.toml``::
     backend = { type = "codex", model = "gpt-5" }
     network = "allowlist"               # none, egress (default), allowlist or host
     allow_net = ["api.openai.com", "*.githubusercontent.com"]
+    acp_peers = ["codex", { name = "reviewer", command = "claude-agent-acp" }]  # each in its own box
+    acp_permissions = "deny"            # or "allow" (the peers' permission requests, in their box)
 
     [[agents.channels]]
     type = "telegram"
@@ -40,6 +42,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from agentlite._acp_peers import resolve_peers
 from agentlite._errors import ConfigError
 from agentlite._names import check_agent_name, check_group_folder
 from agentlite._network import parse_allow_net
@@ -81,6 +84,9 @@ class AgentConfig(_Strict):
     #: The agent's box network (none, egress, allowlist, host); unset keeps what the agent has.
     network: Literal["none", "egress", "allowlist", "host"] | None = None
     allow_net: list[str] = []
+    #: Peer ACP agents the agent's boxes may delegate to (see :mod:`agentlite._acp_peers`).
+    acp_peers: list[str | dict[str, Any]] = []
+    acp_permissions: Literal["deny", "allow"] = "deny"
     channels: list[ChannelConfig] = []
     groups: list[GroupConfig] = []
 
@@ -139,6 +145,10 @@ def load_config(path: Path, env: dict[str, str] | None = None) -> ServiceConfig:
             parse_allow_net(agent_config.allow_net)
         except ConfigError as exc:
             raise ConfigError(f"config file `{path}`: `agents[{i}].allow_net`: {exc}") from None
+        try:
+            resolve_peers(agent_config.acp_peers)
+        except ConfigError as exc:
+            raise ConfigError(f"config file `{path}`: `agents[{i}].acp_peers`: {exc}") from None
     names = [a.name for a in config.agents]
     if len(set(names)) != len(names):
         raise ConfigError(f"config file `{path}`: `agents`: agent names must be unique, got {names}")
@@ -195,6 +205,8 @@ async def serve(config: ServiceConfig, *, stop: asyncio.Event | None = None) -> 
                     agent.set_network(wanted["mode"], wanted["allow_net"])
             if agent.get_backend() != spec.backend:
                 await agent.set_backend(spec.backend)
+            if spec.acp_peers:
+                agent.set_acp_peers(spec.acp_peers, permissions=spec.acp_permissions)
             await agent.start()
             known = agent.registered_groups()
             for group in spec.groups:
