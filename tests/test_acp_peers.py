@@ -48,9 +48,8 @@ async def platform(tmp_path: Path) -> AsyncIterator[agentlite.AgentLite]:
     assert RecordStore(tmp_path / "data" / ".boxlite").record_names() == []
 
 
-async def started(
-    platform: agentlite.AgentLite, model: ModelServer, peers: list[Any]
-) -> tuple[Any, RecordingChannel]:
+async def started(platform: agentlite.AgentLite, model: ModelServer, peers: list[Any],
+                  **acp_options: Any) -> tuple[Any, RecordingChannel]:  # fmt: skip
     holder: dict[str, RecordingChannel] = {}
 
     def factory(config: Any) -> RecordingChannel:
@@ -59,7 +58,7 @@ async def started(
 
     backend = {"type": "codex", "base_url": model.openai_base_url, "max_retries": 0}
     agent = await platform.get_or_create_agent("main", backend=backend, channels={"test": factory})
-    agent.set_acp_peers(peers)
+    agent.set_acp_peers(peers, **acp_options)
     await agent.start()
     return agent, holder["channel"]
 
@@ -107,7 +106,7 @@ async def wait_for(condition: Any, timeout: float = 90.0) -> Any:
 async def test_a_turn_delegates_to_the_codex_peer_which_runs_in_its_own_box(
     platform: agentlite.AgentLite, model: ModelServer
 ) -> None:
-    agent, channel = await started(platform, model, ["codex"])
+    agent, channel = await started(platform, model, ["codex"], idle_timeout=1.0)
     agent.register_group("t:main", name="main", folder="main", is_main=True)
     model.scenario = "tool_call"
     payload = {
@@ -135,8 +134,12 @@ async def test_a_turn_delegates_to_the_codex_peer_which_runs_in_its_own_box(
     peer_boxes = [n for n in seen if "-acp-codex-main-" in n]
     assert peer_boxes, f"the peer never ran in a box of its own: {sorted(seen)}"
     assert any(n.startswith(f"agentlite-{agent.id}-main-") for n in seen), "the caller's own box"
+
+    async def peer_box_gone() -> bool:
+        return not [n for n in await box_names(platform) if "-acp-" in n]
+
+    await wait_for(peer_box_gone, 60)  # its delegate session closed, it idled out
     await agent.stop()
-    assert [n for n in await box_names(platform) if "-acp-" in n] == []
 
 
 @needs_codex

@@ -52,6 +52,8 @@ NOTICE_SENDER_NAME = "AgentLite ACP"
 ARTIFACT_MAX_AGE = 7 * 24 * 3600.0
 SWEEP_INTERVAL = 3600.0
 DEFAULT_DELEGATE_TIMEOUT_MS = 300_000
+#: A peer box without sessions this long is removed (the next use starts a new one).
+DEFAULT_PEER_IDLE_TIMEOUT = 300.0
 PermissionPolicy = Literal["deny", "allow"]
 _READ_LIMIT = 10 * 1024 * 1024
 
@@ -204,6 +206,8 @@ class _PeerBox:
         self.folder = owner.groups_dir / folder_name
         self.adapter: AdapterBox | None = None
         self.agent_info: dict[str, Any] | None = None
+        #: When its last session went (monotonic); None while it has sessions.
+        self.idle_since: float | None = None
         self._lock = asyncio.Lock()
 
     async def connection(self) -> Any:
@@ -247,7 +251,8 @@ class AcpDelegation:
                  backend: Callable[[], BackendConfig], box_spec: Callable[[], BoxSpec],
                  resolve_jid: Callable[[str, str | None], str | None],
                  notify: Callable[[str, str], Awaitable[None]],
-                 permissions: PermissionPolicy = "deny") -> None:  # fmt: skip
+                 permissions: PermissionPolicy = "deny",
+                 idle_timeout: float = DEFAULT_PEER_IDLE_TIMEOUT) -> None:  # fmt: skip
         if permissions not in ("deny", "allow"):
             raise ConfigError(f"acp permission policy must be deny or allow, not `{permissions}`")
         self.peers = {p.name: p for p in peers}
@@ -261,6 +266,9 @@ class AcpDelegation:
         self._resolve_jid = resolve_jid
         self._notify = notify
         self.permissions: PermissionPolicy = permissions
+        if idle_timeout <= 0:
+            raise ConfigError(f"acp peer idle timeout must be > 0 seconds, got {idle_timeout:g}")
+        self.idle_timeout = idle_timeout
         self.sessions: dict[str, _Session] = {}
         self._boxes: dict[tuple[str, str], _PeerBox] = {}
         self._sweeper: asyncio.Task[None] | None = None
@@ -413,7 +421,12 @@ class AcpDelegation:
         box = self._boxes.get(key)
         if box is None:
             box = self._boxes[key] = _PeerBox(self, peer, ctx.source_group)
-        conn = await box.connection()
+        box.idle_since = None
+        try:
+            conn = await box.connection()
+        except BaseException:
+            self._release(box)
+            raise
         response = await conn.new_session(cwd=GUEST_WORKSPACE, mcp_servers=[])
         modes = getattr(response, "modes", None)
         available = [m.id for m in modes.available_modes] if modes else []
@@ -510,6 +523,7 @@ class AcpDelegation:
         finally:
             if session is not None:
                 self.sessions.pop(session.id, None)
+                self._release(session.runner)
 
     async def cancel(self, payload: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
         session = self._owned(payload["session_id"], ctx)
@@ -526,7 +540,28 @@ class AcpDelegation:
         if session.in_flight is not None and not session.in_flight.done():
             raise ValueError(f"acp session {session.id} has an in-flight prompt; cancel it first")
         self.sessions.pop(session.id, None)
+        self._release(session.runner)
         return {"ok": True}
+
+    def _release(self, box: _PeerBox) -> None:
+        """A session of ``box`` went: with none left, the box goes after the idle timeout."""
+        if any(s.runner is box for s in self.sessions.values()):
+            return
+        since = box.idle_since = time.monotonic()
+        task = asyncio.create_task(self._drop_when_idle(box, since))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _drop_when_idle(self, box: _PeerBox, since: float) -> None:
+        await asyncio.sleep(self.idle_timeout)
+        if box.idle_since != since or any(s.runner is box for s in self.sessions.values()):
+            return  # used again meanwhile
+        key = (box.peer.name, box.folder_name)
+        if self._boxes.get(key) is box:
+            del self._boxes[key]
+        log.info("peer %s for group %s idle for %.0f s: removing its box", box.peer.name, box.folder_name,
+                 self.idle_timeout)  # fmt: skip
+        await box.drop()
 
 
 def _describe(exc: BaseException) -> str:

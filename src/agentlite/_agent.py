@@ -447,11 +447,14 @@ class Agent:
         """Register a custom action the agent can call from inside its box (``call_action``)."""
         self._actions.register(name, handler, description=description, schema=schema)
 
-    def set_acp_peers(self, peers: list[Any], *, permissions: str = "deny") -> None:
+    def set_acp_peers(
+        self, peers: list[Any], *, permissions: str = "deny", idle_timeout: float = 300.0
+    ) -> None:
         """Peer ACP agents this agent's boxes may delegate to, each run in a box of its own
         (entries: ``"codex"``, ``"claude-code"``, ``"auto"`` or ``{name, command, args, env}``;
         see :mod:`agentlite._acp_peers`). Registers the six ``acp_*`` / ``agent_delegate`` actions.
-        ``permissions``: ``deny`` (default) or ``allow`` the peers' permission requests."""
+        ``permissions``: ``deny`` (default) or ``allow`` the peers' permission requests; a peer's box
+        without sessions for ``idle_timeout`` seconds is removed."""
         if self._acp is not None:
             raise AgentliteError(f"agent `{self.name}` already has ACP peers")
         delegation = AcpDelegation(
@@ -461,7 +464,7 @@ class Agent:
             box_spec=lambda: BoxSpec(network_mode=self.get_network()["mode"],
                                      allow_net=self.get_network()["allow_net"]),
             resolve_jid=self._acp_notice_target, notify=self._acp_notice,
-            permissions=permissions,  # type: ignore[arg-type]
+            permissions=permissions, idle_timeout=idle_timeout,  # type: ignore[arg-type]
         )  # fmt: skip
         delegation.register(self._actions)
         self._acp = delegation
