@@ -7,6 +7,7 @@ virtualization, so the tests that exec in a VM are skipped elsewhere, with the r
 from __future__ import annotations
 
 import inspect
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import boxlite
@@ -28,8 +29,10 @@ needs_vm = pytest.mark.skipif(
 
 
 @pytest.fixture
-def runtime(tmp_path: Path) -> BoxliteRuntime:
-    return BoxliteRuntime(tmp_path / "home", rootfs_path=make_oci_layout(tmp_path / "oci"))
+async def runtime(tmp_path: Path) -> AsyncIterator[BoxliteRuntime]:
+    rt = BoxliteRuntime(tmp_path / "home", rootfs_path=make_oci_layout(tmp_path / "oci"))
+    yield rt
+    await rt.aclose()  # stops its home watcher: no thread outlives the test
 
 
 async def test_create_get_list_remove_without_booting(runtime: BoxliteRuntime, tmp_path: Path) -> None:

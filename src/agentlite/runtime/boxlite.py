@@ -180,8 +180,11 @@ class BoxliteRuntime(BoxRuntime):
         # Polls: a request is a file another process drops into this home's requests folder.
         last_publish = 0.0
         while not self._stop.is_set():
+            assert self.box_home is not None
+            if not self.box_home.is_dir():  # the home was deleted under us: nothing left to serve
+                log.warning("boxlite home %s is gone; its watcher stops", self.box_home)
+                return
             try:
-                assert self.box_home is not None
                 for path, box in homes.read_requests(self.box_home):
                     await self._serve_removal(path, box)
                 if time.monotonic() - last_publish >= STATE_REFRESH:
