@@ -292,8 +292,47 @@ async def test_kill_9_of_agentlite_acp_leaves_a_box_the_next_start_sweeps(
         assert len(await boxes_of(home)) == 1
         proc.kill()
         await proc.wait()
+    (orphan,) = await boxes_of(home)
     async with agentlite_acp(argv, EditorClient()) as (conn, _proc):
-        # Initialize answers only once the start-up sweep has run.
+        # The next start sweeps the orphan before it makes its first session.
         await conn.initialize(protocol_version=acp.PROTOCOL_VERSION)
-        assert await boxes_of(home) == []
+        await conn.new_session(cwd=str(project), mcp_servers=[])
+        boxes = await boxes_of(home)
+        assert len(boxes) == 1 and boxes != [orphan]
     await no_boxes_left(home)
+
+
+@needs_cli("codex-acp")
+async def test_any_acp_command_runs_boxed_the_same_way(
+    sandbox: SandboxRuntime, home: Path, tmp_path: Path, model: ModelServer
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    client = EditorClient()
+    async with agentlite_acp(acp_argv(home, "acp:codex-acp", model.openai_base_url), client) as (conn, _proc):
+        init = await conn.initialize(protocol_version=acp.PROTOCOL_VERSION)
+        assert init.agent_info is not None and "acp:codex-acp" in (init.agent_info.title or "")
+        session = await conn.new_session(cwd=str(project), mcp_servers=[])
+        response = await conn.prompt(
+            session_id=session.session_id, prompt=[acp.text_block("go [scenario:tool]")]
+        )
+        assert response.stop_reason == "end_turn" and (project / "out.txt").read_text() == "probe\n"
+    await no_boxes_left(home)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--backend", "emacs"], "unknown backend `emacs`"),
+        (["--permissions", "maybe"], "--permissions must be ask or allow"),
+        (["--workspace", "/nonexistent-agentlite-dir"], "is not a folder"),
+        (["--network", "nowhere"], "nowhere"),
+    ],
+)
+def test_bad_options_exit_2_naming_what_was_wrong(home: Path, args: list[str], message: str) -> None:
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-m", "agentlite", "acp", "--home", str(home), *args],
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and done.stdout == ""

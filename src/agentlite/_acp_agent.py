@@ -249,7 +249,8 @@ class AcpServer:
         self.settings = settings
         self.client: Any = None
         self.sessions: dict[str, BoxedSession] = {}
-        self._adapter_info: Any = None
+        #: The start-up orphan sweep; sessions are made after it.
+        self.sweep: asyncio.Task[None] | None = None
 
     def on_connect(self, conn: Any) -> None:
         self.client = conn
@@ -275,6 +276,8 @@ class AcpServer:
             folder = self.settings.workspace or check_session_folder(cwd, self.settings.mount_allowlist)
         except ConfigError as exc:
             raise acp.RequestError.invalid_params({"cwd": cwd, "details": str(exc)}) from None
+        if self.sweep is not None:
+            await self.sweep
         session = BoxedSession(self, folder)
         try:
             await session.start()
@@ -341,18 +344,25 @@ class AcpServer:
 
     async def shutdown(self) -> None:
         """Remove every session's box (the client is gone)."""
+        if self.sweep is not None and not self.sweep.done():
+            await self.sweep
         sessions, self.sessions = list(self.sessions.values()), {}
         await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
 
 
 async def serve_stdio(runtime: BoxRuntime, settings: AcpServerSettings) -> None:
     """Serve ACP on this process's stdin/stdout until the client closes it; then remove the boxes."""
-    # Boxes of an earlier `agentlite acp` that died (kill -9) have no live owner: reap them first.
-    removed = [d for d in await cleanup_orphans(runtime, settings.home, ACP_AGENT_ID) if d.removed]
-    if removed:
-        log.info("removed %d orphaned ACP session box(es)", len(removed))
     server = AcpServer(runtime, settings)
+    # Boxes of an earlier `agentlite acp` that died (kill -9) have no live owner: reaped while the
+    # client initializes; the first session waits for it.
+    server.sweep = asyncio.create_task(_sweep(runtime, settings.home))
     try:
         await acp.run_agent(server)  # type: ignore[arg-type]
     finally:
         await server.shutdown()
+
+
+async def _sweep(runtime: BoxRuntime, home: Path) -> None:
+    removed = [d for d in await cleanup_orphans(runtime, home, ACP_AGENT_ID) if d.removed]
+    if removed:
+        log.info("removed %d orphaned ACP session box(es)", len(removed))
