@@ -265,3 +265,23 @@ def test_service_config_takes_acp_peers_and_names_a_bad_one(tmp_path: Path) -> N
     path.write_text('[[agents]]\nname = "main"\nacp_peers = [{ name = "mine" }]\n')
     with pytest.raises(ConfigError, match=r"agents\[0\]\.acp_peers.*needs `command`"):
         load_config(path, env={})
+
+
+@pytest.mark.skipif(
+    BIN is None or not (BIN / "claude-agent-acp").exists(), reason="claude-agent-acp not installed"
+)
+@pytest.mark.parametrize("policy", ["deny", "allow"])
+async def test_the_claude_code_peer_follows_the_permission_policy(
+    platform: agentlite.AgentLite, model: ModelServer, policy: str
+) -> None:
+    agent, _channel = await started(platform, model, ["claude-code"], permissions=policy)
+    agent.register_group("t:main", name="main", folder="main", is_main=True)
+    payload = {"target_group_jid": "claude-code", "prompt": "go [scenario:tool]", "timeout_ms": 120000}
+    status, body = await call_action(agent, "main", True, "agent_delegate", payload, "t:main")
+    assert status == 200, body
+    result = body["result"]
+    assert result["status"] == "completed" and result["stop_reason"] == "end_turn", result
+    written = agent.groups_dir / "main" / "out.txt"
+    # The peer worked in the caller's group folder, and only ran the command when allowed.
+    assert written.exists() == (policy == "allow")
+    await agent.stop()
