@@ -285,3 +285,31 @@ async def test_the_claude_code_peer_follows_the_permission_policy(
     # The peer worked in the caller's group folder, and only ran the command when allowed.
     assert written.exists() == (policy == "allow")
     await agent.stop()
+
+
+@needs_codex
+async def test_a_host_that_stops_mid_prompt_leaves_running_which_the_next_start_marks_abandoned(
+    tmp_path: Path, model: ModelServer
+) -> None:
+    workdir = tmp_path / "data"
+    async with await agentlite.create(workdir=workdir, runtime="sandbox", timezone="UTC") as first:
+        agent, _channel = await started(first, model, ["codex"])
+        agent.register_group("t:main", name="main", folder="main", is_main=True)
+        status, body = await call_action(agent, "main", True, "acp_new_session", {"peer": "codex"}, "t:main")
+        assert status == 200, body
+        asked = len(model.requests)
+        model.delay = 60  # the peer's model request is held: the prompt is still running at the stop
+        payload = {"session_id": body["result"]["session_id"], "prompt": ["take your time"]}
+        assert (await call_action(agent, "main", True, "acp_prompt", payload))[0] == 200
+        await wait_for(lambda: len(model.requests) > asked)
+        await agent.stop()
+    model.delay = 0
+    runs = workdir / "agents" / "main" / "data" / "ipc" / "main" / "acp" / "runs"
+    (artifact,) = runs.glob("acp-run-*.json")
+    assert json.loads(artifact.read_text())["status"] == "running"
+    async with await agentlite.create(workdir=workdir, runtime="sandbox", timezone="UTC") as second:
+        agent, _channel = await started(second, model, ["codex"])
+        data = json.loads(artifact.read_text())
+        assert (data["status"], data["stop_reason"]) == ("failed", "abandoned")
+        await agent.stop()
+    assert RecordStore(workdir / ".boxlite").record_names() == []
