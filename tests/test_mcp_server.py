@@ -25,6 +25,7 @@ TOOLS = {
     "send_message",
     "schedule_task",
     "list_tasks",
+    "get_budget",
     "pause_task",
     "resume_task",
     "cancel_task",
@@ -268,6 +269,23 @@ async def test_list_tasks_reads_the_snapshot(tmp_path: Path) -> None:
         (b.ipc / "current_tasks.json").write_text(json.dumps(SNAPSHOT))
         _, text = await b.call("list_tasks")
         assert "[t1]" in text and "[t2]" in text and "paused, next: N/A" in text
+
+
+async def test_get_budget_reads_the_hosts_snapshot(tmp_path: Path) -> None:
+    async with box(tmp_path) as b:
+        assert await b.call("get_budget") == (False, "No budget information.")
+        state = {"as_of": "2026-01-01T00:00:00.000Z", "budgets": [
+            {"scope": "team@g", "unit": "usd", "daily_limit": 0.01, "total_limit": None, "reset_hour": 6,
+             "daily_spent": 0.004, "total_spent": 0.004, "paused": None}]}  # fmt: skip
+        (b.ipc / "budget.json").write_text(json.dumps(state))
+        error, text = await b.call("get_budget")
+        assert (
+            not error
+            and "daily $0.0040 of $0.0100 (resets at 6:00), total $0.0040 of none; paused: no" in text
+        )
+        (b.ipc / "budget.json").write_text("[]")
+        error, text = await b.call("get_budget")
+        assert error and "unexpected snapshot format" in text
 
 
 async def test_actions_over_http(tmp_path: Path) -> None:

@@ -400,3 +400,46 @@ def test_usage_since_filters_by_time(tmp_path: Path) -> None:
         )
         ledger.record("new", tally, chat_id="t:a", group_folder="a", backend_type="codex", at=now)
         assert [r.run_id for r in ledger.rows(since=now - timedelta(days=1))] == ["new"]
+
+
+@needs_cli("codex")
+async def test_the_agent_reads_its_budget_through_the_mcp_server(platform: agentlite.AgentLite,
+                                                                 model: ModelServer) -> None:  # fmt: skip
+    agent, _channel, _events = await started(platform, codex(model))
+    agent.set_budget("t:main", daily=0.5, reset_hour=3)
+    model.tool = ("mcp__agentlite__get_budget", {})
+    result = await agent.ask("t:main", "how much may I spend? [scenario:tool_call]")
+    assert result.status == "success", result.error
+    answered = json.dumps([r.body for r in model.requests if r.step == 1])
+    assert "daily $0.0000 of $0.5000 (resets at 3:00)" in answered  # the tool's answer went to the model
+    assert agent.budgets()[0]["daily_limit"] == 0.5  # and nothing in the box can change it
+    await agent.stop()
+
+
+@needs_cli("codex")
+async def test_scheduled_tasks_of_a_paused_group_are_skipped_not_queued(
+    tmp_path: Path, model: ModelServer
+) -> None:
+    async with await agentlite.create(workdir=tmp_path / "data", runtime="sandbox", timezone="UTC",
+                                      scheduler_poll_interval=0.2) as platform:  # fmt: skip
+        agent, _channel, events = await started(platform, codex(model))
+        agent.set_budget("t:main", total=10, unit="tokens")
+        first = await agent.ask("t:main", "hello")
+        # codex reports the turn's tokens before it exits: the host stops it there.
+        assert first.status == "error" and "total token budget exceeded" in (first.error or "")
+        assert agent.budgets()[0]["paused"] == "total_limit"
+        requests = len(model.requests)
+        task = await agent.schedule_task(
+            jid="t:main", prompt="tick", schedule_type="interval", schedule_value="1000"
+        )
+        await until(
+            lambda: any(e.name == "task.run.skipped" for e in events), "the skipped task run", timeout=60
+        )
+        skipped = next(e for e in events if e.name == "task.run.skipped")
+        assert skipped.data["reason"] == "budget_paused" and "total_limit" in skipped.data["detail"]
+        assert not [e for e in events if e.name == "task.run.started"] and len(model.requests) == requests
+        later = agent.get_task(task.id)
+        # The next slot, not this one again.
+        assert later.status == "active" and later.next_run > task.next_run
+        assert later.last_result.startswith("Skipped: the group's budget is paused")
+        await agent.stop()

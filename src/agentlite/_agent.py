@@ -203,7 +203,8 @@ class Agent:
         await self._actions_server.start(host="127.0.0.1", port=0)
         self._scheduler = Scheduler(self.store, self._queue, self._run_task, self._hub.emit,
                                     tz=self._platform.timezone, agent_id=self.id, groups=lambda: self._groups,
-                                    poll_interval=self._platform.scheduler_poll_interval)  # fmt: skip
+                                    poll_interval=self._platform.scheduler_poll_interval,
+                                    blocked=self._task_blocked)  # fmt: skip
         await self._scheduler.start(self._supervisor.spawn)
         self._ipc = IpcWatcher(
             self.ipc_root, lambda: self._groups, IpcBridge(self), task_owner=self._task_owner,
@@ -640,6 +641,10 @@ class Agent:
 
         return summarize(rows, by, day_of=lambda at: parse_iso(at).astimezone(tz).date().isoformat())  # type: ignore[arg-type]
 
+    def _task_blocked(self, task: Task) -> str | None:
+        paused = self._spending.budgets.paused(task.chat_id)
+        return None if paused is None else f"the group's budget is paused ({paused.paused})"
+
     def set_budget(self, jid: str = "*", *, daily: float | None = None, total: float | None = None,
                    unit: str = "usd", reset_hour: int = 0) -> dict[str, Any]:  # fmt: skip
         """Set the budget of one group (``jid``) or of the whole agent (``"*"``)."""
@@ -697,6 +702,10 @@ class Agent:
             if deliver is not None:
                 await self.send_message(group.jid, notice)
             return TurnResult.failed(notice, request_id=request_id)
+        try:
+            spending.write_snapshot(self.ipc_root, group.folder, group.jid)
+        except UnsafePath as exc:  # the run goes on; the box cannot read its budget this time
+            self._refused(exc, "budget_snapshot", jid=group.jid, folder=group.folder)
 
         # The run id exists before the box does (the ledger: agentlite._ledger).
         def begin_run() -> LedgerTurn:

@@ -130,6 +130,7 @@ class Scheduler:
         agent_id: str = "",
         groups: Callable[[], Mapping[str, RegisteredGroup]] | None = None,
         clock: Callable[[], datetime] | None = None,
+        blocked: Callable[[Task], str | None] | None = None,
     ) -> None:
         if poll_interval <= 0:
             raise ConfigError(f"poll interval `{poll_interval}` must be positive")
@@ -143,6 +144,8 @@ class Scheduler:
         self._agent_id = agent_id
         self._groups = groups or store.get_registered_groups
         self._clock = clock or (lambda: datetime.now(UTC))
+        #: Why a due task may not run now (its group paused by a budget), or None.
+        self._blocked = blocked
         self._inflight: set[str] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
@@ -250,6 +253,14 @@ class Scheduler:
             return
         if self._group_by_folder(task.group_folder) is None:
             self._skip(task, "group_not_found", f"no registered group has folder `{task.group_folder}`")
+            return
+        why = self._blocked(task) if self._blocked is not None else None
+        if why is not None:
+            # This slot is skipped, not held: the task comes back at its next slot (a once task ends).
+            self._skip(task, "budget_paused", why)
+            next_run = self._next_after_run(task, task)
+            skipped: dict[str, Any] = {"next_run": next_run, "last_result": f"Skipped: {why}"}
+            self._store.update_task(task.id, **skipped, **({} if next_run else {"status": "completed"}))
             return
 
         self._emit("task.run.started", task_id=task.id, jid=task.chat_id, context_mode=task.context_mode)

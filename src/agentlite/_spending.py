@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from agentlite._budgets import (
@@ -66,6 +67,18 @@ class Spending:
             if reached is not None:
                 return self._exceeded(jid, status, reached)
         return None
+
+    def write_snapshot(self, ipc_root: Path, folder: str, jid: str) -> None:
+        """``budget.json`` in the group's IPC folder, for the in-box MCP server's ``get_budget``.
+        The box may rewrite its copy; that changes only what it reads, never what is enforced."""
+        import json
+
+        from agentlite._safefs import BoxDir
+        from agentlite._time import iso_utc
+
+        state = {"as_of": iso_utc(self.clock()), "budgets": [s.as_dict() for s in self.budgets.statuses(jid)]}
+        with BoxDir.open(ipc_root, folder, create=True) as target:
+            target.write_atomic("budget.json", json.dumps(state, indent=2).encode())
 
     def tally(self, jid: str) -> UsageTally:
         """A tally whose guard stops the run when this run's spend reaches a limit."""

@@ -374,6 +374,41 @@ def build_tools(config: BoxConfig) -> dict[str, Tool]:
             )
         return "Scheduled tasks:\n" + "\n".join(lines)
 
+    @tool({})
+    def get_budget() -> str:
+        """Show this group's budget: the limits, what was spent before this run, and whether it is
+        paused. Read only: budgets are set and resumed by an operator on the host."""
+        path = config.ipc_dir / "budget.json"
+        try:
+            state = json.loads(path.read_text())
+        except FileNotFoundError:
+            return "No budget information."
+        except ValueError as exc:
+            raise ToolError(f"Error reading the budget: {exc}") from None
+        budgets = state.get("budgets") if isinstance(state, dict) else None
+        if not isinstance(budgets, list):
+            raise ToolError("Error reading the budget: unexpected snapshot format.")
+        if not budgets:
+            return "No budget is set for this group."
+        lines = []
+        for b in budgets:
+            if not isinstance(b, dict):
+                continue
+            usd = b.get("unit") == "usd"
+
+            def amount(value: Any, usd: bool = usd) -> str:
+                if value is None:
+                    return "none"
+                return f"${float(value):.4f}" if usd else f"{int(value)} tokens"
+
+            scope = "this agent" if b.get("scope") == "*" else "this group"
+            lines.append(
+                f"- {scope}: daily {amount(b.get('daily_spent'))} of {amount(b.get('daily_limit'))} "
+                f"(resets at {b.get('reset_hour', 0)}:00), total {amount(b.get('total_spent'))} of "
+                f"{amount(b.get('total_limit'))}; paused: {b.get('paused') or 'no'}"
+            )
+        return f"Budget as of {state.get('as_of', 'the start of this run')}:\n" + "\n".join(lines)
+
     @tool({"task_id": _STRING}, "task_id")
     def pause_task(task_id: str) -> str:
         """Pause a scheduled task; it will not run until resumed."""
