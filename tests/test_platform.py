@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -428,8 +429,10 @@ async def test_sigkill_mid_run_then_restart_recovers_the_message_and_reaps_the_b
     script = tmp_path / "service.py"
     script.write_text(_service_script(workdir, model.openai_base_url))
     model.scenario = "hang"
+    # The old behaviour, kept behind the switch: a live box is reaped, not adopted (tests/test_adoption.py).
+    env = {**os.environ, "AGENTLITE_ADOPT_RUNS": "0"}
     first = await asyncio.create_subprocess_exec(
-        sys.executable, str(script), "send", stdout=asyncio.subprocess.PIPE
+        sys.executable, str(script), "send", stdout=asyncio.subprocess.PIPE, env=env
     )
     assert first.stdout is not None and await asyncio.wait_for(first.stdout.readline(), 60) == b"ready\n"
     deadline = time.monotonic() + 60
@@ -441,7 +444,7 @@ async def test_sigkill_mid_run_then_restart_recovers_the_message_and_reaps_the_b
     await first.wait()
     model.scenario = "text"
     second = await asyncio.create_subprocess_exec(
-        sys.executable, str(script), "wait", stdout=asyncio.subprocess.PIPE
+        sys.executable, str(script), "wait", stdout=asyncio.subprocess.PIPE, env=env
     )
     assert second.stdout is not None
     out = (await asyncio.wait_for(second.stdout.read(), 120)).decode()

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from agentlite._acp_peers import AcpDelegation, resolve_peers
 from agentlite._actions import ActionRegistry, ActionsServer
+from agentlite._adoption import RunDecision, decide_runs, follow_adopted
 from agentlite._agent_host import AgentHost
 from agentlite._errors import AgentliteError, ConfigError
 from agentlite._events import AgentEvent, EventHub
@@ -55,7 +56,7 @@ from agentlite._sdk_events import agent_events
 from agentlite._store import AgentStore, Message, RegisteredGroup, Task, check_group_folder, now_iso
 from agentlite._supervisor import Supervisor
 from agentlite._turn import GroupKey, TurnEventHandler, TurnResult, run_turn
-from agentlite._turn_book import TurnBook
+from agentlite._turn_book import Cursor, TurnBook
 from agentlite.channels.base import ChannelConfig, ChannelManager
 from agentlite.runtime.base import BoxSpec
 
@@ -175,13 +176,17 @@ class Agent:
         seed_memory(self.groups_dir, self.assistant_name, lambda exc: self._refused(exc, "seed_memory"))
         self._sync_instructions()
         self._sync_skills()
+        self._store = AgentStore(self.workdir / "store" / "messages.db")
+        self._book = TurnBook(self._store, self._record.backend.type)
+        self._groups = self.store.get_registered_groups()
+        # Before the sweep: runs an earlier host of ours left unfinished are delivered, adopted
+        # (their boxes become ours) or abandoned (agentlite._adoption).
+        runs = await decide_runs(self.store.runs, self._platform.runtime, self._platform.box_home, self.ipc_root,
+                                 enabled=self._platform.adopt_runs)  # fmt: skip
         # The startup sweep: boxes of this agent whose owner died (a crashed earlier run of us).
         decisions = await cleanup_orphans(self._platform.runtime, self._platform.box_home, self.id)
         if removed := [d.name for d in decisions if d.action == "remove"]:
             log.info("agent=%s removed orphaned boxes %s", self.id, removed)
-        self._store = AgentStore(self.workdir / "store" / "messages.db")
-        self._book = TurnBook(self._store, self._record.backend.type)
-        self._groups = self.store.get_registered_groups()
         # Every long-lived task of the agent runs under one supervisor (loops, queue runs, events).
         self._supervisor = Supervisor(f"agent-{self.id}")
         await self._supervisor.start()
@@ -213,9 +218,45 @@ class Agent:
         await self._ipc.start(self._supervisor.spawn)
         if self._acp is not None:
             self._acp.start(self._supervisor.spawn)
-        self._loop.recover()
+        carried = [d for d in runs if d.action in ("deliver", "adopt") and d.run.chat_id in self._groups]
+        held = self._loop.recover(settled=[d.run.chat_id for d in carried if d.run.chat_id])
+        for decision in carried:
+            self._supervisor.spawn(self._carry_on(decision, held.get(decision.run.chat_id or "")),
+                                   name=f"agentlite-adopted-{decision.run.run_id}")  # fmt: skip
         self._loop_task = self._supervisor.spawn(self._loop.run(), name=f"agentlite-loop-{self.id}")
         self._hub.emit("started")
+
+    async def _carry_on(self, decision: RunDecision, previous: Cursor | None) -> None:
+        """Deliver a run's written final, or follow an adopted run to its final and deliver that;
+        an adopted run that ends without an answer hands its messages back to the queue."""
+        run = decision.run
+        jid = run.chat_id or ""
+
+        async def deliver(text: str) -> bool:
+            if strip_internal(text):
+                await self.send_message(jid, text)
+            return True
+
+        if decision.action == "deliver":
+            if run.final_text and strip_internal(run.final_text):
+                await self.send_message(jid, run.final_text)
+            self.store.runs.mark_delivered(run.run_id)
+            return
+
+        def on_event(event: Event) -> None:
+            if (session := session_id_of(event)) is not None:
+                self._book.set_session(run.group_folder, run.backend, session)
+
+        try:
+            ended = await follow_adopted(decision, ledger=self.store.runs, runtime=self._platform.runtime,
+                                         box_home=self._platform.box_home, ipc_root=self.ipc_root, deliver=deliver,
+                                         on_event=on_event, timeout=self._platform.box_timeout)  # fmt: skip
+        except asyncio.CancelledError:
+            self.store.runs.end(run.run_id, "abandoned", "the adopting host stopped", token=decision.token)
+            raise
+        if ended is not None and ended.state == "failed" and previous is not None:
+            self._book.rewind(jid, previous)  # nothing reached the chat: a new run answers
+            self._queue.enqueue_message_check(jid)
 
     async def stop(self, *, reason: str = "agent stopped", grace: float = 10.0) -> None:
         """Stop the loops and disconnect.

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from agentlite._ledger import JOURNAL_DIR, journal_name
+from agentlite._ledger import JOURNAL_DIR, RunRecord, journal_name
 from agentlite._protocol import ErrorEvent, Event, FrameParser, ResultEvent
 
 #: The journal's folder as the box sees it (the run's IPC folder is mounted at /workspace/ipc).
@@ -24,7 +25,13 @@ GUEST_JOURNAL_DIR = f"/workspace/ipc/{JOURNAL_DIR}"
 
 
 def journal_path(ipc_dir: Path, run_id: str) -> Path:
+    """Where the run ``run_id`` journals, in its group's IPC folder ``ipc_dir``."""
     return ipc_dir / JOURNAL_DIR / journal_name(run_id)
+
+
+def journal_of(ipc_root: Path, run: RunRecord) -> Path:
+    """The journal holding ``run``'s events (``ipc_root``: the agent's IPC folder of all groups)."""
+    return ipc_root / run.group_folder / JOURNAL_DIR / (run.journal or journal_name(run.run_id))
 
 
 def guest_journal_path(run_id: str) -> str:
@@ -65,6 +72,22 @@ def read_journal(path: Path, offset: int = 0) -> list[JournalEntry]:
         for event in parser.feed(line.decode(errors="replace")):
             entries.append(JournalEntry(event, position))
     return entries
+
+
+def runner_alive(path: Path) -> bool:
+    """Whether the runner writing this journal still lives: it holds an exclusive lock on the file
+    for its whole life, and the kernel drops that lock however the runner ends."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # also drops our shared lock if we got it
+    return False
 
 
 def is_final(event: Event) -> bool:

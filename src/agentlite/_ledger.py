@@ -79,6 +79,14 @@ def create_runs_table(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX IF NOT EXISTS idx_runs_group ON runs (group_folder, created_at)")
 
 
+def add_journal_column(conn: sqlite3.Connection) -> None:
+    """The ``run_journal`` migration: which journal file holds a run's events (a box that answers
+    follow-ups journals all its turns in its first run's file)."""
+    from agentlite._store import add_column
+
+    add_column(conn, "runs", "journal", "TEXT")
+
+
 def new_run_id() -> str:
     """Sortable by creation time, unique without coordination: ``run-<epoch ms>-<12 hex>``."""
     return f"run-{int(time.time() * 1000)}-{secrets.token_hex(6)}"
@@ -115,6 +123,8 @@ class RunRecord:
     finished_at: str | None
     state_times: dict[str, str]
     note: str | None
+    #: The journal's file name in the group's IPC folder (``journal/<name>``).
+    journal: str | None = None
 
     @property
     def duration_s(self) -> float | None:
@@ -146,7 +156,7 @@ class FencedOut(Exception):
 _COLUMNS = (
     "run_id, agent_id, group_folder, chat_id, backend, state, token, box, session_id, journal_offset,"
     " deliver_to, request_id, final_status, final_text, final_error, final_usage, created_at,"
-    " updated_at, finished_at, state_times, note"
+    " updated_at, finished_at, state_times, note, journal"
 )
 
 
@@ -201,17 +211,20 @@ class RunLedger:
     def begin(
         self, *, agent_id: str, group_folder: str, backend: str, chat_id: str | None = None,
         deliver_to: str | None = None, request_id: str | int | None = None, run_id: str | None = None,
+        journal: str | None = None,
     ) -> RunRecord:  # fmt: skip
-        """A new run in state ``queued``, with its id and first fencing token."""
+        """A new run in state ``queued``, with its id and first fencing token; its events go to
+        ``journal`` (default: a file named after the run)."""
         run_id = run_id or new_run_id()
         now = now_iso()
         with self._db.write() as conn:
             conn.execute(
                 "INSERT INTO runs (run_id, agent_id, group_folder, chat_id, backend, state, token,"
-                " deliver_to, request_id, created_at, updated_at, state_times)"
-                " VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)",
+                " deliver_to, request_id, created_at, updated_at, state_times, journal)"
+                " VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
                 (run_id, agent_id, group_folder, chat_id, backend, secrets.token_hex(16), deliver_to,
-                 None if request_id is None else str(request_id), now, now, json.dumps({"queued": now})),
+                 None if request_id is None else str(request_id), now, now, json.dumps({"queued": now}),
+                 journal or journal_name(run_id)),
             )  # fmt: skip
         record = self.get(run_id)
         assert record is not None

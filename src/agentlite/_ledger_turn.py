@@ -40,7 +40,7 @@ class LedgerTurn:
     @property
     def journal_env(self) -> dict[str, str]:
         """What the runner needs to journal its events (the first run's file for the whole box)."""
-        return {JOURNAL_ENV: guest_journal_path(self.first_run_id)}
+        return {JOURNAL_ENV: guest_journal_path(self.first_run_id)}  # the first run's = its `journal`
 
     def on_box(self, name: str) -> None:
         self.box = name
@@ -50,7 +50,8 @@ class LedgerTurn:
         if self._done:  # a follow-up turn on the same box: a run of its own
             record = self.ledger.begin(agent_id=self._record.agent_id, group_folder=self._record.group_folder,
                                        backend=self._record.backend, chat_id=self._record.chat_id,
-                                       deliver_to=self._record.deliver_to)  # fmt: skip
+                                       deliver_to=self._record.deliver_to,
+                                       journal=self._record.journal)  # fmt: skip
             self.run_id, self.token, self._done, self._running = record.run_id, record.token, False, False
             if self.box is not None:
                 self.ledger.starting(self.run_id, self.token, self.box)

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
 from agentlite._queue import GroupQueue
 from agentlite._router import SenderAllowlist, format_messages, is_trigger, strip_internal
 from agentlite._store import Message, RegisteredGroup
 from agentlite._turn import TurnResult
-from agentlite._turn_book import TurnBook
+from agentlite._turn_book import Cursor, TurnBook
 
 log = logging.getLogger("agentlite.agent")
 
@@ -67,16 +67,19 @@ class MessageLoop:
         self._stopping = True
         self._wake.set()
 
-    def recover(self) -> None:
-        """At start: roll back runs a crash interrupted, then run every group with pending messages."""
+    def recover(self, settled: Iterable[str] = ()) -> dict[str, Cursor]:
+        """At start: roll back runs a crash interrupted (except the ``settled`` groups' runs, which
+        the run ledger carries on: see :meth:`TurnBook.recover`), then run every group with pending
+        messages."""
         groups = self._groups()
-        self._book.recover(groups)
+        held = self._book.recover(groups, settled)
         for jid in groups:
             since = self._book.answered(jid).timestamp
             pending = self._book.store.get_messages_since(jid, since, self._assistant_name())
             if pending:
                 log.info("recovering %d pending messages in %s", len(pending), jid)
                 self._queue.enqueue_message_check(jid)
+        return held
 
     async def run(self) -> None:
         """Poll until :meth:`stop`; a failed round is logged and the loop goes on."""

@@ -442,6 +442,21 @@ class HostOwnership:
             self._records[box_name] = record
         self._start_heartbeat()
 
+    def adopt(self, box_name: str, *, box_home: Path | None = None) -> None:
+        """Take over the record of a live box whose owner is gone: this process becomes its owner
+        (new pid, new lease), in one rename over the old record, and keeps it fresh."""
+        self._ensure_lease()
+        if self.store.ensure_dir():
+            self._repair_lease()
+        now = now_iso()
+        record = OwnerRecord(name=box_name, pid=self.pid, boot_id=self.boot_id, machine_boot_id=self.machine_boot_id,
+                             lease=str(self._lease_path), started_at=now, updated_at=now,
+                             box_home=None if box_home is None else str(box_home))  # fmt: skip
+        with self._lock:
+            write_atomic(self.store.path(box_name), _dump(record), fsync=False)
+            self._records[box_name] = record
+        self._start_heartbeat()
+
     def unregister(self, box_name: str) -> None:
         """Stop refreshing and delete the record. Safe for names this process never registered."""
         with self._lock:

@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import Any, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from agentlite._adoption import adoption_enabled
 from agentlite._agent import Agent
 from agentlite._errors import AgentliteError, ConfigError
 from agentlite._lifecycle import cleanup_orphans
@@ -54,8 +55,10 @@ class AgentLite:
 
     def __init__(self, workdir: Path, *, timezone: str, runtime: BoxRuntime, max_concurrent: int,
                  box_timeout: float, idle_timeout: float, scheduler_poll_interval: float = 60.0,
-                 box_home: Path | None = None) -> None:  # fmt: skip
+                 box_home: Path | None = None, adopt_runs: bool = True) -> None:  # fmt: skip
         self.workdir = workdir
+        #: Whether a starting agent adopts the live boxes of runs its crashed host left (else reaps them).
+        self.adopt_runs = adopt_runs
         #: Where boxes and their ownership records live (``<workdir>/.boxlite`` unless given).
         self.box_home = box_home or workdir / ".boxlite"
         self.timezone = timezone
@@ -179,8 +182,12 @@ class AgentLite:
 
 async def create(*, workdir: str | Path = ".", timezone: str | None = None, runtime: str | None = None,
                  max_concurrent: int = 5, box_timeout: float = 1800.0, idle_timeout: float = 1800.0,
-                 scheduler_poll_interval: float = 60.0) -> AgentLite:  # fmt: skip
-    """Open (or start) a platform in ``workdir``: its registry, box home and restored agents."""
+                 scheduler_poll_interval: float = 60.0, adopt_runs: bool | None = None) -> AgentLite:  # fmt: skip
+    """Open (or start) a platform in ``workdir``: its registry, box home and restored agents.
+
+    ``adopt_runs``: a starting agent adopts the live boxes of turns its crashed host left running
+    (default; env ``AGENTLITE_ADOPT_RUNS=0`` turns it off) instead of reaping them and running the
+    message again."""
     folder = Path(workdir).resolve()
     try:
         (folder / "store").mkdir(parents=True, exist_ok=True)
@@ -192,4 +199,5 @@ async def create(*, workdir: str | Path = ".", timezone: str | None = None, runt
     log.info("platform workdir=%s runtime=%s reason=%r", folder, choice.name, choice.reason)
     return AgentLite(folder, timezone=resolve_timezone(timezone), runtime=box_runtime, max_concurrent=max_concurrent,
                      box_timeout=box_timeout, idle_timeout=idle_timeout,
-                     scheduler_poll_interval=scheduler_poll_interval)  # fmt: skip
+                     scheduler_poll_interval=scheduler_poll_interval,
+                     adopt_runs=adoption_enabled(adopt_runs))  # fmt: skip

@@ -33,7 +33,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 
 from agentlite._errors import AgentliteError, ConfigError
-from agentlite._ledger import RunLedger, create_runs_table
+from agentlite._ledger import RunLedger, add_journal_column, create_runs_table
 from agentlite._names import check_group_folder
 from agentlite._protocol import BACKEND_TYPES
 from agentlite._time import now_iso
@@ -395,6 +395,7 @@ def store_migrations(legacy_backend_type: str = "claude_code") -> list[Migration
         Migration(8, "query_indexes", _m8_query_indexes),
         Migration(9, "run_ledger", create_runs_table),
         Migration(10, "usage_and_budgets", _m10_usage_and_budgets),
+        Migration(11, "run_journal", add_journal_column),
     ]
 
 

@@ -121,17 +121,27 @@ class TurnBook:
             self._inflight[jid] = entry
         self.store.set_json_state("inflight_cursors", self._inflight)
 
-    def recover(self, jids: Iterable[str]) -> None:
-        """At start: roll back the cursors of runs a crash interrupted before they answered."""
-        known = set(jids)
+    def recover(self, jids: Iterable[str], settled: Iterable[str] = ()) -> dict[str, Cursor]:
+        """At start: roll back the cursors of runs a crash interrupted before they answered.
+
+        ``settled``: groups whose interrupted run the run ledger carries on (adopted, or its final
+        about to be delivered): their cursors stay; what they would have rolled back to is returned.
+        """
+        known, kept = set(jids), set(settled)
+        held: dict[str, Cursor] = {}
         inflight = self.store.get_json_state("inflight_cursors", {})
         for jid, previous in (inflight if isinstance(inflight, dict) else {}).items():
             if jid in known and isinstance(previous, dict) and isinstance(previous.get("cursor"), str):
+                cursor = Cursor(previous["cursor"], frozenset(previous.get("ids") or []))
+                if jid in kept:
+                    held[jid] = cursor
+                    continue
                 log.info("run in %s was interrupted before it answered; its messages are pending again", jid)
-                self._answered[jid] = Cursor(previous["cursor"], frozenset(previous.get("ids") or []))
+                self._answered[jid] = cursor
         self._save()
         self.store.set_json_state("inflight_cursors", {})
         self._inflight = {}
+        return held
 
     # -- sessions (the turn pipeline's SessionStore) --------------------------------------------
 

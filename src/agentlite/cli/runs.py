@@ -67,7 +67,7 @@ def runs(ctx: typer.Context, agent: AgentName = "main",
 def show(ctx: typer.Context, run_id: Annotated[str, typer.Argument(help="Run id.")],
          json: JsonOption = False) -> None:  # fmt: skip
     """Print a run's ledger entry and the events of its journal."""
-    from agentlite._journal import journal_path, read_journal
+    from agentlite._journal import journal_of, read_journal
 
     opts = ctx.obj or {}
     with user_errors():
@@ -79,7 +79,7 @@ def show(ctx: typer.Context, run_id: Annotated[str, typer.Argument(help="Run id.
             store.close()
         if record is None:
             abort(f"no run `{run_id}`", 1)
-        entries = read_journal(journal_path(ipc_root / record.group_folder, run_id))
+        entries = read_journal(journal_of(ipc_root, record))
     events = [e.event.model_dump(mode="json", exclude_none=True) for e in entries]
     if json:
         print_json({"run": record.as_dict(), "events": events})

@@ -14,6 +14,7 @@ follow-up costs no runner start.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sys
 from pathlib import Path
@@ -47,7 +48,10 @@ class _Output:
         # Append only, never through a symlink the agent may have planted in its IPC folder.
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.journal = os.open(path, flags, 0o600)
+        self.journal = os.open(path, flags, 0o644)
+        # Held for the runner's whole life: a restarted host asks the kernel whether the runner is
+        # alive (the lock goes with the process, however it ends). Children do not inherit it.
+        fcntl.flock(self.journal, fcntl.LOCK_EX)
 
     def write(self, data: bytes) -> None:
         if self.journal is not None:
