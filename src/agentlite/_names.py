@@ -79,7 +79,10 @@ AGENT_ID = _rule(
 GROUP_FOLDER = _rule(
     "group folder", "A-Za-z0-9", "A-Za-z0-9_-", 64,
     "may use only letters, digits, `_` and `-`, starting with a letter or digit",
-    reserved=frozenset({"global"}),  # the shared memory folder every group reads
+    # `global` is the shared memory folder every group reads; `errors` and `input` are folders of
+    # the host's own beside the groups' IPC folders (a group so named would read other groups'
+    # quarantined requests, and its own requests would never be read).
+    reserved=frozenset({"global", "errors", "input"}),
 )  # fmt: skip
 #: ``agentlite-<agent id>-<group>-<epoch ms>`` fits: 10 + 64 + 1 + 64 + 1 + 13 < 200.
 BOX_NAME = _rule(

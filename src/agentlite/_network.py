@@ -11,9 +11,10 @@ Modes (per box, per agent, per CLI run):
   address and connecting to the checked one (no DNS-rebinding window).
 * ``allowlist``: ``egress`` limited to the listed entries: ``example.com`` (that name, any port),
   ``*.example.com`` (any name below it, not the name itself), ``example.com:443`` or
-  ``10.0.0.5:8080`` (that host and port). An entry with an explicit port is the operator naming one
-  service, so it may be on a loopback or private address (how a box reaches a local server on
-  purpose); entries without a port get the same address checks as ``egress``.
+  ``10.0.0.5:8080`` (that host and port). An exact entry with an explicit port is the operator
+  naming one service, so it may be on a loopback or private address (how a box reaches a local
+  server on purpose); entries without a port, and wildcards with one, get the same address checks
+  as ``egress``.
 * ``host``: the host's own network, shared (the behaviour before network namespaces): every service
   on the host's 127.0.0.1 is reachable and the box can listen on the host's interfaces. Only when
   asked for; ``doctor`` and the run log say so.
@@ -135,6 +136,11 @@ def refusal_reason(ip: IpAddress, own: frozenset[IpAddress]) -> str | None:
     """Why egress must not connect to ``ip``, or ``None`` when it may."""
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
+    # 6to4 carries an IPv4 address that a relay (or the host's own tunnel) delivers to:
+    # 2002:7f00:1:: is 127.0.0.1, and the v6 form alone looks global.
+    six_to_four = ip.sixtofour if isinstance(ip, ipaddress.IPv6Address) else None
+    if six_to_four is not None and (why := refusal_reason(six_to_four, own)) is not None:
+        return f"6to4 for {six_to_four}, {why}"
     for test, why in (
         (ip.is_loopback, "loopback"),
         (ip.is_link_local, "link-local (includes the cloud metadata address)"),
@@ -199,7 +205,9 @@ class EgressPolicy:
             entry = self.entry_for(host, port)
             if entry is None:
                 raise Refused(f"{host}:{port} is not in the allowlist")
-            explicit = entry.port is not None
+            # Only an exact host:port names one service on purpose; a wildcard with a port still
+            # gets the address checks (a name below it may resolve to 127.0.0.1 at someone's whim).
+            explicit = entry.port is not None and not entry.host.startswith("*.")
         if not addresses:
             raise Refused(f"{host} resolved to no address")
         if explicit:

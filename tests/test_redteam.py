@@ -1,0 +1,125 @@
+"""Attacks from inside a real box that the per-module tests do not try, each tried for real: odd
+spellings of the host's loopback through every proxy protocol, 6to4 wrapping, a wildcard allowlist
+entry with a port, group folders that collide with the host's own IPC folders."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from agentlite._names import InvalidName, check_group_folder
+from agentlite._network import AllowEntry, EgressPolicy, NetworkMode, Refused, refusal_reason
+from agentlite.runtime.base import BoxSpec
+from agentlite.runtime.boxnet import PROXY_PORT
+from agentlite.runtime.sandbox import SandboxRuntime
+
+PROBE = (Path(__file__).parent / "net_probe.py").read_text()
+
+#: Spellings that name the host's loopback (or all its addresses) without writing `127.0.0.1`.
+LOOPBACK_SPELLINGS = [
+    "2130706433",  # decimal
+    "0x7f.1",  # hex and short form
+    "0177.0.0.1",  # octal
+    "127.1",
+    "0",
+    "0.0.0.0",
+    "localhost.",  # trailing dot
+    "LOCALHOST",
+    "[::1]",
+    "[::ffff:127.0.0.1]",  # IPv4-mapped
+    "[::ffff:7f00:1]",
+    "[::]",
+    "[::127.0.0.1]",  # IPv4-compatible
+    "[2002:7f00:1::]",  # 6to4 of 127.0.0.1
+    "[::1%lo]",  # a zone id
+]
+
+
+class _Secret(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b"host secret"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def host_server() -> Iterator[int]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Secret)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def _probe(rt: SandboxRuntime, box: str, probes: list[list[object]]) -> dict[str, str]:
+    proc = await rt.exec(box, [sys.executable, "-c", PROBE, json.dumps(probes)])
+    out = b"".join([line async for line in proc.stdout_lines()])
+    err = b"".join([line async for line in proc.stderr_lines()])
+    assert await proc.wait() == 0, err.decode()
+    return json.loads(out)
+
+
+async def test_odd_spellings_of_the_host_loopback_are_refused_by_every_proxy_protocol(
+    sandbox: SandboxRuntime, home: Path, host_server: int
+) -> None:
+    probes: list[list[object]] = []
+    for host in LOOPBACK_SPELLINGS:
+        probes.append(["connect", PROXY_PORT, host, host_server])
+        probes.append(["http", PROXY_PORT, host, host_server])
+        if not host.startswith("["):  # SOCKS5 takes names without brackets
+            probes.append(["socks", PROXY_PORT, host, host_server])
+    probes.append(["http", PROXY_PORT, "example.com@127.0.0.1", host_server])  # userinfo trick
+    box = "agentlite-t-redteam-spellings"
+    await sandbox.create(box, BoxSpec(network_mode="egress"))
+    try:
+        results = await _probe(sandbox, box, probes)
+        log = (home / "sandbox" / box / "egress.log").read_text()
+    finally:
+        await sandbox.remove(box, force=True)
+    reached = {k: v for k, v in results.items() if "host secret" in v or v.startswith("ok: HTTP/1.0 200")}
+    assert not reached, reached
+    assert f"refused CONNECT 2002:7f00:1:::{host_server}: 2002:7f00:1:: is 6to4 for 127.0.0.1" in log
+
+
+def test_6to4_addresses_are_judged_by_the_ipv4_address_they_carry() -> None:
+    six_to_four_loopback = ipaddress.ip_address("2002:7f00:1::")
+    reason = refusal_reason(six_to_four_loopback, frozenset())
+    assert reason is not None and "loopback" in reason
+    private = refusal_reason(ipaddress.ip_address("2002:c0a8:101::"), frozenset())  # 192.168.1.1
+    assert private is not None and "private" in private
+    assert refusal_reason(ipaddress.ip_address("2002:5db8:d822::"), frozenset()) is None  # public v4
+
+
+def test_a_wildcard_entry_with_a_port_still_gets_the_address_checks() -> None:
+    loopback = [ipaddress.ip_address("127.0.0.1")]
+    policy = EgressPolicy(NetworkMode.ALLOWLIST, (AllowEntry.parse("*.example.com:443"),))
+    # Anyone who controls a name below the wildcard can point it at the host's loopback.
+    with pytest.raises(Refused, match="loopback"):
+        policy.check("evil.example.com", 443, loopback)
+    policy.check("api.example.com", 443, [ipaddress.ip_address("93.184.216.34")])
+    # An exact host:port is still the operator naming one local service on purpose.
+    EgressPolicy(NetworkMode.ALLOWLIST, (AllowEntry.parse("db.internal:5432"),)).check(
+        "db.internal", 5432, loopback
+    )
+
+
+@pytest.mark.parametrize("folder", ["errors", "input", "Errors", "global"])
+def test_group_folders_that_are_host_ipc_folders_are_refused(folder: str) -> None:
+    # ipc/<group> is the group's box-writable IPC folder; ipc/errors holds other groups'
+    # quarantined requests, so a group named `errors` would read them.
+    with pytest.raises(InvalidName, match="reserved"):
+        check_group_folder(folder)
