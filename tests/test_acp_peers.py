@@ -185,6 +185,13 @@ async def test_a_non_main_group_cannot_act_on_another_groups_session(
     status, body = await call_action(agent, "team", False, "acp_new_session", {"peer": "codex"}, "t:team")
     assert status == 200, body
     session_id = body["result"]["session_id"]
+    # A second session of the same group reuses the peer's box (single-flight, lazy, reused).
+    status, second = await call_action(agent, "team", False, "acp_new_session", {"peer": "codex"}, "t:team")
+    assert status == 200 and second["result"]["session_id"] != session_id
+    assert len([n for n in await box_names(platform) if "-acp-codex-team-" in n]) == 1
+    status, body = await call_action(agent, "team", False, "acp_new_session",
+                                     {"peer": "codex", "cwd": "/etc"}, "t:team")  # fmt: skip
+    assert status == 500 and "must be inside /workspace/group" in body["error"]
     for action, payload in (("acp_prompt", {"session_id": session_id, "prompt": ["hi"]}),
                             ("acp_cancel", {"session_id": session_id}),
                             ("acp_close_session", {"session_id": session_id})):  # fmt: skip

@@ -415,8 +415,13 @@ class AcpDelegation:
                            "agent_info": box.agent_info if box is not None else None})  # fmt: skip
         return {"agents": agents}
 
-    async def _open(self, peer_name: str, ctx: ActionContext, *, ephemeral: bool = False) -> _Session:
+    async def _open(self, peer_name: str, ctx: ActionContext, *, ephemeral: bool = False,
+                    cwd: str | None = None) -> _Session:  # fmt: skip
         peer = self._peer(peer_name)
+        # The peer's box has only the caller's group folder: a cwd is a folder inside it.
+        cwd = os.path.normpath(cwd or GUEST_WORKSPACE)
+        if cwd != GUEST_WORKSPACE and not cwd.startswith(GUEST_WORKSPACE + "/"):
+            raise ValueError(f"acp session cwd `{cwd}` must be inside {GUEST_WORKSPACE} (the group folder)")
         key = (peer.name, ctx.source_group)
         box = self._boxes.get(key)
         if box is None:
@@ -427,7 +432,7 @@ class AcpDelegation:
         except BaseException:
             self._release(box)
             raise
-        response = await conn.new_session(cwd=GUEST_WORKSPACE, mcp_servers=[])
+        response = await conn.new_session(cwd=cwd, mcp_servers=[])
         modes = getattr(response, "modes", None)
         available = [m.id for m in modes.available_modes] if modes else []
         if "full-access" in available:  # codex's own sandbox cannot start in a box
@@ -444,7 +449,7 @@ class AcpDelegation:
             raise ValueError(
                 f'cannot resolve ACP completion notice target for group folder "{ctx.source_group}"'
             )
-        session = await self._open(payload["peer"], ctx)
+        session = await self._open(payload["peer"], ctx, cwd=payload.get("cwd"))
         session.owner_jid = jid
         return {"session_id": session.id}
 
