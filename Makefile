@@ -1,5 +1,5 @@
 # Shortcuts; the README's commands are ./scripts/demo and ./scripts/test (no make needed).
-.PHONY: demo test lint bench chaos
+.PHONY: demo test lint bench chaos chaos-turns
 
 demo:
 	./scripts/demo
@@ -17,3 +17,6 @@ bench:
 
 chaos:
 	.venv/bin/python -m agentlite.chaos --trials 100
+
+chaos-turns:
+	.venv/bin/python -m agentlite.chaos_turns --trials 50
