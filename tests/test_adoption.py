@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -125,6 +126,12 @@ async def wait_for(condition: Any, timeout: float = 120, what: str = "condition"
         await asyncio.sleep(0.05)
 
 
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "250"}
+    return subprocess.run([sys.executable, "-m", "agentlite", *args], capture_output=True, text=True, env=env,
+                          timeout=120, check=True)  # fmt: skip
+
+
 def model_calls(model: ModelServer) -> int:
     return sum(1 for r in model.requests if r.path == "/v1/responses")
 
@@ -150,6 +157,14 @@ async def test_a_host_killed_mid_turn_is_replaced_by_one_that_adopts_the_box(tmp
     await asyncio.sleep(2.0)  # the scenario itself: the kill lands 2 s into the turn
     await first.kill()
     model.delay = 0.0
+    # While no host runs: listed as adoptable, and a cleanup keeps it for the agent's next start.
+    [run] = ledger(tmp_path)
+    home = str(tmp_path / "data" / ".boxlite")
+    [row] = json.loads(_cli("boxes", "--home", home, "--json").stdout)
+    assert row["name"] == run.box and row["adoptable_run"] == run.run_id
+    assert "adoptable" in _cli("boxes", "--home", home).stdout
+    [decision] = json.loads(_cli("cleanup", "--dry-run", "--home", home, "--json").stdout)
+    assert decision["action"] == "keep" and f"adoptable (run {run.run_id}" in decision["reason"]
     second = await Host.start(tmp_path, model, "wait", 1, "second")
     assert await second.replies() == [REPLY]  # exactly one reply, the model's last message
     assert model_calls(model) == 1  # the turn ran once: not a second turn

@@ -23,6 +23,7 @@ the adopted turn makes with its old token is refused (the turn goes on without t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -33,7 +34,7 @@ from typing import Literal
 
 from agentlite._errors import BoxNotFound, ConfigError
 from agentlite._journal import follow_journal, journal_of, runner_alive
-from agentlite._ledger import RunLedger, RunRecord
+from agentlite._ledger import JOURNAL_DIR, RunLedger, RunRecord, journal_name
 from agentlite._ownership import RecordStore, ownership_for
 from agentlite._protocol import ErrorEvent, Event, ResultEvent, session_id_of
 from agentlite.runtime.base import BoxRuntime
@@ -193,3 +194,41 @@ async def _close_box(runtime: BoxRuntime, box_home: Path, ipc_root: Path, run: R
         log.warning("could not remove adopted box=%s: %s", run.box, exc)
     finally:
         ownership_for(box_home).unregister(run.box)
+
+
+# -- the "adoptable" verdict for boxes listings and cleanups ----------------------------------------
+
+
+def adoptable_run(box_home: Path, box_name: str) -> str | None:
+    """The run id a starting agent would adopt ``box_name`` for, or None. Reads only (the platform's
+    registry and the agent's ledger, opened read-only); the caller knows the owner is gone and the
+    box runs. ``box_home`` is a platform's ``<workdir>/.boxlite``; other homes have no ledger."""
+    import sqlite3
+
+    registry = box_home.parent / "store" / "agentlite.db"
+    if not registry.is_file():
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{registry}?mode=ro", uri=True)) as conn:
+            agents = conn.execute("SELECT agent_id, workdir FROM agents").fetchall()
+        owner = next(
+            ((aid, Path(wd)) for aid, wd in agents if box_name.startswith(f"agentlite-{aid}-")), None
+        )
+        if owner is None:
+            return None
+        store = owner[1] / "store" / "messages.db"
+        if not store.is_file():
+            return None
+        with contextlib.closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as conn:
+            row = conn.execute(
+                "SELECT run_id, group_folder, journal FROM runs WHERE box = ? AND state IN ('starting', 'running')"
+                " ORDER BY created_at DESC LIMIT 1",
+                (box_name,),
+            ).fetchone()
+    except sqlite3.Error:  # no ledger yet (an older store), or a file we cannot read: not adoptable
+        return None
+    if row is None:
+        return None
+    run_id, folder, journal = row
+    path = owner[1] / "data" / "ipc" / folder / JOURNAL_DIR / (journal or journal_name(run_id))
+    return run_id if runner_alive(path) else None

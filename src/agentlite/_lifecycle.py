@@ -347,6 +347,12 @@ async def cleanup_orphans(
         return []
 
 
+def _adoptable_run(home: Path, box: str) -> str | None:
+    from agentlite._adoption import adoptable_run
+
+    return adoptable_run(home, box)
+
+
 async def _cleanup(
     runtime: BoxRuntime, home: Path, agent_id: str | None, include_live: bool, dry_run: bool
 ) -> list[CleanupDecision]:
@@ -371,6 +377,12 @@ async def _cleanup(
         elif store.read_raw(box.name) is None and store.may_have_lost_record(box.created_at, now):
             # A tmp cleaner deleted the records folder: its live owner puts the record back soon.
             decisions.append(CleanupDecision(box.name, "keep", f"kept: {_UNSURE}", verdict=judgement.verdict))
+            continue
+        elif box.running and (run_id := _adoptable_run(home, box.name)) is not None:
+            # Its owner is gone but its runner lives on a turn the ledger holds: the agent's next
+            # start adopts it (agentlite._adoption) instead of running the message again.
+            why = f"kept: adoptable (run {run_id}; {judgement.reason}): the agent's next start adopts it"
+            decisions.append(CleanupDecision(box.name, "keep", why, verdict=judgement.verdict))
             continue
         else:
             reason = judgement.reason if box.running else f"box {box.state}, {judgement.reason}"

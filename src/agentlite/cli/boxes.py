@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from agentlite._adoption import adoptable_run
 from agentlite._lifecycle import box_prefix, cleanup_orphans
 from agentlite._ownership import RecordStore, Verdict
 from agentlite.cli._common import (
@@ -24,7 +25,7 @@ from agentlite.cli._common import (
 from agentlite.runtime import open_runtime
 from agentlite.runtime.base import BoxInfo, BoxRuntime
 
-_VERDICT_STYLE = {"live": "green", "stale": "yellow", "dead": "red", "none": "red"}
+_VERDICT_STYLE = {"live": "green", "stale": "yellow", "dead": "red", "none": "red", "adoptable": "cyan"}
 
 
 def boxes(
@@ -61,6 +62,8 @@ def boxes(
                 if judgement.heartbeat_age is None
                 else round(judgement.heartbeat_age, 1),
             }
+        # A box whose owner is gone but whose runner lives on a turn in the agent's ledger.
+        adoptable = None if judgement.verdict.keeps_box or not running else adoptable_run(home_dir, name)
         rows.append(
             {
                 "name": name,
@@ -69,6 +72,7 @@ def boxes(
                 "running": running,
                 "owner": owner,
                 "reason": judgement.reason,
+                "adoptable_run": adoptable,
             }
         )
     rows += _other_hosts_rows(box_runtime, store, box_prefix(agent), now)
@@ -78,7 +82,7 @@ def boxes(
     t = table("name", "runtime", "state", "owner pid", "boot id", "heartbeat", "verdict")
     for row in rows:
         o = row["owner"] or {}
-        verdict = o.get("verdict", "none")
+        verdict = "adoptable" if row.get("adoptable_run") else o.get("verdict", "none")
         age = o.get("heartbeat_age")
         t.add_row(
             row["name"],
