@@ -443,3 +443,27 @@ async def test_scheduled_tasks_of_a_paused_group_are_skipped_not_queued(
         assert later.status == "active" and later.next_run > task.next_run
         assert later.last_result.startswith("Skipped: the group's budget is paused")
         await agent.stop()
+
+
+@needs_cli("codex")
+async def test_a_final_redelivered_from_the_run_ledger_does_not_double_the_usage(platform: agentlite.AgentLite,
+                                                                                  model: ModelServer) -> None:  # fmt: skip
+    agent, _channel, _events = await started(platform, codex(model))
+    model.usage = ScriptedUsage(input_tokens=500, output_tokens=50)
+    result = await agent.ask("t:main", "hello")
+    assert result.status == "success", result.error
+    [run] = agent.store.runs.list()
+    assert run.final_usage is not None and run.final_usage["input_tokens"] == 500
+    before = agent.usage()
+    spending = Spending(agent.store, lambda *a, **k: None, _no_notice, prices=PriceTable())
+    spending.record_from_ledger(run)  # the final delivered again, after a restart
+    spending.record_from_ledger(run)
+    after = agent.usage()
+    assert [(r["runs"], r["input_tokens"], r["output_tokens"]) for r in after] == [(1, 500, 50)]
+    assert after[0]["cost_usd"] == pytest.approx(before[0]["cost_usd"])
+    assert [r.run_id for r in UsageLedger(agent.store).rows()] == [run.run_id]  # keyed by the ledger's run id
+    await agent.stop()
+
+
+async def _no_notice(jid: str, text: str) -> None:
+    return None

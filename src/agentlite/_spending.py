@@ -24,7 +24,9 @@ from agentlite._budgets import (
     with_run,
 )
 from agentlite._prices import PriceTable
+from agentlite._protocol import UsageEvent
 from agentlite._store import AgentStore
+from agentlite._time import parse_iso
 from agentlite._turn import TurnResult
 from agentlite._usage import UsageLedger, UsageTally
 
@@ -102,6 +104,21 @@ class Spending:
                            unit=status.budget.unit, spent=round(status.spent(period), 6),  # type: ignore[arg-type]
                            limit=status.limit(period))  # type: ignore[arg-type]  # fmt: skip
                 self._notices.setdefault(jid, []).append(warning_notice(status, period))  # type: ignore[arg-type]
+
+    def record_from_ledger(self, run: Any) -> None:
+        """Record a run from its run-ledger row (``final_usage``), as a final re-delivered after a
+        restart does: keyed by the run id, so a run recorded live already counts once."""
+        usage = run.final_usage or {}
+        tally = UsageTally(self.prices)
+        if usage:
+            tally.observe(UsageEvent(input_tokens=int(usage.get("input_tokens") or 0),
+                                     output_tokens=int(usage.get("output_tokens") or 0),
+                                     cached_input_tokens=int(usage.get("cached_input_tokens") or 0),
+                                     cache_write_tokens=int(usage.get("cache_write_tokens") or 0),
+                                     model=usage.get("model"), cost_usd=usage.get("cost_usd")))  # fmt: skip
+        at = parse_iso(run.state_times.get("final_ready") or run.updated_at)
+        self.ledger.record(run.run_id, tally, chat_id=run.chat_id or "", group_folder=run.group_folder,
+                           backend_type=run.backend, at=at)  # fmt: skip
 
     async def after(self, jid: str, folder: str, run_id: str, tally: UsageTally, result: TurnResult,
                     backend_type: str) -> None:  # fmt: skip
