@@ -467,3 +467,29 @@ async def test_a_final_redelivered_from_the_run_ledger_does_not_double_the_usage
 
 async def _no_notice(jid: str, text: str) -> None:
     return None
+
+
+@needs_cli("codex")
+async def test_an_adopted_runs_usage_counts_once(tmp_path: Path, model: ModelServer) -> None:
+    from tests.test_adoption import REPLY, Host, ledger, model_calls, wait_for
+
+    model.usage = ScriptedUsage(input_tokens=700, output_tokens=70)
+    model.delay = 10.0  # the host is killed 2 s into this turn; the box runs on
+    first = await Host.start(tmp_path, model, "send", 1, "first")
+    await wait_for(lambda: model_calls(model) == 1, what="the turn's model call")
+    await asyncio.sleep(2.0)  # the scenario itself: the kill lands mid-turn
+    await first.kill()
+    model.delay = 0.0
+    second = await Host.start(tmp_path, model, "wait", 1, "second")
+    assert await second.replies() == [REPLY]
+    [run] = ledger(tmp_path)
+    [agent_dir] = [p for p in (tmp_path / "data" / "agents").iterdir() if (p / "store").exists()]
+    with AgentStore(agent_dir / "store" / "messages.db") as store:
+        rows = UsageLedger(store).rows()
+        assert [(r.run_id, r.counts.input_tokens, r.counts.output_tokens) for r in rows] == [
+            (run.run_id, 700, 70)
+        ]
+        Spending(store, lambda *a, **k: None, _no_notice).record_from_ledger(
+            run
+        )  # delivered again: no change
+        assert len(UsageLedger(store).rows()) == 1

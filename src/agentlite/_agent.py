@@ -241,11 +241,18 @@ class Agent:
             if run.final_text and strip_internal(run.final_text):
                 await self.send_message(jid, run.final_text)
             self.store.runs.mark_delivered(run.run_id)
+            self._spending.record_from_ledger(run)  # keyed by the run id: never counted twice
             return
+
+        # The adopted run's usage, from its journal: recorded under its run id, so it counts once
+        # (the host that died never recorded it; no budget stops a box it did not start).
+        tally = self._spending.plain_tally()
 
         def on_event(event: Event) -> None:
             if (session := session_id_of(event)) is not None:
                 self._book.set_session(run.group_folder, run.backend, session)
+            if isinstance(event, UsageEvent):
+                tally.observe(event)
 
         try:
             ended = await follow_adopted(decision, ledger=self.store.runs, runtime=self._platform.runtime,
@@ -254,6 +261,7 @@ class Agent:
         except asyncio.CancelledError:
             self.store.runs.end(run.run_id, "abandoned", "the adopting host stopped", token=decision.token)
             raise
+        self._spending.record_adopted(run, tally)
         if ended is not None and ended.state == "failed" and previous is not None:
             self._book.rewind(jid, previous)  # nothing reached the chat: a new run answers
             self._queue.enqueue_message_check(jid)
@@ -795,8 +803,7 @@ class Agent:
         spec = BoxSpec(env={**await self._credential_env(), **turn.journal_env}, volumes=extra, network_mode=network["mode"],
                        allow_net=network["allow_net"])  # fmt: skip
         self._queue.register_box(group.jid, group.folder, is_task=task is not None or single_turn)
-        # Usage rows are keyed by the ledger's run id: recording the run again replaces them.
-        run_id, tally = turn.first_run_id, spending.tally(group.jid)
+        tally = spending.tally(group.jid)
         emitted_result = False
 
         async def watch(event: Event) -> None:
@@ -832,7 +839,8 @@ class Agent:
         finally:
             if auth is not None:
                 self._actions_server.revoke_token(auth.token)
-        await spending.after(group.jid, group.folder, run_id, tally, result, backend.type)
+        # Keyed by the run that holds the final (the last attempt's): recorded again, it replaces.
+        await spending.after(group.jid, group.folder, turn.run_id, tally, result, backend.type)
         if result.status == "success" and pending_handoff and revision == self.backend_revision:
             self.store.clear_handoff(group.folder)
         self._settle_run(turn, result, chat=deliver is not None)

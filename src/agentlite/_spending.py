@@ -105,10 +105,22 @@ class Spending:
                            limit=status.limit(period))  # type: ignore[arg-type]  # fmt: skip
                 self._notices.setdefault(jid, []).append(warning_notice(status, period))  # type: ignore[arg-type]
 
+    def plain_tally(self) -> UsageTally:
+        """A tally with the price table and no guard."""
+        return UsageTally(self.prices)
+
+    def record_adopted(self, run: Any, tally: UsageTally) -> None:
+        """An adopted run's usage (from its journal), under its run id; nothing when it sent none."""
+        if tally.events:
+            self.ledger.record(run.run_id, tally, chat_id=run.chat_id or "", group_folder=run.group_folder,
+                               backend_type=run.backend, at=self.clock().astimezone(UTC))  # fmt: skip
+
     def record_from_ledger(self, run: Any) -> None:
         """Record a run from its run-ledger row (``final_usage``), as a final re-delivered after a
         restart does: keyed by the run id, so a run recorded live already counts once."""
-        usage = run.final_usage or {}
+        usage = run.final_usage
+        if not usage:
+            return  # nothing to go on: whatever the live run recorded stays
         tally = UsageTally(self.prices)
         if usage:
             tally.observe(UsageEvent(input_tokens=int(usage.get("input_tokens") or 0),
