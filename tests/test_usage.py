@@ -360,11 +360,11 @@ async def test_budget_stops_the_third_call_mid_stream_pauses_and_resume_runs_aga
     await agent.stop()
 
 
-@needs_cli("codex")
-async def test_a_rate_limit_twice_is_retried_and_counted_once(
-    platform: agentlite.AgentLite, model: ModelServer
-) -> None:
-    agent, _channel, events = await started(platform, codex(model))
+@pytest.mark.parametrize("kind", [pytest.param("codex", marks=needs_cli("codex")),
+                                  pytest.param("claude", marks=needs_cli("claude"))])  # fmt: skip
+async def test_a_rate_limit_twice_is_retried_and_counted_once(platform: agentlite.AgentLite, model: ModelServer,
+                                                              kind: str) -> None:  # fmt: skip
+    agent, _channel, events = await started(platform, codex(model) if kind == "codex" else claude(model))
     model.usage = ScriptedUsage(input_tokens=40, output_tokens=8)
     model.fail_next = [429, 429]
     seen: list[Event] = []
@@ -493,3 +493,21 @@ async def test_an_adopted_runs_usage_counts_once(tmp_path: Path, model: ModelSer
             run
         )  # delivered again: no change
         assert len(UsageLedger(store).rows()) == 1
+
+
+@needs_cli("claude-agent-acp")
+async def test_acp_turn_records_the_usage_the_agent_sends(
+    platform: agentlite.AgentLite, model: ModelServer
+) -> None:
+    backend = {"type": "acp", "command": ["claude-agent-acp"], "base_url": model.anthropic_base_url,
+               "model": "offline-priced", "max_retries": 0}  # fmt: skip
+    agent, _channel, _events = await started(platform, backend)
+    model.usage = ScriptedUsage(input_tokens=300, output_tokens=100)
+    result = await agent.ask("t:main", "hello")
+    assert result.status == "success", result.error
+    assert result.usage is not None
+    assert (result.usage.input_tokens, result.usage.output_tokens) == (300, 100)
+    assert result.usage.cost_usd == pytest.approx(0.004)  # the adapter's own figure, as the prices say
+    [row] = agent.usage()
+    assert row["runs"] == 1 and row["cost_usd"] == pytest.approx(0.004)
+    await agent.stop()
