@@ -1,14 +1,16 @@
 """Attacks from inside a real box that the per-module tests do not try, each tried for real: odd
 spellings of the host's loopback through every proxy protocol, 6to4 wrapping, a wildcard allowlist
-entry with a port, group folders that collide with the host's own IPC folders."""
+entry with a port, group folders that collide with the host's own IPC folders, and writing into an
+``exec``'s memory before its syscall filter is in."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -123,3 +125,57 @@ def test_group_folders_that_are_host_ipc_folders_are_refused(folder: str) -> Non
     # quarantined requests, so a group named `errors` would read them.
     with pytest.raises(InvalidName, match="reserved"):
         check_group_folder(folder)
+
+
+#: Runs in a box: watches for processes started by later ``exec`` calls while they are still the
+#: filter loader, and tries to open each one's memory for writing (which would let the box write code
+#: into a process that has no syscall filter yet). Prints one JSON object and exits after enough
+#: sightings or at its deadline.
+LOADER_WATCHER = r"""
+import json, os, sys, time
+seen, sightings, opened = set(os.listdir("/proc")), 0, []
+deadline = time.monotonic() + 90
+while time.monotonic() < deadline and sightings < 5:
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or pid in seen:
+            continue
+        try:
+            if b"import ctypes" not in open(f"/proc/{pid}/cmdline", "rb").read():
+                continue
+        except OSError:
+            continue
+        seen.add(pid)
+        sightings += 1
+        try:
+            os.close(os.open(f"/proc/{pid}/mem", os.O_RDWR))
+            status = open(f"/proc/{pid}/status").read()
+            opened.append([pid, [l for l in status.splitlines() if l.startswith("Seccomp:")]])
+        except OSError:
+            pass
+print(json.dumps({"sightings": sightings, "opened": opened}), flush=True)
+"""
+
+
+async def _read_all(lines: AsyncIterator[bytes]) -> bytes:
+    return b"".join([line async for line in lines])
+
+
+async def test_a_box_cannot_write_into_an_exec_before_its_syscall_filter_is_in(
+    sandbox: SandboxRuntime,
+) -> None:
+    box = "agentlite-t-redteam-loader"
+    await sandbox.create(box, BoxSpec(network_mode="none"))
+    try:
+        watcher = await sandbox.exec(box, [sys.executable, "-S", "-c", LOADER_WATCHER])
+        output = asyncio.ensure_future(_read_all(watcher.stdout_lines()))
+        for _ in range(300):  # until the watcher has seen enough loaders (bounded)
+            if output.done():
+                break
+            started = await sandbox.exec(box, ["true"])
+            assert await started.wait() == 0
+        report = json.loads(await output)
+        assert await watcher.wait() == 0
+    finally:
+        await sandbox.remove(box, force=True)
+    assert report["sightings"] >= 1, report  # the watcher did see loaders: the attack was tried
+    assert report["opened"] == [], report

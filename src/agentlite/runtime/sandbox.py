@@ -491,8 +491,8 @@ class SandboxRuntime(BoxRuntime):
         # nsenter and setpriv pass their environment on, so the box env is simply ours to give;
         # --wd takes the init's working folder, and `env -C` is needed only for another one.
         # The command joins the box's cgroup first (as root, on the host), takes the box's uid
-        # (mapped to the box user), drops every capability, sets no_new_privs, and installs the
-        # box's syscall filter from an inherited fd (seccomp.LOADER) before it runs.
+        # (mapped to the box user), sets no_new_privs, installs the box's syscall filter from an
+        # inherited fd and drops every capability (seccomp.LOADER) before it runs.
         python = _guest_python() if image else sys.executable
         command = [
             *cgroups.join_argv(group),
@@ -512,11 +512,15 @@ class SandboxRuntime(BoxRuntime):
             "--setgid",
             inside,
             "--",
-            t["setpriv"],
-            "--bounding-set=-all",
-            "--inh-caps=-all",
-            "--no-new-privs",
-            "--",
+            # A root box's loader starts as the box's uid 0 with every capability of the box's user
+            # namespace, which keeps the box's own processes out of its memory until its filter is
+            # in; the loader then drops them all itself (see seccomp.LOADER). An image box's uid is
+            # not the namespace's root, so it never has any: setpriv drops the rest there.
+            *(
+                []
+                if not image
+                else [t["setpriv"], "--bounding-set=-all", "--inh-caps=-all", "--no-new-privs", "--"]
+            ),
             python,
             "-S",
             "-I",
