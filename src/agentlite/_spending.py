@@ -155,5 +155,5 @@ class Spending:
         for notice in self._notices.pop(jid, []):
             try:
                 await self._notify(jid, notice)
-            except Exception:
-                log.exception("could not send the budget notice to %s", jid)
+            except Exception as exc:  # e.g. a group only asked through the SDK, with no channel
+                log.warning("could not send the budget notice to %s: %s", jid, exc)
