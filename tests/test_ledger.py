@@ -11,6 +11,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,7 +25,19 @@ from agentlite._store import AgentStore
 from agentlite.testing.model_server import ModelServer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_platform import started
+from test_platform import RecordingChannel, codex
+
+
+class RunIdChannel(RecordingChannel):
+    """A driver that takes the run id of each reply (to deduplicate re-deliveries)."""
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self.run_ids: list[str | None] = []
+
+    async def send_message(self, chat_id: str, text: str, run_id: str | None = None) -> None:
+        self.run_ids.append(run_id)
+        await super().send_message(chat_id, text)
 
 
 @pytest.fixture
@@ -159,7 +172,17 @@ async def test_a_chat_turn_is_in_the_ledger_delivered_with_its_journal(tmp_path:
     async with ModelServer(scenario="text") as model:
         async with await agentlite.create(workdir=tmp_path / "data", runtime="sandbox", timezone="UTC",
                                           idle_timeout=20) as platform:  # fmt: skip
-            agent, channel = await started(platform, model)
+            holder: dict[str, RunIdChannel] = {}
+
+            def factory(config: Any) -> RunIdChannel:
+                holder["c"] = RunIdChannel(config)
+                return holder["c"]
+
+            agent = await platform.get_or_create_agent(
+                "main", backend=codex(model), channels={"test": factory}
+            )
+            await agent.start()
+            channel = holder["c"]
             agent.register_group("t:main", name="main", folder="main", is_main=True)
             await channel.say("t:main", "hello")
             assert await channel.wait_sent(1) == [("t:main", "hi from the offline model")]
@@ -171,6 +194,7 @@ async def test_a_chat_turn_is_in_the_ledger_delivered_with_its_journal(tmp_path:
             assert run.final_text == "hi from the offline model" and run.chat_id == "t:main"
             assert run.box is not None and run.box.startswith(f"agentlite-{agent.id}-main-")
             assert set(run.state_times) >= {"queued", "starting", "running", "final_ready", "delivered"}
+            assert channel.run_ids == [run.run_id]  # the delivery carried its run id
             journal = journal_path(agent.ipc_root / "main", run.run_id)
             events = [e.event for e in read_journal(journal)]
             assert any(isinstance(e, ResultEvent) and e.result == "hi from the offline model" for e in events)

@@ -31,7 +31,7 @@ from agentlite._events import AgentEvent, EventHub
 from agentlite._handoff import handoff_block, with_handoff
 from agentlite._ipc import IpcWatcher
 from agentlite._ipc_bridge import IpcBridge
-from agentlite._ledger_turn import LedgerTurn
+from agentlite._ledger_turn import LedgerTurn, delivering
 from agentlite._lifecycle import cleanup_orphans
 from agentlite._message_loop import MessageLoop
 from agentlite._mounts import MountAllowlist, ensure_memory_alias, group_volumes, seed_memory
@@ -234,12 +234,12 @@ class Agent:
 
         async def deliver(text: str) -> bool:
             if strip_internal(text):
-                await self.send_message(jid, text)
+                with delivering(run.run_id):
+                    await self.send_message(jid, text)
             return True
 
         if decision.action == "deliver":
-            if run.final_text and strip_internal(run.final_text):
-                await self.send_message(jid, run.final_text)
+            await deliver(run.final_text or "")
             self.store.runs.mark_delivered(run.run_id)
             self._spending.record_from_ledger(run)  # keyed by the run id: never counted twice
             return
@@ -787,7 +787,8 @@ class Agent:
                 if deliver is not None and turn.final(status="success", text=event.result,
                                                       session_id=event.new_session_id):  # fmt: skip
                     if event.result:
-                        await deliver(event.result)
+                        with delivering(turn.run_id):
+                            await deliver(event.result)
                     turn.delivered()
             elif isinstance(event, SdkMessageEvent):
                 self._emit_sdk(group, event)

@@ -9,7 +9,9 @@ turns; each later answer gets a run of its own, on the same box.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 from agentlite._journal import guest_journal_path
@@ -18,6 +20,19 @@ from agentlite._ledger import RunLedger, RunRecord
 log = logging.getLogger("agentlite.ledger")
 
 JOURNAL_ENV = "AGENTLITE_JOURNAL"
+
+
+@contextlib.contextmanager
+def delivering(run_id: str) -> Iterator[None]:
+    """Mark what is sent to a chat inside as ``run_id``'s reply (drivers that take a ``run_id``
+    get it, so a channel can deduplicate a re-delivery)."""
+    from agentlite.channels.base import DELIVERING_RUN
+
+    token = DELIVERING_RUN.set(run_id)
+    try:
+        yield
+    finally:
+        DELIVERING_RUN.reset(token)
 
 
 class LedgerTurn:

@@ -14,6 +14,7 @@ that must hold whatever the driver (``<internal>`` notes are never shown, empty 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import io
 import logging
@@ -152,6 +153,18 @@ ChannelFactory = Callable[[ChannelConfig], ChannelDriver | Awaitable[ChannelDriv
 Emit = Callable[[str, dict[str, Any]], Any]
 
 
+#: The run ledger's id of the reply being sent now (set around a run's delivery, agentlite._agent).
+DELIVERING_RUN: contextvars.ContextVar[str | None] = contextvars.ContextVar("agentlite_delivering_run",
+                                                                            default=None)  # fmt: skip
+
+
+def _takes_run_id(driver: Any) -> bool:
+    try:
+        return "run_id" in inspect.signature(driver.send_message).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 class ChannelManager:
     """The agent's channels by key: add (build + connect), remove (disconnect), route replies.
 
@@ -261,7 +274,12 @@ class ChannelManager:
         visible = strip_internal(text or "")
         if not visible:
             return False
-        await driver.send_message(chat_id, visible)
+        run_id = DELIVERING_RUN.get()
+        if run_id is not None and _takes_run_id(driver):
+            # The reply of a ledger run: a driver that takes ``run_id`` can drop a re-delivery.
+            await driver.send_message(chat_id, visible, run_id=run_id)  # type: ignore[call-arg]
+        else:
+            await driver.send_message(chat_id, visible)
         return True
 
     async def set_typing(self, chat_id: str, on: bool) -> None:
