@@ -205,6 +205,7 @@ async def test_a_chat_turn_is_in_the_ledger_delivered_with_its_journal(tmp_path:
         table = _cli(tmp_path / "data", "runs", "--state", "delivered")
         assert run.run_id in table.stdout and "success" in table.stdout
         assert "no runs" in _cli(tmp_path / "data", "runs", "--state", "failed").stdout
+        assert "no runs" in _cli(tmp_path / "data", "runs", "--group", "elsewhere").stdout
         bad = _cli(tmp_path / "data", "runs", "--state", "lost")
         assert bad.returncode == 2 and "--state `lost` is not a run state" in bad.stderr
         shown = _cli(tmp_path / "data", "runs", "show", run.run_id, "--json")
