@@ -381,9 +381,11 @@ async def test_a_rate_limit_twice_is_retried_and_counted_once(platform: agentlit
 
 @needs_cli("codex")
 async def test_other_errors_are_not_retried(platform: agentlite.AgentLite, model: ModelServer) -> None:
-    agent, _channel, events = await started(platform, {**codex(model), "base_url": "http://127.0.0.1:9/v1"})
+    agent, _channel, events = await started(platform, codex(model))
+    model.fail_next = [400, 400]  # a bad request is not worth a retry
     result = await agent.ask("t:main", "hello")
-    assert result.status == "error" and not [e for e in events if e.name == "run.retry"]
+    assert result.status == "error" and "400" in (result.error or "")
+    assert not [e for e in events if e.name == "run.retry"] and model.fail_next == [400]
     [row] = agent.usage()
     assert row["cost_usd"] is None and row["unknown_cost_runs"] == 1  # no usage reported: unknown, not free
     await agent.stop()
