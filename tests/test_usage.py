@@ -21,7 +21,7 @@ from agentlite._errors import ConfigError
 from agentlite._events import AgentEvent
 from agentlite._prices import Price, PriceTable, load_prices
 from agentlite._protocol import Event, SdkMessageEvent, UsageEvent
-from agentlite._retry import RetryPolicy, classify
+from agentlite._retry import RetryPolicy, classify, retry_class
 from agentlite._spending import Spending
 from agentlite._store import AgentStore, Message, now_iso
 from agentlite._turn import TurnResult
@@ -69,6 +69,10 @@ def test_retry_classes_and_back_off() -> None:
     assert classify("Codex exited with code 1: last status: 500 Internal Server Error") == "transient"
     assert classify("Overloaded") == "transient" and classify("503 Service Unavailable") == "transient"
     assert classify("Claude Code failed: invalid api key") is None and classify(None) is None
+    limited = TurnResult(status="error", error="Codex exited with code 1: last status: 429 Too Many Requests")
+    assert retry_class(limited, emitted_result=False) == "rate_limit"
+    assert retry_class(limited, emitted_result=True) is None  # never after a result went out
+    assert retry_class(TurnResult(status="success", result="ok"), emitted_result=False) is None
     policy = RetryPolicy(random=lambda: 0.0)
     assert [policy.delay(n) for n in (1, 2, 3, 7, 10)] == [1, 2, 4, 60, 60]
     assert RetryPolicy(random=lambda: 0.5).delay(3) == 6
