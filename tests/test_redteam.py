@@ -179,3 +179,44 @@ async def test_a_box_cannot_write_into_an_exec_before_its_syscall_filter_is_in(
         await sandbox.remove(box, force=True)
     assert report["sightings"] >= 1, report  # the watcher did see loaders: the attack was tried
     assert report["opened"] == [], report
+
+
+async def test_the_egress_helper_parses_box_requests_without_host_root(
+    sandbox: SandboxRuntime, home: Path
+) -> None:
+    import os
+
+    box = "agentlite-t-redteam-helper-uid"
+    await sandbox.create(box, BoxSpec(network_mode="egress"))
+    try:
+        # The helper answers only once it has dropped root, so after one answer its uid is final.
+        results = await _probe(sandbox, box, [["connect", PROXY_PORT, "127.0.0.1", 9]])
+        state = json.loads((home / "sandbox" / box / "box.json").read_text())
+        status = Path(f"/proc/{state['egress_pid']}/status").read_text()
+        uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
+        log = (home / "sandbox" / box / "egress.log").read_text()
+    finally:
+        await sandbox.remove(box, force=True)
+    if os.geteuid() == 0:
+        assert "0" not in uids, status  # real, effective, saved and filesystem uid all dropped
+    assert results[f"connect {PROXY_PORT} 127.0.0.1 9"].startswith("refused"), results
+    assert "refused CONNECT 127.0.0.1:9: 127.0.0.1 is loopback" in log  # still logs after dropping
+
+
+def test_the_egress_log_starts_over_past_its_cap(tmp_path: Path) -> None:
+    import logging
+
+    from agentlite._egress import _CappedLog
+
+    handler = _CappedLog(str(tmp_path / "egress.log"), cap=1000)
+    logger = logging.getLogger("agentlite.test.capped")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        for i in range(500):  # a box flooding refusals
+            logger.warning("refused CONNECT flood-%d.example:443: not in the allowlist", i)
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    size = (tmp_path / "egress.log").stat().st_size
+    assert 0 < size <= 1000 + 200, size

@@ -11,7 +11,8 @@ queue in the sockets' backlog until it accepts them. Inside the box, ``socat`` b
   :class:`agentlite._network.EgressPolicy`: names are resolved here on the host, every resolved
   address is checked, and the connection is made to the checked address, so a name cannot resolve
   to something else between check and connect. Every refusal is logged with its reason to the box's
-  ``egress.log`` (capped: one rotation of 1 MiB).
+  ``egress.log`` (capped: it starts over past 1 MiB). Started as root, it runs as the box user
+  once that log is open: what a box sends is never parsed with the host's privileges.
 * Each forward socket connects to one port on the host's 127.0.0.1 with no policy: the operator
   (or the run) exposed exactly that endpoint.
 
@@ -27,7 +28,7 @@ import contextlib
 import ipaddress
 import json
 import logging
-import logging.handlers
+import os
 import signal
 import socket
 import struct
@@ -408,17 +409,48 @@ def _forwarder(port: int) -> Handler:
     return forward
 
 
+class _CappedLog(logging.StreamHandler):  # type: ignore[type-arg]
+    """The log on a descriptor opened before the helper drops root: when it passes ``cap`` it
+    starts over (it cannot rotate: the box's folder is not the box user's to rename in)."""
+
+    def __init__(self, path: str, cap: int) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        super().__init__(os.fdopen(fd, "a", encoding="utf-8", errors="replace"))
+        self.cap = cap
+
+    def emit(self, record: logging.LogRecord) -> None:
+        super().emit(record)
+        with contextlib.suppress(OSError):
+            if os.fstat(self.stream.fileno()).st_size > self.cap:
+                os.ftruncate(self.stream.fileno(), 0)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.stream.close()
+        super().close()
+
+
 def _setup_log(path: str) -> None:
-    handler = logging.handlers.RotatingFileHandler(path, maxBytes=LOG_CAP, backupCount=1)
+    handler = _CappedLog(path, LOG_CAP)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)
 
 
+def _drop_root(run_as: list[int] | None) -> None:
+    if run_as is None:
+        return
+    uid, gid = int(run_as[0]), int(run_as[1])
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+
+
 def main(argv: list[str]) -> int:
     config: dict[str, Any] = json.loads(argv[0])
     _setup_log(config["log"])
+    _drop_root(config.get("run_as"))
     mode = parse_network_mode(config["mode"])
     policy = EgressPolicy(mode, parse_allow_net(config.get("allow", [])), host_addresses())
     proxy_fd = config.get("proxy_fd")

@@ -133,8 +133,10 @@ class BoxNetwork:
 
     # -- the host-side helper ------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Bind the sockets and spawn the helper (no-op when the box needs neither)."""
+    def start(self, run_as: tuple[int, int] | None = None) -> None:
+        """Bind the sockets and spawn the helper (no-op when the box needs neither); the helper
+        drops to ``run_as`` (uid, gid) once its log is open, so what the box sends it is never
+        parsed by host root."""
         bridges = self._bridges()
         if not bridges:
             return
@@ -162,6 +164,7 @@ class BoxNetwork:
                 "log": str(self.state_dir.parent / "egress.log"),
                 "proxy_fd": child_fd.get("proxy.sock"),
                 "forwards": [[child_fd[f"port-{p}.sock"], p] for p in self.exposed_ports],
+                "run_as": list(run_as) if run_as is not None else None,
             }
             self.helper_pid = _spawn_helper(
                 config,

@@ -331,7 +331,9 @@ class SandboxRuntime(BoxRuntime):
                             "; ".join(f"{k}: {v}" for k, v in missing.items()))  # fmt: skip
             group = await asyncio.to_thread(self._prepare, name, spec, box_dir)
             # The network helper first: its pid is in the state written before the box's first process.
-            await asyncio.to_thread(network.start)
+            # As root, the helper that parses the box's proxy requests runs as the box user.
+            run_as = (self._box_uid, self._box_gid) if os.geteuid() == 0 else None
+            await asyncio.to_thread(network.start, run_as)
             if network.helper_pid is not None:
                 with self._children_lock:
                     self._our_children.add(network.helper_pid)
