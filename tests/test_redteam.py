@@ -220,3 +220,37 @@ def test_the_egress_log_starts_over_past_its_cap(tmp_path: Path) -> None:
         handler.close()
     size = (tmp_path / "egress.log").stat().st_size
     assert 0 < size <= 1000 + 200, size
+
+
+async def test_a_box_cannot_hardlink_a_host_file_into_a_folder_it_writes(
+    sandbox: SandboxRuntime, tmp_path: Path
+) -> None:
+    from agentlite.runtime.base import Volume
+
+    # Both folders on the same host filesystem: only the mount boundary (and the box user not owning
+    # the file) keeps the host's file out of the folder the host later reads as the box's.
+    secret = tmp_path / "host-only" / "secret.txt"
+    secret.parent.mkdir()
+    secret.write_text("host secret")
+    writable = tmp_path / "group"
+    writable.mkdir()
+    box = "agentlite-t-redteam-hardlink"
+    spec = BoxSpec(
+        network_mode="none",
+        volumes=[
+            Volume(secret.parent, "/workspace/ro", read_only=True),
+            Volume(writable, "/workspace/group"),
+        ],
+    )
+    await sandbox.create(box, spec)
+    try:
+        proc = await sandbox.exec(
+            box, ["sh", "-c", "ln /workspace/ro/secret.txt /workspace/group/CLAUDE.md; echo rc=$?"]
+        )
+        out = await _read_all(proc.stdout_lines())
+        await proc.wait()
+    finally:
+        await sandbox.remove(box, force=True)
+    assert b"rc=1" in out, out
+    assert not (writable / "CLAUDE.md").exists()
+    assert secret.stat().st_nlink == 1
