@@ -61,8 +61,8 @@ async def main():
     await agent.start()
     if "t:main" not in agent.registered_groups():
         agent.register_group("t:main", name="main", folder="main", is_main=True)
-    if mode == "send":
-        await holder["c"].say("t:main", "please answer this")
+    if mode in ("send", "late"):
+        await holder["c"].say("t:main", "please answer this" if mode == "send" else "and this too")
     print("ready", flush=True)
     records = RecordStore({workdir!r} + "/.boxlite")
     while (len(holder["c"].sent) < expect or agent.store.runs.unfinished() or records.record_names()
@@ -242,4 +242,20 @@ async def test_with_adoption_off_a_live_box_is_reaped_and_the_message_runs_again
     first_run, second_run = ledger(tmp_path)
     assert first_run.state == "abandoned" and "adoption is turned off" in (first_run.note or "")
     assert second_run.state == "delivered"
+    await nothing_left(tmp_path)
+
+
+async def test_a_message_arriving_while_the_adopted_box_runs_waits_for_it(tmp_path: Path,
+                                                                          model: ModelServer) -> None:  # fmt: skip
+    model.delay = 6.0
+    first = await Host.start(tmp_path, model, "send", 1, "first")
+    await wait_for(lambda: model_calls(model) == 1, what="the turn's model call")
+    await first.kill()
+    second = await Host.start(tmp_path, model, "late", 2, "second")  # says a second message at once
+    model.delay = 0.0
+    assert await second.replies() == [REPLY, REPLY]
+    adopted, later = ledger(tmp_path)
+    assert adopted.state == later.state == "delivered" and adopted.box != later.box
+    # The group's queue held the new message until the adopted box was done: never two boxes at once.
+    assert later.state_times["starting"] >= adopted.state_times["delivered"]
     await nothing_left(tmp_path)

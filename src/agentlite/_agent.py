@@ -221,8 +221,22 @@ class Agent:
         carried = [d for d in runs if d.action in ("deliver", "adopt") and d.run.chat_id in self._groups]
         held = self._loop.recover(settled=[d.run.chat_id for d in carried if d.run.chat_id])
         for decision in carried:
-            self._supervisor.spawn(self._carry_on(decision, held.get(decision.run.chat_id or "")),
-                                   name=f"agentlite-adopted-{decision.run.run_id}")  # fmt: skip
+            jid, previous = decision.run.chat_id or "", held.get(decision.run.chat_id or "")
+            if decision.action == "deliver":
+                self._supervisor.spawn(
+                    self._carry_on(decision, previous), name=f"agentlite-deliver-{decision.run.run_id}"
+                )
+                continue
+
+            # An adopted box is the group's live run: it takes the queue's slot, so the group's next
+            # message waits for it instead of starting a second box beside it.
+            async def follow(decision: RunDecision = decision, previous: Cursor | None = previous) -> None:
+                self._queue.register_box(decision.run.chat_id or "", decision.run.group_folder, is_task=True)
+                await self._carry_on(decision, previous)
+
+            if not self._queue.enqueue_task(jid, f"adopted-{decision.run.run_id}", follow):
+                self.store.runs.end(decision.run.run_id, "abandoned", "the queue refused the adopted run",
+                                    token=decision.token)  # fmt: skip
         self._loop_task = self._supervisor.spawn(self._loop.run(), name=f"agentlite-loop-{self.id}")
         self._hub.emit("started")
 
