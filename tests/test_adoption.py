@@ -170,6 +170,7 @@ async def test_a_host_killed_mid_turn_is_replaced_by_one_that_adopts_the_box(tmp
     assert model_calls(model) == 1  # the turn ran once: not a second turn
     [run] = ledger(tmp_path)
     assert run.state == "delivered" and run.final_text == REPLY
+    assert run.final_usage is not None and run.final_usage["output_tokens"] > 0  # read from the journal
     assert " adopt: box " in second.log.read_text()
     await nothing_left(tmp_path)
 

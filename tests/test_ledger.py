@@ -195,6 +195,7 @@ async def test_a_chat_turn_is_in_the_ledger_delivered_with_its_journal(tmp_path:
             assert run.box is not None and run.box.startswith(f"agentlite-{agent.id}-main-")
             assert set(run.state_times) >= {"queued", "starting", "running", "final_ready", "delivered"}
             assert channel.run_ids == [run.run_id]  # the delivery carried its run id
+            assert run.final_usage is not None and run.final_usage["output_tokens"] > 0
             journal = journal_path(agent.ipc_root / "main", run.run_id)
             events = [e.event for e in read_journal(journal)]
             assert any(isinstance(e, ResultEvent) and e.result == "hi from the offline model" for e in events)

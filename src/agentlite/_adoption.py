@@ -30,13 +30,14 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from agentlite._errors import BoxNotFound, ConfigError
 from agentlite._journal import follow_journal, journal_of, runner_alive
 from agentlite._ledger import JOURNAL_DIR, RunLedger, RunRecord, journal_name
+from agentlite._ledger_turn import add_usage
 from agentlite._ownership import RecordStore, ownership_for
-from agentlite._protocol import ErrorEvent, Event, ResultEvent, session_id_of
+from agentlite._protocol import ErrorEvent, Event, ResultEvent, UsageEvent, session_id_of
 from agentlite.runtime.base import BoxRuntime
 
 log = logging.getLogger("agentlite.adoption")
@@ -141,6 +142,7 @@ async def follow_adopted(
     deadline = time.monotonic() + timeout
     offset, finals_seen, session_id = 0, 0, run.session_id
     final: Event | None = None
+    usage: dict[str, Any] | None = None
     try:
         while final is None:
             entries = await follow_journal(path, offset, alive=lambda: runner_alive(path), deadline=deadline)
@@ -150,8 +152,11 @@ async def follow_adopted(
             for entry in entries:
                 event = entry.event
                 session_id = session_id_of(event) or session_id
-                if finals_seen >= earlier and on_event is not None:
-                    on_event(event)
+                if finals_seen >= earlier:
+                    if isinstance(event, UsageEvent):
+                        usage = add_usage(usage, event)
+                    if on_event is not None:
+                        on_event(event)
                 if isinstance(event, ResultEvent | ErrorEvent):
                     finals_seen += 1
                     if finals_seen == earlier + 1:
@@ -161,7 +166,7 @@ async def follow_adopted(
                 break
         if isinstance(final, ResultEvent):
             accepted = ledger.accept_final(run.run_id, token, run.box, status="success", text=final.result,
-                                           session_id=session_id, journal_offset=offset)  # fmt: skip
+                                           session_id=session_id, journal_offset=offset, usage=usage)  # fmt: skip
             if accepted and (not final.result or await deliver(final.result)):
                 ledger.mark_delivered(run.run_id)
         else:

@@ -786,6 +786,8 @@ class Agent:
         async def on_event(event: Event) -> None:
             if isinstance(event, SdkMessageEvent | UsageEvent | ResultEvent):  # a turn's own events
                 turn.on_event(session_id_of(event))
+            if isinstance(event, UsageEvent):
+                turn.add_usage(event)
             if isinstance(event, StateEvent):
                 self._hub.emit("run.state", jid=group.jid, name=group.name, folder=group.folder, state=event.state,
                                reason=event.reason, exit_code=event.exit_code)  # fmt: skip

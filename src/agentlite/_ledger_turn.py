@@ -22,6 +22,15 @@ log = logging.getLogger("agentlite.ledger")
 JOURNAL_ENV = "AGENTLITE_JOURNAL"
 
 
+def add_usage(total: dict[str, Any] | None, event: Any) -> dict[str, Any]:
+    """``total`` plus one :class:`~agentlite._protocol.UsageEvent` (the ledger's usage shape)."""
+    total = dict(total or {"input_tokens": 0, "output_tokens": 0, "cached_input_tokens": 0, "model": None})
+    for key in ("input_tokens", "output_tokens", "cached_input_tokens"):
+        total[key] += getattr(event, key, 0) or 0
+    total["model"] = total["model"] or getattr(event, "model", None)
+    return total
+
+
 @contextlib.contextmanager
 def delivering(run_id: str) -> Iterator[None]:
     """Mark what is sent to a chat inside as ``run_id``'s reply (drivers that take a ``run_id``
@@ -47,6 +56,8 @@ class LedgerTurn:
         self._record = record
         self._running = False
         self._done = False
+        #: Tokens of this turn so far (from its usage events), kept with its final.
+        self.usage: dict[str, Any] | None = None
 
     @classmethod
     def begin(cls, ledger: RunLedger, **fields: Any) -> LedgerTurn:
@@ -68,11 +79,16 @@ class LedgerTurn:
                                        deliver_to=self._record.deliver_to,
                                        journal=self._record.journal)  # fmt: skip
             self.run_id, self.token, self._done, self._running = record.run_id, record.token, False, False
+            self.usage = None
             if self.box is not None:
                 self.ledger.starting(self.run_id, self.token, self.box)
         if not self._running and self.box is not None:
             self.ledger.running(self.run_id, self.token, self.box, session_id=session_id)
             self._running = True
+
+    def add_usage(self, event: Any) -> None:
+        """Count one usage event of the current turn."""
+        self.usage = add_usage(self.usage, event)
 
     def final(self, *, status: str, text: str | None = None, error: str | None = None,
               usage: dict[str, Any] | None = None, session_id: str | None = None) -> bool:  # fmt: skip
@@ -80,7 +96,7 @@ class LedgerTurn:
         if self._done:
             return False
         accepted = self.ledger.accept_final(self.run_id, self.token, self.box, status=status, text=text,
-                                            error=error, usage=usage, session_id=session_id)  # fmt: skip
+                                            error=error, usage=usage or self.usage, session_id=session_id)  # fmt: skip
         self._done = True
         return accepted
 
