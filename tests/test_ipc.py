@@ -415,3 +415,20 @@ def test_snapshots_for_other_groups(root: Path) -> None:
         "available_groups.json",
         "current_tasks.json",
     ]
+
+
+async def test_a_flood_of_request_files_neither_starves_other_groups_nor_fills_errors(
+    root: Path, watcher: IpcWatcher, handler: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import agentlite._ipc as ipc
+
+    monkeypatch.setattr(ipc, "MAX_QUARANTINED", 50)
+    for _ in range(300):  # a box writing bad requests as fast as it can
+        drop(root, "team", "messages", {"type": "nonsense"})
+    drop(root, "other", "messages", message("other@g", "still heard"))
+    await watcher.process_once()
+    assert ("send_message", ("other@g", "still heard", None)) in handler.calls
+    assert len(os.listdir(root / "team" / "messages")) == 300 - ipc.MAX_REQUESTS_PER_POLL  # its turn ends
+    while os.listdir(root / "team" / "messages"):
+        await watcher.process_once()
+    assert len(errors(root)) == 50  # the rest were deleted, not kept

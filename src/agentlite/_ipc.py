@@ -42,6 +42,12 @@ log = logging.getLogger("agentlite.ipc")
 SKIP_DIRS = frozenset({"errors", "input"})
 #: A request file larger than this is not read (a box could otherwise make the host load anything).
 MAX_REQUEST_BYTES = 1024 * 1024
+#: Requests taken from one group's folder of one kind per poll: a box flooding its folder with files
+#: waits for its next turn instead of holding up every other group's requests.
+MAX_REQUESTS_PER_POLL = 64
+#: Refused requests kept in ``errors/`` for inspection; past this many, a refused one is deleted, so
+#: a flood of bad files cannot fill the host's disk through the quarantine.
+MAX_QUARANTINED = 1000
 
 
 def valid_folder(folder: str) -> bool:
@@ -182,7 +188,7 @@ class IpcWatcher:
             self._refused(exc)
             return 0
         with directory:
-            names = [n for n in directory.names() if n.endswith(".json")]
+            names = [n for n in directory.names() if n.endswith(".json")][:MAX_REQUESTS_PER_POLL]
             for name in names:
                 try:
                     request = _read_request(directory, name)
@@ -203,6 +209,9 @@ class IpcWatcher:
         # The entry itself moves (a symlink stays a symlink, its target untouched).
         try:
             with BoxDir.open(self.ipc_root, "errors", create=True) as errors:
+                if len(errors.names()) >= MAX_QUARANTINED:
+                    directory.unlink(name)
+                    return
                 directory.move_to(name, errors, f"{folder}-{name}")
         except OSError as exc:
             log.error("could not move %s/%s to errors/: %s", directory.path, name, exc)
