@@ -446,15 +446,19 @@ def test_open_runtime_uses_the_image_when_asked(
         open_runtime(tmp_path / "home", "sandbox")
 
 
-def test_sandbox_default_is_image_mode_where_the_image_is_built(
+def test_sandbox_default_stays_host_root_where_the_image_is_built(
     rootfs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Unset: the built image is used (never built implicitly); a home without it stays host-root."""
+    """Unset: host-root mode even with a built image (image mode only when asked); nothing is built."""
     from agentlite.runtime import open_runtime
 
     monkeypatch.delenv("AGENTLITE_SANDBOX_ROOTFS", raising=False)
     runtime, _ = open_runtime(IMAGE_HOME, "sandbox")
+    assert runtime._rootfs is None  # type: ignore[attr-defined]
+    monkeypatch.setenv("AGENTLITE_SANDBOX_ROOTFS", "image")
+    runtime, _ = open_runtime(IMAGE_HOME, "sandbox")
     assert runtime._rootfs == rootfs  # type: ignore[attr-defined]
+    monkeypatch.delenv("AGENTLITE_SANDBOX_ROOTFS")
     runtime, _ = open_runtime(tmp_path / "home", "sandbox")
     assert runtime._rootfs is None  # type: ignore[attr-defined]
     assert not (tmp_path / "home" / "images").exists()  # nothing was built

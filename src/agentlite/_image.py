@@ -931,21 +931,17 @@ def stderr_progress(step: str, seconds: float | None) -> None:
 
 def sandbox_rootfs_from_env(home: Path) -> Path | None:
     """What ``$AGENTLITE_SANDBOX_ROOTFS`` asks for: ``image`` (the built image, built if missing), an
-    unpacked root folder, or an OCI layout (unpacked next to itself); ``host`` gives ``None``.
+    unpacked root folder, or an OCI layout (unpacked next to itself); ``None`` when unset/``host``.
 
-    Unset: image mode when the image for the current inputs is already built (it hides the host's
-    ``/usr`` from boxes at the same spawn and first-turn cost), else host-root mode. Never builds:
-    a build takes minutes and needs the network, so it stays an explicit ``agentlite image build``.
+    Unset stays host-root mode, although image mode measured the same spawn and first-turn cost: in
+    an image box the in-box uid is not its namespace's root, so a command started by ``exec`` runs
+    its filter loader without capabilities, and another process of the box can write into the
+    loader's memory before its syscall filter is in. Host-root boxes close that window (see
+    ``seccomp.LOADER``); image mode is for those who ask for it until it is closed there too.
     """
     value = os.environ.get(ENV_SANDBOX_ROOTFS, "").strip()
-    if value == "host":
+    if value in ("", "host"):
         return None
-    if value == "":
-        info = find_image(home)
-        if info is None:
-            return None
-        with _lock(images_dir(home) / f".lock-{info.key}"):
-            return unpack_rootfs(info.layout, info.layout.parent / ROOTFS_DIR)
     if value == "image":
         return image_rootfs_for_sandbox(home, progress=stderr_progress)
     path = Path(value)
