@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from agentlite._errors import ConfigError
+from agentlite._schema import add_column
 from agentlite._time import now_iso
 
 
@@ -82,8 +83,6 @@ def create_runs_table(conn: sqlite3.Connection) -> None:
 def add_journal_column(conn: sqlite3.Connection) -> None:
     """The ``run_journal`` migration: which journal file holds a run's events (a box that answers
     follow-ups journals all its turns in its first run's file)."""
-    from agentlite._store import add_column
-
     add_column(conn, "runs", "journal", "TEXT")
 
 

@@ -37,7 +37,8 @@ from pydantic import BaseModel, Field, ValidationError
 from agentlite._errors import ConfigError
 from agentlite._names import check_agent_name
 from agentlite._protocol import BACKEND_TYPES, BackendConfig
-from agentlite._store import Database, Migration, add_column, now_iso
+from agentlite._schema import add_column
+from agentlite._store import Database, Migration, now_iso
 
 log = logging.getLogger("agentlite.registry")
 

@@ -36,6 +36,7 @@ from agentlite._errors import AgentliteError, ConfigError
 from agentlite._ledger import RunLedger, add_journal_column, create_runs_table
 from agentlite._names import check_group_folder
 from agentlite._protocol import BACKEND_TYPES
+from agentlite._schema import add_column, columns_of
 from agentlite._time import now_iso
 
 log = logging.getLogger("agentlite.store")
@@ -117,18 +118,6 @@ class Migration:
     id: int
     name: str
     apply: Callable[[sqlite3.Connection], None]
-
-
-def columns_of(conn: sqlite3.Connection, table: str) -> set[str]:
-    return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-
-
-def add_column(conn: sqlite3.Connection, table: str, column: str, definition: str) -> bool:
-    """Add ``column`` unless the table already has it; True when it was added."""
-    if column in columns_of(conn, table):
-        return False
-    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
-    return True
 
 
 def open_database(path: Path) -> sqlite3.Connection:
