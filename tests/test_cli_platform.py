@@ -99,6 +99,7 @@ def test_tasks_lifecycle_and_bad_input_lose_nothing(tmp_path: Path) -> None:
         ),
         ("max_concurrent = 0\n", "`max_concurrent`: Input should be greater than or equal to 1"),
         ("surprise = 1\n", "`surprise`: Extra inputs are not permitted"),
+        ('adopt_runs = "maybe"\n', "`adopt_runs`: Input should be a valid boolean"),
         ("this is not toml", "is not valid TOML"),
         ('[[agents]]\nname = "a"\n[[agents]]\nname = "a"\n', "agent names must be unique"),
     ],

@@ -5,6 +5,7 @@ Example ``agentlite.toml``::
     workdir = "./agentlite-data"        # relative to this file
     timezone = "Europe/Berlin"
     max_concurrent = 5
+    adopt_runs = true                   # a restart adopts live boxes of unfinished turns (false: reap)
 
     [[agents]]
     name = "main"
@@ -105,6 +106,8 @@ class ServiceConfig(_Strict):
     max_concurrent: int = Field(default=5, ge=1)
     box_timeout: float = Field(default=1800.0, gt=0)
     idle_timeout: float = Field(default=1800.0, gt=0)
+    #: Adopt the live boxes of turns a crashed earlier service left (unset: $AGENTLITE_ADOPT_RUNS, else on).
+    adopt_runs: bool | None = None
     agents: list[AgentConfig] = []
 
 
@@ -189,7 +192,7 @@ async def serve(config: ServiceConfig, *, stop: asyncio.Event | None = None) -> 
         loop.add_signal_handler(signum, stop.set)
     platform = await agentlite.create(workdir=config.workdir, timezone=config.timezone, runtime=config.runtime,
                                       max_concurrent=config.max_concurrent, box_timeout=config.box_timeout,
-                                      idle_timeout=config.idle_timeout)  # fmt: skip
+                                      idle_timeout=config.idle_timeout, adopt_runs=config.adopt_runs)  # fmt: skip
     async with platform:
         for spec in config.agents:
             channels = {
