@@ -33,12 +33,13 @@ import acp
 from acp import schema
 
 from agentlite._acp_box import adapter_backend
+from agentlite._acp_client import AcpClientBase
 from agentlite._clis import agent_clis_bin
 from agentlite._protocol import RunnerInput
 from agentlite.testing.model_server import ModelServer
 
 
-class _Client:
+class _Client(AcpClientBase):
     def __init__(self) -> None:
         self.first_update: float | None = None
         self.first_text: float | None = None
@@ -55,15 +56,6 @@ class _Client:
     async def request_permission(self, session_id: str, tool_call: Any, options: list[Any],
                                  **kwargs: Any) -> acp.RequestPermissionResponse:  # fmt: skip
         return acp.RequestPermissionResponse(outcome=schema.DeniedOutcome(outcome="cancelled"))
-
-    async def ext_method(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        return {}
-
-    async def ext_notification(self, method: str, params: dict[str, Any]) -> None:
-        return None
-
-    def on_connect(self, conn: Any) -> None:
-        return None
 
 
 async def _one(argv: list[str], env: dict[str, str], project: Path) -> dict[str, float]:

@@ -17,6 +17,7 @@ import acp
 import pytest
 from acp import schema
 
+from agentlite._acp_client import AcpClientBase
 from agentlite._clis import agent_clis_bin
 from agentlite._ownership import RecordStore
 from agentlite.runtime.sandbox import SandboxRuntime
@@ -30,7 +31,7 @@ def needs_cli(name: str) -> pytest.MarkDecorator:
     return pytest.mark.skipif(missing, reason=f"agent CLI `{name}` not installed (run scripts/install.sh)")
 
 
-class EditorClient:
+class EditorClient(AcpClientBase):
     """What an editor does with an ACP agent: show updates, answer permission requests."""
 
     def __init__(self, permission: str = "deny") -> None:
@@ -60,15 +61,6 @@ class EditorClient:
 
     async def read_text_file(self, *args: Any, **kwargs: Any) -> Any:
         raise AssertionError("agentlite acp must not use the client's fs")
-
-    async def ext_method(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        return {}
-
-    async def ext_notification(self, method: str, params: dict[str, Any]) -> None:
-        return None
-
-    def on_connect(self, conn: Any) -> None:
-        return None
 
     def kinds(self) -> list[str]:
         return [type(u).__name__ for _, u in self.updates]

@@ -36,6 +36,7 @@ import acp
 from acp import schema
 
 from agentlite._acp_box import AdapterBox
+from agentlite._acp_client import NoHostFsClient
 from agentlite._errors import ConfigError
 from agentlite._lifecycle import cleanup_orphans
 from agentlite._mounts import ExtraMount, MountAllowlist, check_extra_mount
@@ -95,7 +96,7 @@ def agent_home_for(home: Path, folder: Path) -> Path:
     return home / "agent-homes" / ACP_AGENT_ID / f"{folder.name[:40] or 'root'}-{digest}"
 
 
-class _BoxClient:
+class _BoxClient(NoHostFsClient):
     """The client side towards the adapter in a box: updates and permission requests go out."""
 
     def __init__(self, session: BoxedSession) -> None:
@@ -108,21 +109,6 @@ class _BoxClient:
         self, session_id: str, tool_call: Any, options: list[Any], **kwargs: Any
     ) -> acp.RequestPermissionResponse:
         return await self.session.on_permission(tool_call, options)
-
-    async def write_text_file(self, *args: Any, **kwargs: Any) -> Any:
-        raise acp.RequestError.method_not_found("fs/write_text_file")
-
-    async def read_text_file(self, *args: Any, **kwargs: Any) -> Any:
-        raise acp.RequestError.method_not_found("fs/read_text_file")
-
-    async def ext_method(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        return {}
-
-    async def ext_notification(self, method: str, params: dict[str, Any]) -> None:
-        return None
-
-    def on_connect(self, conn: Any) -> None:
-        return None
 
 
 class BoxedSession:

@@ -36,6 +36,7 @@ import acp
 from acp import schema
 
 from agentlite._acp_box import AdapterBox
+from agentlite._acp_client import AcpClientBase
 from agentlite._actions import ActionContext, ActionRegistry
 from agentlite._clis import agent_clis_bin
 from agentlite._errors import ConfigError
@@ -124,7 +125,7 @@ class _Session:
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
 
 
-class _PeerClient:
+class _PeerClient(AcpClientBase):
     """Our side towards one peer box: text and tool calls to their session, fs confined, policy."""
 
     def __init__(self, box: _PeerBox) -> None:
@@ -185,15 +186,6 @@ class _PeerClient:
         except (UnsafePath, OSError) as exc:
             raise acp.RequestError.invalid_params({"path": path, "details": str(exc)}) from None
         return schema.WriteTextFileResponse()
-
-    async def ext_method(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        return {}
-
-    async def ext_notification(self, method: str, params: dict[str, Any]) -> None:
-        return None
-
-    def on_connect(self, conn: Any) -> None:
-        return None
 
 
 class _PeerBox:

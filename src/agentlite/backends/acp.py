@@ -17,6 +17,7 @@ from typing import Any
 import acp
 from acp import schema
 
+from agentlite._acp_client import NoHostFsClient
 from agentlite._wire import result_event, sdk_message_event, state_event, usage_event
 from agentlite.backends.base import BackendContext, TurnFailed
 
@@ -30,7 +31,7 @@ def _is_adapter_notice(text: str) -> bool:
     return text.startswith("Model metadata for `") and "Defaulting to fallback metadata" in text
 
 
-class _Client:
+class _Client(NoHostFsClient):
     """Our side of the ACP connection: collects the turn's text and passes updates on."""
 
     def __init__(self, backend: AcpBackend) -> None:
@@ -67,21 +68,6 @@ class _Client:
         return acp.RequestPermissionResponse(
             outcome=schema.AllowedOutcome(outcome="selected", option_id=allow.option_id)
         )
-
-    async def write_text_file(self, *args: Any, **kwargs: Any) -> Any:
-        raise acp.RequestError.method_not_found("fs/write_text_file")
-
-    async def read_text_file(self, *args: Any, **kwargs: Any) -> Any:
-        raise acp.RequestError.method_not_found("fs/read_text_file")
-
-    async def ext_method(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        return {}
-
-    async def ext_notification(self, method: str, params: dict[str, Any]) -> None:
-        return None
-
-    def on_connect(self, conn: Any) -> None:
-        return None
 
 
 class AcpBackend:
