@@ -35,7 +35,7 @@ from agentlite._errors import (
     ConfigError,
 )
 from agentlite._network import NetworkMode
-from agentlite._ownership import RecordStore, ownership_for
+from agentlite._ownership import RecordStore, Verdict, ownership_for
 from agentlite._time import now_iso
 from agentlite.runtime import boxlite_homes as homes
 from agentlite.runtime.base import BoxInfo, BoxRuntime, BoxSpec, BoxState, Volume
@@ -429,22 +429,27 @@ class BoxliteRuntime(BoxRuntime):
                         CleanupDecision(name, "remove", f"would remove: {where}", verdict=judgement.verdict)
                     )
                 else:
-                    error = None
-                    try:
-                        await rt.remove(name, force=True)
-                    except boxlite.BoxliteError as exc:
-                        error = f"{type(exc).__name__}: {exc}"
-                    self._forget(store, name)
-                    decisions.append(
-                        CleanupDecision(
-                            name, "remove", f"removed: {where}", error is None, error, judgement.verdict
-                        )
-                    )
+                    decisions.append(await self._remove_and_forget(rt, store, name, where, judgement.verdict))
         finally:
             await _release(rt)
             del rt
             gc.collect()
         return decisions
+
+    async def _remove_and_forget(
+        self, rt: Any, store: RecordStore, name: str, where: str, verdict: Verdict
+    ) -> CleanupDecision:
+        """Remove one box from an open BoxLite home and delete its record; a failed removal is
+        reported in the decision, and the record goes either way."""
+        from agentlite._lifecycle import CleanupDecision
+
+        error = None
+        try:
+            await rt.remove(name, force=True)
+        except boxlite.BoxliteError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        self._forget(store, name)
+        return CleanupDecision(name, "remove", f"removed: {where}", error is None, error, verdict)
 
     def _forget(self, store: RecordStore, name: str) -> None:
         """Delete a removed box's record (through this process's ownership when it is ours, so
@@ -482,17 +487,7 @@ class BoxliteRuntime(BoxRuntime):
                 name = info.name or info.id
                 if not name.startswith(prefix):
                     continue
-                error = None
-                try:
-                    await rt.remove(name, force=True)
-                except boxlite.BoxliteError as exc:
-                    error = f"{type(exc).__name__}: {exc}"
-                self._forget(store, name)
-                decisions.append(
-                    CleanupDecision(
-                        name, "remove", f"removed: {where}", error is None, error, judgement.verdict
-                    )
-                )
+                decisions.append(await self._remove_and_forget(rt, store, name, where, judgement.verdict))
             left = len(await rt.list_info())
         finally:
             await _release(rt)
