@@ -291,18 +291,9 @@ class RecordStore:
         if path.parent != self.lease_dir or not path.name.endswith(".lease"):
             return None
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            return flock_held(path)
         except FileNotFoundError:
             return "missing"
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                return True
-            raise
-        finally:
-            os.close(fd)  # also drops the lock if we just took it
-        return False
 
     def sweep_leases(self, older_than: float = 10.0) -> int:
         """Delete lease files nobody holds (their hosts are gone). Returns how many.
@@ -516,6 +507,21 @@ class HostOwnership:
             except Exception:
                 # One bad round must not end the heartbeat: the records would go stale for good.
                 log.exception("heartbeat round failed; trying again in %.1f s", self.heartbeat_interval)
+
+
+def flock_held(path: Path) -> bool:
+    """Whether some process holds an flock on the existing file ``path``, probed without blocking
+    (FileNotFoundError when it is gone)."""
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return True
+        raise
+    finally:
+        os.close(fd)  # also drops the lock if we just took it
+    return False
 
 
 def _lock_new_lease(path: Path) -> int | None:

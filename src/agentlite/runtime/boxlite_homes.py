@@ -15,7 +15,6 @@ file. A home whose lock is free belongs to a dead host and may be opened, emptie
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import logging
 import os
@@ -31,7 +30,14 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from agentlite._atomic import create_atomic, write_atomic
 from agentlite._errors import RuntimeUnavailable
-from agentlite._ownership import STALE_AFTER, Verdict, machine_boot_id, process_boot_id, safe_record_name
+from agentlite._ownership import (
+    STALE_AFTER,
+    Verdict,
+    flock_held,
+    machine_boot_id,
+    process_boot_id,
+    safe_record_name,
+)
 from agentlite._time import now_iso
 
 log = logging.getLogger("agentlite.runtime.boxlite")
@@ -100,18 +106,9 @@ def host_homes(root: Path) -> list[Path]:
 def lock_held(home: Path) -> bool:
     """Whether some process holds BoxLite's lock on ``home`` (probed without blocking)."""
     try:
-        fd = os.open(Path(home) / LOCK_FILE, os.O_RDWR | os.O_CLOEXEC)
+        return flock_held(Path(home) / LOCK_FILE)
     except FileNotFoundError:
         return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            return True
-        raise
-    finally:
-        os.close(fd)  # drops the lock if we just took it
-    return False
 
 
 def read_state(home: Path) -> HostState | None:
