@@ -221,3 +221,21 @@ def _cli(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "AGENTLITE_WORKDIR": str(workdir), "NO_COLOR": "1", "COLUMNS": "250"}
     return subprocess.run([sys.executable, "-m", "agentlite", *args], capture_output=True, text=True, env=env,
                           timeout=120)  # fmt: skip
+
+
+async def test_a_callers_final_is_not_sent_to_the_chat_after_a_restart(
+    store: AgentStore, tmp_path: Path
+) -> None:
+    from agentlite._adoption import decide_runs
+    from agentlite.runtime.sandbox import SandboxRuntime
+
+    runs = store.runs
+    asked = runs.begin(agent_id="a", group_folder="main", backend="codex", chat_id="t:1", deliver_to="result")
+    runs.starting(asked.run_id, asked.token, "box-1")
+    assert runs.accept_final(asked.run_id, asked.token, "box-1", status="success", text="for the caller")
+    [decision] = await decide_runs(
+        runs, SandboxRuntime(tmp_path / "home"), tmp_path / "home", tmp_path / "ipc"
+    )
+    assert decision.action == "abandon"  # the caller went with the old host; nothing goes to the chat
+    ended = runs.get(asked.run_id)
+    assert ended is not None and ended.state == "failed" and ended.note == "the caller that asked is gone"

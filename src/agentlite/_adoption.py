@@ -104,9 +104,12 @@ async def decide_runs(ledger: RunLedger, runtime: BoxRuntime, box_home: Path, ip
         action, reason = await judge_run(run, runtime, box_home, ipc_root)
         if action == "adopt" and not enabled:
             action, reason = "abandon", f"adoption is turned off ({ADOPT_ENV}); {reason}"
-        if action == "deliver" and run.deliver_to != "chat":
+        if action in ("deliver", "adopt") and run.deliver_to != "chat":
             # The caller that asked (a client on a pipe) went with the old host.
-            ledger.end(run.run_id, "failed", "final ready, but the caller that asked is gone")
+            # Its answer was never the chat's: ending it is all a new host can do.
+            ledger.end(
+                run.run_id, "failed" if action == "deliver" else "abandoned", "the caller that asked is gone"
+            )
             decisions.append(RunDecision(run, "abandon", "the caller that asked is gone"))
             continue
         token = None
