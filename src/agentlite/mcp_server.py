@@ -242,6 +242,19 @@ def _cleandoc(text: str) -> str:
     return "\n".join(body).strip()
 
 
+_MISSING = object()
+
+
+def _read_snapshot(path: Path, what: str) -> Any:
+    """A JSON snapshot the host writes into the IPC folder, or ``_MISSING`` before it has written one."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return _MISSING
+    except ValueError as exc:
+        raise ToolError(f"Error reading {what}: {exc}") from None
+
+
 def build_tools(config: BoxConfig) -> dict[str, Tool]:
     """Every tool, bound to ``config``."""
     messages_dir = config.ipc_dir / "messages"
@@ -351,13 +364,9 @@ def build_tools(config: BoxConfig) -> dict[str, Tool]:
     @tool({})
     def list_tasks() -> str:
         """List the scheduled tasks: all of them from the main group, otherwise this group's own."""
-        path = config.ipc_dir / "current_tasks.json"
-        try:
-            tasks = json.loads(path.read_text())
-        except FileNotFoundError:
+        tasks = _read_snapshot(config.ipc_dir / "current_tasks.json", "tasks")
+        if tasks is _MISSING:
             return "No scheduled tasks found."
-        except ValueError as exc:
-            raise ToolError(f"Error reading tasks: {exc}") from None
         if not isinstance(tasks, list):
             raise ToolError("Error reading tasks: unexpected snapshot format.")
         if not config.is_main:
@@ -378,13 +387,9 @@ def build_tools(config: BoxConfig) -> dict[str, Tool]:
     def get_budget() -> str:
         """Show this group's budget: the limits, what was spent before this run, and whether it is
         paused. Read only: budgets are set and resumed by an operator on the host."""
-        path = config.ipc_dir / "budget.json"
-        try:
-            state = json.loads(path.read_text())
-        except FileNotFoundError:
+        state = _read_snapshot(config.ipc_dir / "budget.json", "the budget")
+        if state is _MISSING:
             return "No budget information."
-        except ValueError as exc:
-            raise ToolError(f"Error reading the budget: {exc}") from None
         budgets = state.get("budgets") if isinstance(state, dict) else None
         if not isinstance(budgets, list):
             raise ToolError("Error reading the budget: unexpected snapshot format.")
