@@ -8,7 +8,6 @@ import json
 import sys
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import psutil
@@ -28,41 +27,14 @@ from agentlite._network import (
 from agentlite.runtime.base import BoxSpec
 from agentlite.runtime.boxnet import PROXY_PORT
 from agentlite.runtime.sandbox import SandboxRuntime
-
-PROBE = (Path(__file__).parent / "net_probe.py").read_text()
-
-
-class _Hello(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = b"hello from the host"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+from net_box import host_http_server, run_probes
 
 
 @pytest.fixture
 def host_server() -> Iterator[int]:
     """A real HTTP server on the host's 127.0.0.1; yields its port."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-async def probe(rt: SandboxRuntime, box: str, probes: list[list[object]]) -> dict[str, str]:
-    proc = await rt.exec(box, [sys.executable, "-c", PROBE, json.dumps(probes)])
-    out = b"".join([line async for line in proc.stdout_lines()])
-    err = b"".join([line async for line in proc.stderr_lines()])
-    assert await proc.wait() == 0, err.decode()
-    return json.loads(out)
+    with host_http_server(b"hello from the host") as port:
+        yield port
 
 
 def egress_log(home: Path, box: str) -> str:
@@ -90,7 +62,7 @@ async def test_host_loopback_is_unreachable_by_ip_and_by_name(
     box = f"agentlite-t-net-{mode}"
     await sandbox.create(box, BoxSpec(network_mode=mode, allow_net=allow))
     try:
-        results = await probe(sandbox, box, everything_to(host_server))
+        results = await run_probes(sandbox, box, everything_to(host_server))
         log = egress_log(home, box)
     finally:
         await sandbox.remove(box, force=True)
@@ -107,7 +79,7 @@ async def test_host_mode_shares_the_host_network(sandbox: SandboxRuntime, host_s
     box = "agentlite-t-net-host"
     await sandbox.create(box, BoxSpec(network_mode="host"))
     try:
-        results = await probe(
+        results = await run_probes(
             sandbox, box, [["direct", "127.0.0.1", host_server], ["direct", "localhost", host_server]]
         )
     finally:
@@ -118,22 +90,16 @@ async def test_host_mode_shares_the_host_network(sandbox: SandboxRuntime, host_s
 async def test_allowlist_reaches_a_listed_host_port_and_refuses_the_rest(
     sandbox: SandboxRuntime, home: Path, host_server: int
 ) -> None:
-    other = ThreadingHTTPServer(("127.0.0.1", 0), _Hello)  # a second real service, not listed
-    threading.Thread(target=other.serve_forever, daemon=True).start()
-    other_port = other.server_address[1]
     box = "agentlite-t-net-allow"
-    try:
+    with host_http_server(b"hello from the host") as other_port:  # a second real service, not listed
         await sandbox.create(box, BoxSpec(network_mode="allowlist", allow_net=[f"127.0.0.1:{host_server}"]))
         try:
             listed = [[kind, PROXY_PORT, "127.0.0.1", host_server] for kind in ("connect", "http", "socks")]
-            results = await probe(sandbox, box, [*listed, ["connect", PROXY_PORT, "127.0.0.1", other_port],
-                                                 ["direct", "127.0.0.1", host_server]])  # fmt: skip
+            results = await run_probes(sandbox, box, [*listed, ["connect", PROXY_PORT, "127.0.0.1", other_port],
+                                                      ["direct", "127.0.0.1", host_server]])  # fmt: skip
             log = egress_log(home, box)
         finally:
             await sandbox.remove(box, force=True)
-    finally:
-        other.shutdown()
-        other.server_close()
     for kind in ("connect", "http", "socks"):
         assert results[f"{kind} {PROXY_PORT} 127.0.0.1 {host_server}"].startswith("ok: HTTP/1.0 200"), results
     assert results[f"connect {PROXY_PORT} 127.0.0.1 {other_port}"].startswith("refused"), results
@@ -149,7 +115,9 @@ async def test_egress_refuses_metadata_private_and_own_addresses(sandbox: Sandbo
     await sandbox.create(box, BoxSpec())  # egress is the default
     try:
         direct = [["direct", t, 80] for t in ("169.254.169.254", *([own] if own else []))]
-        results = await probe(sandbox, box, [*([["connect", PROXY_PORT, t, 80] for t in targets]), *direct])
+        results = await run_probes(
+            sandbox, box, [*([["connect", PROXY_PORT, t, 80] for t in targets]), *direct]
+        )
         log = egress_log(home, box)
     finally:
         await sandbox.remove(box, force=True)
@@ -168,8 +136,8 @@ async def test_none_mode_has_no_proxy_but_keeps_exposed_endpoints(
     box = "agentlite-t-net-none"
     await sandbox.create(box, BoxSpec(network_mode="none", exposed_ports=[host_server]))
     try:
-        results = await probe(sandbox, box, [["direct", "127.0.0.1", host_server], ["direct", "localhost", host_server],
-                                             ["connect", PROXY_PORT, "127.0.0.1", host_server]])  # fmt: skip
+        results = await run_probes(sandbox, box, [["direct", "127.0.0.1", host_server], ["direct", "localhost", host_server],
+                                                  ["connect", PROXY_PORT, "127.0.0.1", host_server]])  # fmt: skip
         env_proc = await sandbox.exec(box, ["env"])
         env = b"".join([line async for line in env_proc.stdout_lines()]).decode()
         await env_proc.wait()
@@ -208,8 +176,8 @@ async def test_a_box_cannot_reach_another_boxs_sockets_nor_listen_on_the_host(
         lines = serving.stdout_lines()
         assert (await asyncio.wait_for(anext(lines), 30)).strip() == b"ready"
         targets: list[list[object]] = [["direct", "127.0.0.1", port], ["abstract", "agentlite-test-box-b", 0]]
-        inside_b = await probe(sandbox, "agentlite-t-net-b", targets)
-        from_a = await probe(sandbox, "agentlite-t-net-a", targets)
+        inside_b = await run_probes(sandbox, "agentlite-t-net-b", targets)
+        from_a = await run_probes(sandbox, "agentlite-t-net-a", targets)
         # Box B listens on its own 0.0.0.0, which is not the host's.
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", port), timeout=5).close()

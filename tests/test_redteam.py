@@ -9,9 +9,7 @@ import asyncio
 import ipaddress
 import json
 import sys
-import threading
 from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -21,8 +19,7 @@ from agentlite._network import AllowEntry, EgressPolicy, NetworkMode, Refused, r
 from agentlite.runtime.base import BoxSpec
 from agentlite.runtime.boxnet import PROXY_PORT
 from agentlite.runtime.sandbox import SandboxRuntime
-
-PROBE = (Path(__file__).parent / "net_probe.py").read_text()
+from net_box import host_http_server, run_probes
 
 #: Spellings that name the host's loopback (or all its addresses) without writing `127.0.0.1`.
 LOOPBACK_SPELLINGS = [
@@ -44,35 +41,10 @@ LOOPBACK_SPELLINGS = [
 ]
 
 
-class _Secret(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = b"host secret"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def host_server() -> Iterator[int]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Secret)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-async def _probe(rt: SandboxRuntime, box: str, probes: list[list[object]]) -> dict[str, str]:
-    proc = await rt.exec(box, [sys.executable, "-c", PROBE, json.dumps(probes)])
-    out = b"".join([line async for line in proc.stdout_lines()])
-    err = b"".join([line async for line in proc.stderr_lines()])
-    assert await proc.wait() == 0, err.decode()
-    return json.loads(out)
+    with host_http_server(b"host secret") as port:
+        yield port
 
 
 async def test_odd_spellings_of_the_host_loopback_are_refused_by_every_proxy_protocol(
@@ -88,7 +60,7 @@ async def test_odd_spellings_of_the_host_loopback_are_refused_by_every_proxy_pro
     box = "agentlite-t-redteam-spellings"
     await sandbox.create(box, BoxSpec(network_mode="egress"))
     try:
-        results = await _probe(sandbox, box, probes)
+        results = await run_probes(sandbox, box, probes)
         log = (home / "sandbox" / box / "egress.log").read_text()
     finally:
         await sandbox.remove(box, force=True)
@@ -190,7 +162,7 @@ async def test_the_egress_helper_parses_box_requests_without_host_root(
     await sandbox.create(box, BoxSpec(network_mode="egress"))
     try:
         # The helper answers only once it has dropped root, so after one answer its uid is final.
-        results = await _probe(sandbox, box, [["connect", PROXY_PORT, "127.0.0.1", 9]])
+        results = await run_probes(sandbox, box, [["connect", PROXY_PORT, "127.0.0.1", 9]])
         state = json.loads((home / "sandbox" / box / "box.json").read_text())
         status = Path(f"/proc/{state['egress_pid']}/status").read_text()
         uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
