@@ -9,7 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,10 +19,18 @@ import pytest
 from agentlite.chaos import host_argv
 from agentlite.runtime.probe import sandbox_checks
 from agentlite.runtime.sandbox import SandboxRuntime
+from agentlite.testing.model_server import ModelServer
 
 _missing = [c for c in sandbox_checks() if not c.ok]
 SANDBOX_REASON = "; ".join(f"{c.name}: {c.detail} (fix: {c.fix})" for c in _missing)
 needs_sandbox = pytest.mark.skipif(bool(_missing), reason=f"sandbox runtime unavailable: {SANDBOX_REASON}")
+
+
+@pytest.fixture
+async def model() -> AsyncIterator[ModelServer]:
+    """The offline model server answering every call with text (files may override it)."""
+    async with ModelServer(scenario="text") as server:
+        yield server
 
 
 @pytest.fixture

@@ -73,12 +73,6 @@ class EditorClient(AcpClientBase):
         )
 
 
-@pytest.fixture
-async def model() -> AsyncIterator[ModelServer]:
-    async with ModelServer(scenario="text") as server:
-        yield server
-
-
 def acp_argv(home: Path, backend: str, base_url: str, *extra: str) -> list[str]:
     return [sys.executable, "-m", "agentlite", "acp", "--home", str(home), "--runtime", "sandbox",
             "--backend", backend, "--base-url", base_url, *extra]  # fmt: skip

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -24,12 +23,6 @@ pytestmark = pytest.mark.skipif(
     agent_clis_bin() is None or not (agent_clis_bin() / "codex").exists(),  # type: ignore[operator]
     reason="agent CLI `codex` not installed in agent-clis/ (run scripts/install.sh)",
 )
-
-
-@pytest.fixture
-async def model() -> AsyncIterator[ModelServer]:
-    async with ModelServer(scenario="text") as server:
-        yield server
 
 
 async def started_agent(workdir: Path, model: ModelServer) -> tuple[agentlite.AgentLite, agentlite.Agent]:

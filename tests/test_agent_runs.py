@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -36,12 +35,6 @@ def needs_cli(name: str) -> pytest.MarkDecorator:
     return pytest.mark.skipif(
         missing, reason=f"agent CLI `{name}` not installed in agent-clis/ (run scripts/install.sh)"
     )
-
-
-@pytest.fixture
-async def model() -> AsyncIterator[ModelServer]:
-    async with ModelServer(scenario="text") as server:
-        yield server
 
 
 def backend(kind: str, server: ModelServer, **extra: object) -> BackendConfig:

@@ -10,7 +10,6 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -25,12 +24,6 @@ pytestmark = pytest.mark.skipif(
     reason="agent CLI `codex` not installed in agent-clis/ (run scripts/install.sh)",
 )
 GROUPS = ["g0", "g1", "g2", "g3"]
-
-
-@pytest.fixture
-async def model() -> AsyncIterator[ModelServer]:
-    async with ModelServer(scenario="text") as server:
-        yield server
 
 
 def request(request_id: str, group: str, prompt: str) -> str:

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,12 +18,6 @@ pytestmark = pytest.mark.skipif(
     agent_clis_bin() is None or not (agent_clis_bin() / "codex").exists(),  # type: ignore[operator]
     reason="agent CLI `codex` not installed in agent-clis/ (run scripts/install.sh)",
 )
-
-
-@pytest.fixture
-async def model() -> AsyncIterator[ModelServer]:
-    async with ModelServer(scenario="text") as server:
-        yield server
 
 
 async def host(home: Path, model: ModelServer, lines: list[str]) -> tuple[list[dict], str, int]:

@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +23,6 @@ needs_codex = pytest.mark.skipif(
     reason="agent CLI `codex` not installed in agent-clis/ (run scripts/install.sh)",
 )
 BAD_GROUPS = ["..", "../x", "a/b", "a\0b", "x" * 300, ".hidden", "-x"]
-
-
-@pytest.fixture
-async def model() -> AsyncIterator[ModelServer]:
-    async with ModelServer(scenario="text") as server:
-        yield server
 
 
 def request(request_id: Any, group: str, prompt: str = "hello") -> str:

@@ -74,12 +74,6 @@ class RecordingChannel:
 
 
 @pytest.fixture
-async def model() -> AsyncIterator[ModelServer]:
-    async with ModelServer(scenario="text") as server:
-        yield server
-
-
-@pytest.fixture
 async def platform(tmp_path: Path) -> AsyncIterator[agentlite.AgentLite]:
     async with await agentlite.create(workdir=tmp_path / "data", runtime="sandbox", timezone="UTC",
                                       idle_timeout=20, scheduler_poll_interval=0.3) as p:  # fmt: skip

@@ -23,10 +23,11 @@ from agentlite._prices import Price, PriceTable, load_prices
 from agentlite._protocol import Event, SdkMessageEvent, UsageEvent
 from agentlite._retry import RetryPolicy, classify, retry_class
 from agentlite._spending import Spending
-from agentlite._store import AgentStore, Message, now_iso
+from agentlite._store import AgentStore
 from agentlite._turn import TurnResult
 from agentlite._usage import UsageLedger, UsageTally
 from agentlite.testing.model_server import ModelServer, ScriptedUsage
+from test_platform import RecordingChannel
 
 BIN = agent_clis_bin()
 
@@ -191,50 +192,12 @@ def test_resume_grants_a_fresh_allowance_and_budgets_validate(tmp_path: Path) ->
 # -- real turns ---------------------------------------------------------------------------------------
 
 
-class RecordingChannel:
-    """A channel owning chat ids ``t:...``: tests push messages in and read what was sent."""
-
-    def __init__(self, config: Any) -> None:
-        self.config = config
-        self.name = "test"
-        self.is_connected = False
-        self.sent: list[tuple[str, str]] = []
-        self._ids = 0
-
-    async def connect(self) -> None:
-        self.is_connected = True
-
-    async def disconnect(self) -> None:
-        self.is_connected = False
-
-    def owns_chat(self, chat_id: str) -> bool:
-        return chat_id.startswith("t:")
-
-    async def set_typing(self, chat_id: str, on: bool) -> None:
-        return None
-
-    async def send_message(self, chat_id: str, text: str) -> None:
-        self.sent.append((chat_id, text))
-
-    async def say(self, chat_id: str, text: str) -> None:
-        self._ids += 1
-        message = Message(id=f"m{self._ids}-{time.monotonic_ns()}", chat_id=chat_id, sender="u1",
-                          sender_name="U1", content=text, timestamp=now_iso())  # fmt: skip
-        await self.config.deliver(chat_id, message)
-
-
 async def until(condition: Any, what: str, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
-
-
-@pytest.fixture
-async def model() -> AsyncIterator[ModelServer]:
-    async with ModelServer(scenario="text") as server:
-        yield server
 
 
 @pytest.fixture
