@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from agentlite._clis import agent_clis_bin
 from agentlite.chaos import host_argv
 from agentlite.runtime.probe import sandbox_checks
 from agentlite.runtime.sandbox import SandboxRuntime
@@ -24,6 +25,19 @@ from agentlite.testing.model_server import ModelServer
 _missing = [c for c in sandbox_checks() if not c.ok]
 SANDBOX_REASON = "; ".join(f"{c.name}: {c.detail} (fix: {c.fix})" for c in _missing)
 needs_sandbox = pytest.mark.skipif(bool(_missing), reason=f"sandbox runtime unavailable: {SANDBOX_REASON}")
+
+
+def needs_agent_clis(*names: str) -> pytest.MarkDecorator:
+    """Skip unless every named agent CLI is installed in agent-clis/."""
+    bin_dir = agent_clis_bin()
+    missing = [n for n in names if bin_dir is None or not (bin_dir / n).exists()]
+    return pytest.mark.skipif(
+        bool(missing),
+        reason=f"agent CLI {', '.join(missing)} not installed in agent-clis/ (run scripts/install.sh)",
+    )
+
+
+needs_codex = needs_agent_clis("codex")
 
 
 @pytest.fixture

@@ -24,13 +24,11 @@ from agentlite._errors import ConfigError
 from agentlite._ownership import RecordStore
 from agentlite.runtime.sandbox import SandboxRuntime
 from agentlite.testing.model_server import ModelServer
+from conftest import needs_agent_clis
 from test_platform import RecordingChannel
 
 BIN = agent_clis_bin()
-needs_codex = pytest.mark.skipif(
-    BIN is None or not (BIN / "codex").exists() or not (BIN / "codex-acp").exists(),
-    reason="codex and codex-acp not installed in agent-clis/ (run scripts/install.sh)",
-)
+needs_codex = needs_agent_clis("codex", "codex-acp")
 
 
 @pytest.fixture

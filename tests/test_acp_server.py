@@ -18,17 +18,10 @@ import pytest
 from acp import schema
 
 from agentlite._acp_client import AcpClientBase
-from agentlite._clis import agent_clis_bin
 from agentlite._ownership import RecordStore
 from agentlite.runtime.sandbox import SandboxRuntime
 from agentlite.testing.model_server import ModelServer
-
-BIN = agent_clis_bin()
-
-
-def needs_cli(name: str) -> pytest.MarkDecorator:
-    missing = BIN is None or not (BIN / name).exists()
-    return pytest.mark.skipif(missing, reason=f"agent CLI `{name}` not installed (run scripts/install.sh)")
+from conftest import needs_agent_clis
 
 
 class EditorClient(AcpClientBase):
@@ -103,7 +96,7 @@ async def no_boxes_left(home: Path) -> None:
     await wait_until(gone, 60)
 
 
-@needs_cli("codex-acp")
+@needs_agent_clis("codex-acp")
 async def test_codex_session_streams_updates_then_one_response_resumes_and_cancels(
     sandbox: SandboxRuntime, home: Path, tmp_path: Path, model: ModelServer
 ) -> None:
@@ -166,7 +159,7 @@ async def slow_prompt(conn: Any, session_id: str, model: ModelServer) -> asyncio
     return task
 
 
-@needs_cli("codex-acp")
+@needs_agent_clis("codex-acp")
 async def test_session_load_resumes_a_stored_session_in_a_new_process(
     sandbox: SandboxRuntime, home: Path, tmp_path: Path, model: ModelServer
 ) -> None:
@@ -213,7 +206,7 @@ async def test_a_cwd_the_allowlist_forbids_is_refused_and_makes_no_box(
         assert await boxes_of(home) == []
 
 
-@needs_cli("claude-agent-acp")
+@needs_agent_clis("claude-agent-acp")
 async def test_claude_session_forwards_a_permission_request_and_the_denial_holds(
     sandbox: SandboxRuntime, home: Path, tmp_path: Path, model: ModelServer
 ) -> None:
@@ -239,7 +232,7 @@ async def test_claude_session_forwards_a_permission_request_and_the_denial_holds
     await no_boxes_left(home)
 
 
-@needs_cli("claude-agent-acp")
+@needs_agent_clis("claude-agent-acp")
 async def test_claude_session_with_the_permission_allowed_writes_the_file_and_cancels(
     sandbox: SandboxRuntime, home: Path, tmp_path: Path, model: ModelServer
 ) -> None:
@@ -265,7 +258,7 @@ async def test_claude_session_with_the_permission_allowed_writes_the_file_and_ca
     await no_boxes_left(home)
 
 
-@needs_cli("codex-acp")
+@needs_agent_clis("codex-acp")
 async def test_kill_9_of_agentlite_acp_leaves_a_box_the_next_start_sweeps(
     sandbox: SandboxRuntime, home: Path, tmp_path: Path, model: ModelServer
 ) -> None:
@@ -288,7 +281,7 @@ async def test_kill_9_of_agentlite_acp_leaves_a_box_the_next_start_sweeps(
     await no_boxes_left(home)
 
 
-@needs_cli("codex-acp")
+@needs_agent_clis("codex-acp")
 async def test_any_acp_command_runs_boxed_the_same_way(
     sandbox: SandboxRuntime, home: Path, tmp_path: Path, model: ModelServer
 ) -> None:

@@ -11,18 +11,15 @@ from pathlib import Path
 import pytest
 
 import agentlite
-from agentlite._clis import agent_clis_bin
 from agentlite._errors import BoxError
 from agentlite._ownership import RecordStore
 from agentlite._platform import AgentLite
 from agentlite.runtime.base import BoxInfo, BoxSpec
 from agentlite.runtime.sandbox import SandboxRuntime
 from agentlite.testing.model_server import ModelServer
+from conftest import needs_codex
 
-pytestmark = pytest.mark.skipif(
-    agent_clis_bin() is None or not (agent_clis_bin() / "codex").exists(),  # type: ignore[operator]
-    reason="agent CLI `codex` not installed in agent-clis/ (run scripts/install.sh)",
-)
+pytestmark = needs_codex
 
 
 async def started_agent(workdir: Path, model: ModelServer) -> tuple[agentlite.AgentLite, agentlite.Agent]:

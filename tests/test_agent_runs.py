@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from agentlite import _run
-from agentlite._clis import agent_clis_bin
 from agentlite._ownership import RecordStore
 from agentlite._protocol import (
     BackendConfig,
@@ -26,15 +25,7 @@ from agentlite._protocol import (
 from agentlite._run import RunOutcome, request_close, run_agent, write_follow_up
 from agentlite.runtime.sandbox import SandboxRuntime
 from agentlite.testing.model_server import ModelServer
-
-BIN = agent_clis_bin()
-
-
-def needs_cli(name: str) -> pytest.MarkDecorator:
-    missing = BIN is None or not (BIN / name).exists()
-    return pytest.mark.skipif(
-        missing, reason=f"agent CLI `{name}` not installed in agent-clis/ (run scripts/install.sh)"
-    )
+from conftest import needs_agent_clis
 
 
 def backend(kind: str, server: ModelServer, **extra: object) -> BackendConfig:
@@ -67,7 +58,7 @@ def errors(events: list[Event]) -> list[ErrorEvent]:
     return [e for e in events if isinstance(e, ErrorEvent)]
 
 
-@needs_cli("codex")
+@needs_agent_clis("codex")
 async def test_codex_many_messages_one_result_after_exit(sandbox: SandboxRuntime, home: Path, tmp_path: Path,
                                                          model: ModelServer) -> None:  # fmt: skip
     outcome, events = await run(
@@ -93,7 +84,7 @@ async def test_codex_many_messages_one_result_after_exit(sandbox: SandboxRuntime
     )
 
 
-@needs_cli("codex")
+@needs_agent_clis("codex")
 async def test_codex_failing_model_gives_one_error_and_no_result(sandbox: SandboxRuntime, home: Path,
                                                                  tmp_path: Path, model: ModelServer) -> None:  # fmt: skip
     started = time.monotonic()
@@ -106,7 +97,7 @@ async def test_codex_failing_model_gives_one_error_and_no_result(sandbox: Sandbo
     assert time.monotonic() - started < 60
 
 
-@needs_cli("codex")
+@needs_agent_clis("codex")
 async def test_codex_model_server_down_fails_fast_naming_the_cause(sandbox: SandboxRuntime, home: Path,
                                                                    tmp_path: Path) -> None:  # fmt: skip
     config = BackendConfig(type="codex", base_url="http://127.0.0.1:9/v1", max_retries=0)
@@ -119,7 +110,7 @@ async def test_codex_model_server_down_fails_fast_naming_the_cause(sandbox: Sand
     assert outcome.status == "error" and time.monotonic() - started < 60
 
 
-@needs_cli("claude")
+@needs_agent_clis("claude")
 async def test_claude_tool_writes_a_file_and_gives_one_result(sandbox: SandboxRuntime, home: Path, tmp_path: Path,
                                                               model: ModelServer) -> None:  # fmt: skip
     outcome, events = await run(
@@ -132,7 +123,7 @@ async def test_claude_tool_writes_a_file_and_gives_one_result(sandbox: SandboxRu
     assert outcome.session_id == init.message["session_id"]
 
 
-@needs_cli("claude")
+@needs_agent_clis("claude")
 async def test_claude_is_error_becomes_an_error(sandbox: SandboxRuntime, home: Path, tmp_path: Path,
                                                 model: ModelServer) -> None:  # fmt: skip
     outcome, events = await run(
@@ -143,7 +134,7 @@ async def test_claude_is_error_becomes_an_error(sandbox: SandboxRuntime, home: P
     assert outcome.status == "error"
 
 
-@needs_cli("claude")
+@needs_agent_clis("claude")
 async def test_claude_model_server_down_fails_fast(
     sandbox: SandboxRuntime, home: Path, tmp_path: Path
 ) -> None:
@@ -154,7 +145,7 @@ async def test_claude_model_server_down_fails_fast(
     assert outcome.status == "error" and time.monotonic() - started < 60
 
 
-@needs_cli("codex-acp")
+@needs_agent_clis("codex-acp")
 async def test_acp_codex_adapter_one_result_per_prompt_with_a_tool(sandbox: SandboxRuntime, home: Path,
                                                                     tmp_path: Path, model: ModelServer) -> None:  # fmt: skip
     config = backend("acp", model, command=["codex-acp"])
@@ -169,7 +160,7 @@ async def test_acp_codex_adapter_one_result_per_prompt_with_a_tool(sandbox: Sand
     assert outcome.status == "success"
 
 
-@needs_cli("claude-agent-acp")
+@needs_agent_clis("claude-agent-acp")
 async def test_acp_claude_adapter_one_result_per_prompt(sandbox: SandboxRuntime, home: Path, tmp_path: Path,
                                                         model: ModelServer) -> None:  # fmt: skip
     config = BackendConfig(
@@ -216,7 +207,7 @@ async def test_follow_up_runs_a_second_turn_in_the_same_box_and_session(
     assert await sandbox.list() == [] and RecordStore(home).record_names() == []
 
 
-@needs_cli("codex")
+@needs_agent_clis("codex")
 async def test_hanging_backend_is_killed_by_the_hard_timeout(sandbox: SandboxRuntime, home: Path, tmp_path: Path,
                                                              model: ModelServer, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     monkeypatch.setattr(_run, "IDLE_GRACE", 0.0)
@@ -229,7 +220,7 @@ async def test_hanging_backend_is_killed_by_the_hard_timeout(sandbox: SandboxRun
     assert time.monotonic() - started < 30
 
 
-@needs_cli("codex")
+@needs_agent_clis("codex")
 async def test_output_over_the_cap_is_truncated_in_the_log_not_in_the_events(sandbox: SandboxRuntime, home: Path,
                                                                               tmp_path: Path, model: ModelServer) -> None:  # fmt: skip
     outcome, events = await run(
@@ -242,7 +233,7 @@ async def test_output_over_the_cap_is_truncated_in_the_log_not_in_the_events(san
     assert len(outcome.log_path.read_text().split("=== stdout ===\n")[1].split("\n=== stderr ===")[0]) <= 300
 
 
-@needs_cli("codex")
+@needs_agent_clis("codex")
 async def test_output_handler_exception_is_reraised_after_teardown(sandbox: SandboxRuntime, home: Path,
                                                                    tmp_path: Path, model: ModelServer) -> None:  # fmt: skip
     def explode(event: Event) -> None:

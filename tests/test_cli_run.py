@@ -12,11 +12,7 @@ import pytest
 
 from agentlite._clis import agent_clis_bin
 from agentlite._ownership import RecordStore
-
-needs_codex = pytest.mark.skipif(
-    agent_clis_bin() is None or not (agent_clis_bin() / "codex").exists(),  # type: ignore[operator]
-    reason="agent CLI `codex` not installed in agent-clis/ (run scripts/install.sh)",
-)
+from conftest import needs_codex
 
 
 def run(home: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -14,15 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from agentlite._clis import agent_clis_bin
 from agentlite._ownership import RecordStore
 from agentlite.runtime.sandbox import SandboxRuntime
 from agentlite.testing.model_server import ModelServer
+from conftest import needs_codex
 
-pytestmark = pytest.mark.skipif(
-    agent_clis_bin() is None or not (agent_clis_bin() / "codex").exists(),  # type: ignore[operator]
-    reason="agent CLI `codex` not installed in agent-clis/ (run scripts/install.sh)",
-)
+pytestmark = needs_codex
 GROUPS = ["g0", "g1", "g2", "g3"]
 
 

@@ -8,16 +8,11 @@ import os
 import sys
 from pathlib import Path
 
-import pytest
-
-from agentlite._clis import agent_clis_bin
 from agentlite._ownership import RecordStore
 from agentlite.testing.model_server import ModelServer
+from conftest import needs_codex
 
-pytestmark = pytest.mark.skipif(
-    agent_clis_bin() is None or not (agent_clis_bin() / "codex").exists(),  # type: ignore[operator]
-    reason="agent CLI `codex` not installed in agent-clis/ (run scripts/install.sh)",
-)
+pytestmark = needs_codex
 
 
 async def host(home: Path, model: ModelServer, lines: list[str]) -> tuple[list[dict], str, int]:

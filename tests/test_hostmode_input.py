@@ -11,17 +11,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from agentlite._clis import agent_clis_bin
 from agentlite._hostmode import MAX_LINE_BYTES, read_lines
 from agentlite._ownership import RecordStore
 from agentlite.testing.model_server import ModelServer
+from conftest import needs_codex
 
-needs_codex = pytest.mark.skipif(
-    agent_clis_bin() is None or not (agent_clis_bin() / "codex").exists(),  # type: ignore[operator]
-    reason="agent CLI `codex` not installed in agent-clis/ (run scripts/install.sh)",
-)
 BAD_GROUPS = ["..", "../x", "a/b", "a\0b", "x" * 300, ".hidden", "-x"]
 
 

@@ -19,11 +19,9 @@ from agentlite._errors import AgentliteError, ConfigError
 from agentlite._ownership import RecordStore
 from agentlite._store import Message, now_iso
 from agentlite.testing.model_server import ModelServer
+from conftest import needs_codex
 
-pytestmark = pytest.mark.skipif(
-    agent_clis_bin() is None or not (agent_clis_bin() / "codex").exists(),  # type: ignore[operator]
-    reason="agent CLIs not installed in agent-clis/ (run scripts/install.sh)",
-)
+pytestmark = needs_codex
 
 
 class RecordingChannel:
