@@ -8,11 +8,9 @@ stays untouched and the agent emits a ``path.refused`` event.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shlex
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ from agentlite._safefs import BoxDir, UnsafePath
 from agentlite._store import AgentStore
 from agentlite.runtime.base import BoxRuntime, BoxSpec, Volume
 from agentlite.testing.model_server import ModelServer
+from conftest import until
 
 pytestmark = needs_sandbox
 SECRET = "host secret: never show this to a model\n"
@@ -49,14 +48,6 @@ def recorder(agent: Agent) -> list[AgentEvent]:
     events: list[AgentEvent] = []
     agent.on("path.refused", events.append)
     return events
-
-
-async def wait_for(condition: Any, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture
@@ -259,7 +250,7 @@ async def test_symlinked_and_special_request_files_are_refused(
                  f"mkdir -p /workspace/ipc/tasks; ln -s {host_files}/forged.json /workspace/ipc/tasks/1-link.json;"
                  " mkfifo /workspace/ipc/tasks/2-fifo.json; rm -rf /workspace/ipc/messages;"
                  f" ln -s {outside} /workspace/ipc/messages", ipc=ipc)  # fmt: skip
-    await wait_for(lambda: len(events) >= 3, "three refusals")
+    await until(lambda: len(events) >= 3, "three refusals", timeout=30)
     reasons = {Path(e.data["path"]).name: e.data["reason"] for e in events}
     assert reasons == {"1-link.json": "is a symlink", "2-fifo.json": "is a fifo, not a regular file",
                        "messages": "is a symlink"}  # fmt: skip

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,6 +26,7 @@ from agentlite._store import AgentStore
 from agentlite._turn import TurnResult
 from agentlite._usage import UsageLedger, UsageTally
 from agentlite.testing.model_server import ModelServer, ScriptedUsage
+from conftest import until
 from test_platform import RecordingChannel
 
 BIN = agent_clis_bin()
@@ -190,14 +190,6 @@ def test_resume_grants_a_fresh_allowance_and_budgets_validate(tmp_path: Path) ->
 
 
 # -- real turns ---------------------------------------------------------------------------------------
-
-
-async def until(condition: Any, what: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture
