@@ -15,6 +15,7 @@ from agentlite._hostmode import MAX_LINE_BYTES, read_lines
 from agentlite._ownership import RecordStore
 from agentlite.testing.model_server import ModelServer
 from conftest import needs_codex
+from test_hostmode import host
 
 BAD_GROUPS = ["..", "../x", "a/b", "a\0b", "x" * 300, ".hidden", "-x"]
 
@@ -96,16 +97,10 @@ async def test_a_file_on_stdin_with_bad_lines_gets_one_final_each(
 async def test_an_over_long_line_on_a_pipe_is_one_final_and_the_host_goes_on(
     home: Path, model: ModelServer
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
-    env["AGENTLITE_HOME"] = str(home)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "agentlite", "host", "--jsonl", "--base-url", model.openai_base_url,
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
-    )  # fmt: skip
     data = request(1, "g") + "y" * (2 * MAX_LINE_BYTES) + "\n" + request(2, "g")
-    out, err = await asyncio.wait_for(proc.communicate(data.encode()), 300)
-    assert proc.returncode == 0, err.decode()
-    finals = finals_of([json.loads(line) for line in out.decode().splitlines()])
+    out, err, returncode = await host(home, model, [data])
+    assert returncode == 0, err
+    finals = finals_of(out)
     assert [(f["id"], f["status"]) for f in finals if f["id"] is not None] == [(1, "success"), (2, "success")]
     assert [f["error"].split(" (")[0] for f in finals if f["id"] is None] == ["line 2 is too long"]
 
