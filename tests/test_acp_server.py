@@ -146,6 +146,12 @@ async def test_codex_session_streams_updates_then_one_response_resumes_and_cance
     await no_boxes_left(home)
 
 
+async def open_session(conn: Any, project: Path) -> Any:
+    """Initialize the connection and open a session on ``project``, as an editor does first."""
+    await conn.initialize(protocol_version=acp.PROTOCOL_VERSION)
+    return await conn.new_session(cwd=str(project), mcp_servers=[])
+
+
 async def slow_prompt(conn: Any, session_id: str, model: ModelServer) -> asyncio.Task[Any]:
     """A prompt whose model request is held for a minute; returns once the model has it."""
     asked = len(model.requests)
@@ -168,8 +174,7 @@ async def test_session_load_resumes_a_stored_session_in_a_new_process(
     client = EditorClient()
     argv = acp_argv(home, "codex", model.openai_base_url)
     async with agentlite_acp(argv, client) as (conn, _proc):
-        await conn.initialize(protocol_version=acp.PROTOCOL_VERSION)
-        session = await conn.new_session(cwd=str(project), mcp_servers=[])
+        session = await open_session(conn, project)
         await conn.prompt(session_id=session.session_id, prompt=[acp.text_block("remember banana")])
     await no_boxes_left(home)
     client = EditorClient()
@@ -217,8 +222,7 @@ async def test_claude_session_forwards_a_permission_request_and_the_denial_holds
         conn,
         _proc,
     ):
-        await conn.initialize(protocol_version=acp.PROTOCOL_VERSION)
-        session = await conn.new_session(cwd=str(project), mcp_servers=[])
+        session = await open_session(conn, project)
         response = await conn.prompt(session_id=session.session_id,
                                      prompt=[acp.text_block("go [scenario:tool]")])  # fmt: skip
         assert response.stop_reason == "end_turn"
@@ -243,8 +247,7 @@ async def test_claude_session_with_the_permission_allowed_writes_the_file_and_ca
         conn,
         _proc,
     ):
-        await conn.initialize(protocol_version=acp.PROTOCOL_VERSION)
-        session = await conn.new_session(cwd=str(project), mcp_servers=[])
+        session = await open_session(conn, project)
         response = await conn.prompt(session_id=session.session_id,
                                      prompt=[acp.text_block("go [scenario:tool]")])  # fmt: skip
         assert response.stop_reason == "end_turn"
@@ -266,16 +269,14 @@ async def test_kill_9_of_agentlite_acp_leaves_a_box_the_next_start_sweeps(
     project.mkdir()
     argv = acp_argv(home, "codex", model.openai_base_url)
     async with agentlite_acp(argv, EditorClient()) as (conn, proc):
-        await conn.initialize(protocol_version=acp.PROTOCOL_VERSION)
-        await conn.new_session(cwd=str(project), mcp_servers=[])
+        await open_session(conn, project)
         assert len(await boxes_of(home)) == 1
         proc.kill()
         await proc.wait()
     (orphan,) = await boxes_of(home)
     async with agentlite_acp(argv, EditorClient()) as (conn, _proc):
         # The next start sweeps the orphan before it makes its first session.
-        await conn.initialize(protocol_version=acp.PROTOCOL_VERSION)
-        await conn.new_session(cwd=str(project), mcp_servers=[])
+        await open_session(conn, project)
         boxes = await boxes_of(home)
         assert len(boxes) == 1 and boxes != [orphan]
     await no_boxes_left(home)
