@@ -10,14 +10,19 @@ import sys
 TIMEOUT = 5.0
 
 
-def _first_line(sock: socket.socket) -> str:
+def _read_until(sock: socket.socket, end: bytes) -> bytes:
+    """What the peer sends until ``end`` has come (or it closes)."""
     data = b""
-    while b"\r\n" not in data:
+    while end not in data:
         chunk = sock.recv(4096)
         if not chunk:
             break
         data += chunk
-    return data.split(b"\r\n", 1)[0].decode("latin-1")
+    return data
+
+
+def _first_line(sock: socket.socket) -> str:
+    return _read_until(sock, b"\r\n").split(b"\r\n", 1)[0].decode("latin-1")
 
 
 def _get(sock: socket.socket, host: str) -> str:
@@ -33,12 +38,7 @@ def direct(host: str, port: int) -> str:
 def via_connect(proxy: int, host: str, port: int) -> str:
     with socket.create_connection(("127.0.0.1", proxy), TIMEOUT) as sock:
         sock.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
-        reply = b""
-        while b"\r\n\r\n" not in reply:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            reply += chunk
+        reply = _read_until(sock, b"\r\n\r\n")  # the whole CONNECT answer, before the tunnel's bytes
         status = reply.split(b"\r\n", 1)[0].decode("latin-1")
         if " 200 " not in status:
             return "refused: " + status
