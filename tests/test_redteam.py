@@ -8,16 +8,24 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import os
+import pwd
+import shutil
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from agentlite._clis import agent_clis_prefix
+from agentlite._image import build_image, image_rootfs_for_sandbox
 from agentlite._names import InvalidName, check_group_folder
 from agentlite._network import AllowEntry, EgressPolicy, NetworkMode, Refused, refusal_reason
 from agentlite.runtime.base import BoxSpec
+from agentlite.runtime.box_user import BOX_USER
 from agentlite.runtime.boxnet import PROXY_PORT
+from agentlite.runtime.probe import sandbox_checks
 from agentlite.runtime.sandbox import SandboxRuntime
 from net_box import host_http_server, run_probes
 
@@ -132,25 +140,107 @@ async def _read_all(lines: AsyncIterator[bytes]) -> bytes:
     return b"".join([line async for line in lines])
 
 
-async def test_a_box_cannot_write_into_an_exec_before_its_syscall_filter_is_in(
-    sandbox: SandboxRuntime,
-) -> None:
-    box = "agentlite-t-redteam-loader"
-    await sandbox.create(box, BoxSpec(network_mode="none"))
+async def _try_writing_into_loaders(runtime: SandboxRuntime, box: str) -> dict[str, object]:
+    await runtime.create(box, BoxSpec(network_mode="none"))
     try:
-        watcher = await sandbox.exec(box, [sys.executable, "-S", "-c", LOADER_WATCHER])
+        watcher = await runtime.exec(box, [sys.executable, "-S", "-c", LOADER_WATCHER])
         output = asyncio.ensure_future(_read_all(watcher.stdout_lines()))
         for _ in range(300):  # until the watcher has seen enough loaders (bounded)
             if output.done():
                 break
-            started = await sandbox.exec(box, ["true"])
+            started = await runtime.exec(box, ["true"])
             assert await started.wait() == 0
         report = json.loads(await output)
         assert await watcher.wait() == 0
     finally:
-        await sandbox.remove(box, force=True)
-    assert report["sightings"] >= 1, report  # the watcher did see loaders: the attack was tried
+        await runtime.remove(box, force=True)
+    return report
+
+
+async def test_a_box_cannot_write_into_an_exec_before_its_syscall_filter_is_in(
+    sandbox: SandboxRuntime,
+) -> None:
+    report = await _try_writing_into_loaders(sandbox, "agentlite-t-redteam-loader")
+    assert report["sightings"], report  # the watcher did see loaders: the attack was tried
     assert report["opened"] == [], report
+
+
+IMAGE_HOME = Path(os.environ.get("AGENTLITE_TEST_IMAGE_HOME", "/var/tmp/agentlite-test-image"))
+
+
+@pytest.fixture(scope="module")
+def image_rootfs() -> Path:
+    why_not = [c.detail for c in sandbox_checks() if not c.ok]
+    if shutil.which("mmdebstrap") is None:
+        why_not.append("mmdebstrap is not installed (apt-get install -y mmdebstrap)")
+    if agent_clis_prefix() is None:
+        why_not.append("the agent CLIs are not installed (scripts/install.sh)")
+    if os.geteuid() != 0:
+        why_not.append("building the image needs root here (mmdebstrap unshare mode needs subuid ranges)")
+    if why_not:
+        pytest.skip("no guest image can be built: " + "; ".join(why_not))
+    build_image(IMAGE_HOME)  # from the cache when it is warm
+    return image_rootfs_for_sandbox(IMAGE_HOME)
+
+
+@pytest.mark.timeout(900)
+async def test_an_image_box_cannot_write_into_an_exec_before_its_syscall_filter_is_in(
+    home: Path, image_rootfs: Path
+) -> None:
+    # An image box's uid is not its namespace's root: the loader must hold what the box's processes
+    # lack until its filter is in, as in a root box.
+    runtime = SandboxRuntime(home, rootfs=image_rootfs)
+    report = await _try_writing_into_loaders(runtime, "agentlite-t-redteam-image-loader")
+    assert report["sightings"], report
+    assert report["opened"] == [], report
+
+
+async def _host_status_of_descendant(pid: int, comm: str) -> dict[str, str]:
+    """The host's view (``/proc/PID/status``) of the first descendant of ``pid`` named ``comm``."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        todo = [pid]
+        while todo:
+            current = todo.pop()
+            try:
+                children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+                if current != pid and Path(f"/proc/{current}/comm").read_text().strip() == comm:
+                    lines = Path(f"/proc/{current}/status").read_text().splitlines()
+                    return dict(line.split(":", 1) for line in lines if ":" in line)
+            except OSError:
+                continue
+            todo += [int(child) for child in children]
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no `{comm}` under pid {pid}")
+
+
+async def test_an_image_box_command_runs_as_the_box_user_with_nothing_more(
+    home: Path, image_rootfs: Path
+) -> None:
+    runtime = SandboxRuntime(home, rootfs=image_rootfs)
+    box = "agentlite-t-redteam-image-creds"
+    await runtime.create(box, BoxSpec(network_mode="none"))
+    try:
+        # A dynamic loader variable still reaches the command (set after the filter, not before).
+        shown = await runtime.exec(
+            box, ["sh", "-c", "echo $LD_LIBRARY_PATH"], env={"LD_LIBRARY_PATH": "/nowhere"}
+        )
+        assert b"".join([line async for line in shown.stdout_lines()]) == b"/nowhere\n"
+        assert await shown.wait() == 0
+        proc = await runtime.exec(box, ["sleep", "60"])
+        status = {
+            key: value.strip() for key, value in (await _host_status_of_descendant(proc.pid, "sleep")).items()
+        }
+    finally:
+        await runtime.remove(box, force=True)
+    box_user = pwd.getpwnam(BOX_USER)
+    assert status["Uid"].split() == [str(box_user.pw_uid)] * 4, status  # read from the host
+    assert status["Gid"].split() == [str(box_user.pw_gid)] * 4, status
+    assert status["Groups"] == "", status
+    for caps in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        assert int(status[caps], 16) == 0, (caps, status)
+    assert status["NoNewPrivs"] == "1", status
+    assert status["Seccomp"] == "2", status
 
 
 async def test_the_egress_helper_parses_box_requests_without_host_root(

@@ -933,11 +933,10 @@ def sandbox_rootfs_from_env(home: Path) -> Path | None:
     """What ``$AGENTLITE_SANDBOX_ROOTFS`` asks for: ``image`` (the built image, built if missing), an
     unpacked root folder, or an OCI layout (unpacked next to itself); ``None`` when unset/``host``.
 
-    Unset stays host-root mode, although image mode measured the same spawn and first-turn cost: in
-    an image box the in-box uid is not its namespace's root, so a command started by ``exec`` runs
-    its filter loader without capabilities, and another process of the box can write into the
-    loader's memory before its syscall filter is in. Host-root boxes close that window (see
-    ``seccomp.LOADER``); image mode is for those who ask for it until it is closed there too.
+    Unset stays host-root mode, although image mode measured the same spawn and first-turn cost. An
+    image box's exec loader keeps the box's processes out of its memory until its filter is in, as in
+    a host-root box (see ``seccomp.LOADER``), but it runs the image's Python as host root for its
+    first steps: image mode is for those who ask for it.
     """
     value = os.environ.get(ENV_SANDBOX_ROOTFS, "").strip()
     if value in ("", "host"):

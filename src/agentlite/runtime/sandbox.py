@@ -6,7 +6,7 @@ folders read-only, a private ``/tmp``, a home folder and the box's volumes: no h
 host, no ``/root``, ``/var``, ``/mnt`` or host ``/tmp``, and none of the host's environment.
 
 The box's init (the pid 1 of its pid namespace) sleeps until the box is stopped; commands join the
-box's namespaces with ``nsenter``, drop every capability with ``setpriv`` and start with a clean
+box's namespaces with ``nsenter``, drop every capability in a filter loader and start with a clean
 environment through ``env -i``. Killing the init kills every process of the box at once, because the
 kernel tears down a pid namespace with its pid 1.
 
@@ -490,18 +490,22 @@ class SandboxRuntime(BoxRuntime):
         group = cgroups.BoxCgroup.from_json(state.get("cgroup"))
         box_env = _box_env({**state.get("env", {}), **(env or {})}, image=image)
         t = self._tools
-        # nsenter and setpriv pass their environment on, so the box env is simply ours to give;
-        # --wd takes the init's working folder, and `env -C` is needed only for another one.
-        # The command joins the box's cgroup first (as root, on the host), takes the box's uid
-        # (mapped to the box user), sets no_new_privs, installs the box's syscall filter from an
-        # inherited fd and drops every capability (seccomp.LOADER) before it runs.
+        # nsenter passes its environment on, so the box env is simply ours to give; --wd takes the
+        # init's working folder, and `env -C` is needed only for another one. The command joins the
+        # box's cgroup first (as root, on the host), enters the box's namespaces, and the loader
+        # (seccomp.LOADER) sets no_new_privs, installs the box's syscall filter from an inherited fd,
+        # and only then takes the box's uid (mapped to the box user) and drops every capability: until
+        # its filter is in, it holds what the box's own processes lack, which keeps them out of its
+        # memory. An image box's uid is not its namespace's root, so nsenter cannot take it (the
+        # loader would start without capabilities, as the box's own uid): host root enters the
+        # other namespaces, and the loader enters the user namespace itself (USERNS_FD).
         python = _guest_python() if image else sys.executable
         command = [
             *cgroups.join_argv(group),
             t["nsenter"],
             "--target",
             str(state["init_pid"]),
-            "--user",
+            *([] if image else ["--user"]),
             "--mount",
             "--pid",
             "--ipc",
@@ -509,37 +513,34 @@ class SandboxRuntime(BoxRuntime):
             "--net",
             "--root",
             "--wd",
-            "--setuid",
-            inside,
-            "--setgid",
-            inside,
+            *([] if image else ["--setuid", inside, "--setgid", inside]),
             "--",
-            # A root box's loader starts as the box's uid 0 with every capability of the box's user
-            # namespace, which keeps the box's own processes out of its memory until its filter is
-            # in; the loader then drops them all itself (see seccomp.LOADER). An image box's uid is
-            # not the namespace's root, so it never has any: setpriv drops the rest there.
-            *(
-                []
-                if not image
-                else [t["setpriv"], "--bounding-set=-all", "--inh-caps=-all", "--no-new-privs", "--"]
-            ),
             python,
             "-S",
             "-I",
             "-c",
             seccomp.LOADER,
         ]
-        if cwd is not None and cwd != state.get("working_dir"):
-            command += ["/usr/bin/env", "-C", cwd]
+        loader_at = len(command)
+        # An image box's loader starts as host root: the dynamic loader's variables (a library the
+        # box wrote, say) reach the command only through `env`, after the filter, as the box's uid.
+        late = [f"{k}={box_env.pop(k)}" for k in list(box_env) if image and _is_loader_variable(k)]
+        chdir = ["-C", cwd] if cwd is not None and cwd != state.get("working_dir") else []
+        if chdir or late:
+            command += ["/usr/bin/env", *chdir, *late]
         command += _image_argv(argv) if image else argv
-        filter_fd = os.open(seccomp.bpf_file(self._root), os.O_RDONLY | os.O_CLOEXEC)
-        command.insert(command.index(seccomp.LOADER) + 1, str(filter_fd))
+        fds: list[int] = []
         try:
-            return await SandboxProcess.start(command, box_env, pass_fds=(filter_fd,))
+            fds.append(os.open(seccomp.bpf_file(self._root), os.O_RDONLY | os.O_CLOEXEC))
+            if image:
+                fds.append(os.open(f"/proc/{state['init_pid']}/ns/user", os.O_RDONLY | os.O_CLOEXEC))
+            command[loader_at:loader_at] = [str(fds[0]), str(fds[1]) if image else "-1", inside]
+            return await SandboxProcess.start(command, box_env, pass_fds=fds)
         except OSError as exc:
             raise BoxExecFailed(name, f"Cannot exec in box `{name}`: {exc}") from exc
         finally:
-            os.close(filter_fd)
+            for fd in fds:
+                os.close(fd)
 
     # -- stop and remove -----------------------------------------------------------------------
 
@@ -773,6 +774,11 @@ async def _lines(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
             yield line + b"\n"
     if pending:
         yield pending
+
+
+def _is_loader_variable(name: str) -> bool:
+    """Variables the dynamic loader (ld.so) acts on at startup."""
+    return name.startswith("LD_") or name == "GLIBC_TUNABLES"
 
 
 def _box_env(env: Mapping[str, str], *, image: bool = False) -> dict[str, str]:

@@ -99,30 +99,47 @@ POLICY: tuple[Rule, ...] = (
     Rule("swapoff", "host swap"),
 )
 
-#: Installs the filter from fd ``argv[1]`` (BPF as exported by libseccomp), then execs ``argv[2:]``.
-#: Run as ``python -S -I -c LOADER FD CMD...``. It sets no_new_privs itself, and when it starts with
-#: capabilities (a root box: the box's own uid 0 gets all of them at exec) it drops them only after
-#: the filter is in: a process holding capabilities the box's own processes lack cannot be opened
-#: through ``/proc/PID/mem`` by them, so the box cannot write code into the loader before its filter
-#: is installed. Every capability must be gone before the command runs, or nothing runs (exit 125).
+#: Installs the filter from fd ``argv[1]`` (BPF as exported by libseccomp), then execs ``argv[4:]``.
+#: Run as ``python -S -I -c LOADER FILTER_FD USERNS_FD UID CMD...``. The loader holds capabilities the
+#: box's own processes lack until its filter is in, and drops them only then: such a process cannot be
+#: opened through ``/proc/PID/mem`` by them, so the box cannot write code into the loader before its
+#: filter is installed. A root box's loader starts as the box's uid 0 with every capability of the
+#: box's user namespace (``USERNS_FD`` is -1). An image box's uid is not its namespace's root, and a
+#: uid that is not root there loses every capability at exec: so its loader starts as host root in
+#: the box's other namespaces, clears its groups (the box's namespace refuses setgroups), enters the
+#: box's user namespace from ``USERNS_FD`` itself (every capability there, a uid none of the box's)
+#: and takes the box's uid and gid ``UID`` after its filter is in. Unless it ends as uid and gid
+#: ``UID``, with no supplementary group (an image box) and no capability, nothing runs (exit 125).
 LOADER = (
     "import ctypes,os,sys\n"
-    "def die(what):sys.stderr.write(f'agentlite: cannot {what}: '+os.strerror(ctypes.get_errno())+'\\n');sys.exit(125)\n"
-    "fd=int(sys.argv[1]);data=os.pread(fd,os.fstat(fd).st_size,0);os.close(fd)\n"
+    "def fail(what):sys.stderr.write(f'agentlite: cannot {what}\\n');sys.exit(125)\n"
+    "def die(what):fail(what+': '+os.strerror(ctypes.get_errno()))\n"
+    "fd,userns,uid=map(int,sys.argv[1:4]);data=os.pread(fd,os.fstat(fd).st_size,0);os.close(fd)\n"
     "class F(ctypes.Structure):_fields_=[('len',ctypes.c_ushort),('filter',ctypes.c_void_p)]\n"
     "buf=ctypes.create_string_buffer(data,len(data))\n"
     "prog=F(len(data)//8,ctypes.addressof(buf))\n"
     "libc=ctypes.CDLL(None,use_errno=True)\n"
+    "if userns>=0:\n"
+    " try:os.setgroups([])\n"
+    " except OSError:die('clear the supplementary groups')\n"
+    " if libc.setns(userns,0x10000000)!=0:die('enter the box user namespace')\n"  # CLONE_NEWUSER
+    " os.close(userns)\n"
     "if libc.prctl(38,1,0,0,0)!=0:die('set no_new_privs')\n"  # PR_SET_NO_NEW_PRIVS
     "if libc.prctl(22,2,ctypes.byref(prog),0,0)!=0:die('install the syscall filter')\n"  # PR_SET_SECCOMP, FILTER
     "for c in range(64):libc.prctl(24,c,0,0,0)\n"  # PR_CAPBSET_DROP (fails without CAP_SETPCAP: checked below)
     "libc.prctl(47,4,0,0,0)\n"  # PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL
     # PR_CAPBSET_READ: a uid 0 would get what is left at exec (a non-root uid under no_new_privs cannot)
-    "if os.getuid()==0 and any(libc.prctl(23,c,0,0,0)==1 for c in range(64)):die('drop the bounding set')\n"
+    "if any(libc.prctl(23,c,0,0,0)==1 for c in range(64)):die('drop the bounding set')\n"
+    # gid first, while the loader still has CAP_SETGID and CAP_SETUID in the box's namespace
+    "if os.getresgid()!=(uid,)*3 and libc.setresgid(uid,uid,uid)!=0:die(f'take gid {uid}')\n"
+    "if os.getresuid()!=(uid,)*3 and libc.setresuid(uid,uid,uid)!=0:die(f'take uid {uid}')\n"
     "head=(ctypes.c_uint32*2)(0x20080522,0);caps=(ctypes.c_uint32*6)()\n"  # capset: nothing left
     "if libc.capset(head,caps)!=0:die('drop capabilities')\n"
-    "try:os.execvp(sys.argv[2],sys.argv[2:])\n"
-    "except OSError as e:sys.stderr.write(f'{sys.argv[2]}: {e.strerror}\\n');sys.exit(127)\n"
+    "if os.getresuid()!=(uid,)*3 or os.getresgid()!=(uid,)*3:fail(f'run as uid and gid {uid}')\n"
+    "if uid and os.getgroups():fail('clear the supplementary groups')\n"
+    "if libc.capget(head,caps)!=0 or any(caps):fail('verify that no capability is left')\n"
+    "try:os.execvp(sys.argv[4],sys.argv[4:])\n"
+    "except OSError as e:sys.stderr.write(f'{sys.argv[4]}: {e.strerror}\\n');sys.exit(127)\n"
 )
 
 
