@@ -57,7 +57,8 @@ from pydantic import BaseModel
 from agentlite._clis import agent_clis_bin
 from agentlite._network import loopback_ports
 from agentlite._protocol import BackendConfig, Event, ResultEvent, RunnerInput, SdkMessageEvent, StateEvent
-from agentlite._run import GUEST_IPC, GUEST_WORKSPACE, request_close, run_agent, runner_env, write_follow_up
+from agentlite._run import GUEST_IPC, GUEST_WORKSPACE, run_agent, runner_env
+from agentlite._runner_input import request_close, write_follow_up
 from agentlite.backends.base import BackendContext
 from agentlite.backends.codex import codex_args
 from agentlite.runtime.base import BoxInfo, BoxSpec, Volume

@@ -22,7 +22,8 @@ from agentlite._protocol import (
     SdkMessageEvent,
     StateEvent,
 )
-from agentlite._run import RunOutcome, request_close, run_agent, write_follow_up
+from agentlite._run import RunOutcome, run_agent
+from agentlite._runner_input import request_close, write_follow_up
 from agentlite.runtime.sandbox import SandboxRuntime
 from agentlite.testing.model_server import ModelServer
 from conftest import needs_agent_clis

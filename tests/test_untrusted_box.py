@@ -25,7 +25,8 @@ from agentlite._events import AgentEvent
 from agentlite._handoff import handoff_block
 from agentlite._lifecycle import run_in_box
 from agentlite._protocol import BackendConfig, RunnerInput
-from agentlite._run import request_close, run_agent, write_follow_up
+from agentlite._run import run_agent
+from agentlite._runner_input import request_close, write_follow_up
 from agentlite._safefs import BoxDir, UnsafePath
 from agentlite._store import AgentStore
 from agentlite.runtime.base import BoxRuntime, BoxSpec, Volume

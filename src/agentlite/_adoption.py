@@ -181,7 +181,7 @@ async def follow_adopted(
 
 
 async def _close_box(runtime: BoxRuntime, box_home: Path, ipc_root: Path, run: RunRecord) -> None:
-    from agentlite._run import request_close
+    from agentlite._runner_input import request_close
 
     assert run.box is not None
     path = journal_of(ipc_root, run)

@@ -33,7 +33,7 @@ from typing import Any
 
 from agentlite._errors import ConfigError
 from agentlite._names import check_group_folder
-from agentlite._run import request_close, write_follow_up
+from agentlite._runner_input import request_close, write_follow_up
 from agentlite._safefs import UnsafePath
 
 log = logging.getLogger("agentlite.queue")

@@ -34,7 +34,7 @@ from agentlite._protocol import (
     StateEvent,
     session_id_of,
 )
-from agentlite._safefs import BoxDir
+from agentlite._runner_input import input_folder, request_close
 from agentlite.runner import bytecode as box_bytecode
 from agentlite.runtime.base import BoxRuntime, BoxSpec, Volume
 from agentlite.runtime.guest import GuestLayout, host_layout
@@ -102,27 +102,6 @@ def runner_env(
     return env
 
 
-def _input_folder(ipc_dir: Path) -> BoxDir:
-    # The box may have swapped `input/` for a symlink to any host folder: open it without
-    # following (UnsafePath then), never by path.
-    return BoxDir.open(ipc_dir.parent, ipc_dir.name, "input", create=True)
-
-
-def write_follow_up(ipc_dir: Path, text: str) -> Path:
-    """Hand a follow-up message to a live runner (it watches the folder: at once, or within 500 ms
-    where the filesystem does not report the write)."""
-    name = f"{int(time.time() * 1000)}-{os.urandom(3).hex()}.json"
-    with _input_folder(ipc_dir) as folder:
-        folder.write_atomic(name, json.dumps({"type": "message", "text": text}).encode())
-    return ipc_dir / "input" / name
-
-
-def request_close(ipc_dir: Path) -> None:
-    """Ask the runner to end after its current turn."""
-    with _input_folder(ipc_dir) as folder:
-        folder.write_atomic("_close", b"")
-
-
 async def run_agent(
     runtime: BoxRuntime,
     home: Path,
@@ -151,7 +130,7 @@ async def run_agent(
     workspace = workspace.resolve()
     workspace.mkdir(parents=True, exist_ok=True)
     ipc_dir = (ipc_dir or home / "ipc" / agent_id / _safe(group)).resolve()
-    _input_folder(ipc_dir).close()
+    input_folder(ipc_dir).close()
     # The agents' own state (codex threads, Claude sessions) outlives the box, so a later run of the
     # group can resume its session.
     agent_home = (agent_home or home / "agent-homes" / agent_id / _safe(group)).resolve()
