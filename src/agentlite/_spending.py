@@ -122,12 +122,11 @@ class Spending:
         if not usage:
             return  # nothing to go on: whatever the live run recorded stays
         tally = UsageTally(self.prices)
-        if usage:
-            tally.observe(UsageEvent(input_tokens=int(usage.get("input_tokens") or 0),
-                                     output_tokens=int(usage.get("output_tokens") or 0),
-                                     cached_input_tokens=int(usage.get("cached_input_tokens") or 0),
-                                     cache_write_tokens=int(usage.get("cache_write_tokens") or 0),
-                                     model=usage.get("model"), cost_usd=usage.get("cost_usd")))  # fmt: skip
+        tally.observe(UsageEvent(input_tokens=int(usage.get("input_tokens") or 0),
+                                 output_tokens=int(usage.get("output_tokens") or 0),
+                                 cached_input_tokens=int(usage.get("cached_input_tokens") or 0),
+                                 cache_write_tokens=int(usage.get("cache_write_tokens") or 0),
+                                 model=usage.get("model"), cost_usd=usage.get("cost_usd")))  # fmt: skip
         at = parse_iso(run.state_times.get("final_ready") or run.updated_at)
         self.ledger.record(run.run_id, tally, chat_id=run.chat_id or "", group_folder=run.group_folder,
                            backend_type=run.backend, at=at)  # fmt: skip
