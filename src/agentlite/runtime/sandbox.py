@@ -36,7 +36,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -879,19 +879,25 @@ def _allow_low_ports(init_pid: int) -> None:
         log.warning("cannot open ports below 1024 in the box's network: %s", failure[0])
 
 
-def _read_json(fd: int, timeout: float) -> dict[str, Any] | None:
-    """bwrap's info: a JSON object, read until it parses (the fd may stay open in the box)."""
+def _read_chunks(fd: int, timeout: float) -> Iterator[bytes]:
+    """What ``fd`` yields until it ends or ``timeout`` seconds have passed, chunk by chunk."""
     import select
 
-    data = b""
     deadline = time.monotonic() + timeout
     while (left := deadline - time.monotonic()) > 0:
         readable, _, _ = select.select([fd], [], [], left)
         if not readable:
-            break
+            return
         chunk = os.read(fd, 65536)
         if not chunk:
-            break
+            return
+        yield chunk
+
+
+def _read_json(fd: int, timeout: float) -> dict[str, Any] | None:
+    """bwrap's info: a JSON object, read until it parses (the fd may stay open in the box)."""
+    data = b""
+    for chunk in _read_chunks(fd, timeout):
         data += chunk
         try:
             value = json.loads(data)
@@ -954,19 +960,7 @@ def _write_state(box_dir: Path, state: dict[str, Any]) -> None:
 
 
 def _read_all(fd: int, timeout: float) -> bytes:
-    import select
-
-    data = b""
-    deadline = time.monotonic() + timeout
-    while (left := deadline - time.monotonic()) > 0:
-        readable, _, _ = select.select([fd], [], [], left)
-        if not readable:
-            break
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            break
-        data += chunk
-    return data
+    return b"".join(_read_chunks(fd, timeout))
 
 
 def _tail(box_dir: Path, limit: int = 500) -> str:
