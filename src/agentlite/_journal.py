@@ -55,13 +55,9 @@ def read_journal(path: Path, offset: int = 0) -> list[JournalEntry]:
         if exc.errno == errno.ELOOP:
             raise PermissionError(f"journal `{path}` is a symlink; refusing to follow it") from exc
         raise
-    try:
-        data = b""
-        os.lseek(fd, offset, os.SEEK_SET)
-        while chunk := os.read(fd, 1 << 20):
-            data += chunk
-    finally:
-        os.close(fd)
+    with os.fdopen(fd, "rb") as journal:  # closes fd
+        journal.seek(offset)
+        data = journal.read()  # one buffer, not a bytes object grown chunk by chunk
     parser = FrameParser()
     entries: list[JournalEntry] = []
     position = offset
