@@ -17,16 +17,13 @@ from typing import Any
 
 import pytest
 
-from agentlite._clis import agent_clis_bin
 from agentlite._ownership import RecordStore
 from agentlite._store import AgentStore
 from agentlite.runtime.sandbox import SandboxRuntime
 from agentlite.testing.model_server import ModelServer
+from conftest import needs_agent_clis
 
-pytestmark = pytest.mark.skipif(
-    agent_clis_bin() is None or not (agent_clis_bin() / "codex").exists(),  # type: ignore[operator]
-    reason="agent CLIs not installed in agent-clis/ (run scripts/install.sh)",
-)
+pytestmark = needs_agent_clis("codex")
 
 REPLY = "hi from the offline model"
 

@@ -5,15 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
-
-from agentlite._clis import agent_clis_bin
+from conftest import needs_agent_clis
 
 
-@pytest.mark.skipif(
-    agent_clis_bin() is None or not (agent_clis_bin() / "codex").exists(),  # type: ignore[operator]
-    reason="agent CLIs not installed in agent-clis/ (run scripts/install.sh)",
-)
+@needs_agent_clis("codex")
 def test_turn_chaos_smoke() -> None:
     # Seed 3's trials: killed in the channel's send, killed in the model call, killed at a random time.
     result = subprocess.run([sys.executable, "-m", "agentlite.chaos_turns", "--trials", "3", "--seed", "3"],

@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 
 import agentlite
-from agentlite._clis import agent_clis_bin
 from agentlite._errors import ConfigError
 from agentlite._journal import journal_path, read_journal
 from agentlite._ledger import RUN_STATES
 from agentlite._protocol import ResultEvent, StateEvent
 from agentlite._store import AgentStore
 from agentlite.testing.model_server import ModelServer
+from conftest import needs_agent_clis
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_platform import RecordingChannel, codex
@@ -161,10 +161,7 @@ def test_migration_adds_the_runs_table_to_an_existing_store(tmp_path: Path) -> N
 
 # -- a real turn through the platform -------------------------------------------------------------
 
-needs_codex = pytest.mark.skipif(
-    agent_clis_bin() is None or not (agent_clis_bin() / "codex").exists(),  # type: ignore[operator]
-    reason="agent CLIs not installed in agent-clis/ (run scripts/install.sh)",
-)
+needs_codex = needs_agent_clis("codex")
 
 
 @needs_codex
