@@ -135,7 +135,8 @@ async def test_requests_in_flight_are_capped_per_token(actions: tuple[ActionsSer
     other = server.mint_token("other", False)
     held = [asyncio.create_task(_post(server.url, busy.token, "slow")) for _ in range(MAX_ACTIVE_PER_TOKEN)]
     deadline = time.monotonic() + 30
-    while sum(server._active.values()) < MAX_ACTIVE_PER_TOKEN and time.monotonic() < deadline:
+    while sum(server._active.values()) < MAX_ACTIVE_PER_TOKEN:
+        assert time.monotonic() < deadline, "the held requests never all became active"
         await asyncio.sleep(0.02)
     assert await _post(server.url, busy.token, "ping") == 429
     assert await _post(server.url, other.token, "ping") == 200  # another box is not starved

@@ -184,7 +184,8 @@ async def test_a_chat_turn_is_in_the_ledger_delivered_with_its_journal(tmp_path:
             await channel.say("t:main", "hello")
             assert await channel.wait_sent(1) == [("t:main", "hi from the offline model")]
             deadline = time.monotonic() + 60
-            while agent.store.runs.unfinished() and time.monotonic() < deadline:
+            while agent.store.runs.unfinished():
+                assert time.monotonic() < deadline, "the run never finished in the ledger"
                 await asyncio.sleep(0.05)
             [run] = agent.store.runs.list()
             assert run.state == "delivered" and run.final_status == "success"
