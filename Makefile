@@ -16,7 +16,7 @@ bench:
 		.venv/bin/python bench/$$b.py || exit 1; done
 
 chaos:
-	.venv/bin/python -m agentlite.chaos --trials 100
+	.venv/bin/python -m agentlite.testing.chaos --trials 100
 
 chaos-turns:
-	.venv/bin/python -m agentlite.chaos_turns --trials 50
+	.venv/bin/python -m agentlite.testing.chaos_turns --trials 50

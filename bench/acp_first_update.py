@@ -3,7 +3,7 @@
 One ACP client (the ``agent-client-protocol`` SDK) drives, interleaved per round:
 
 * ``bare``: the adapter on the host (``codex-acp`` or ``claude-agent-acp``, configured for the
-  offline model exactly as in a box, by ``python -m agentlite._acp_launch``), cwd a temp project;
+  offline model exactly as in a box, by ``python -m agentlite.guest.acp_launch``), cwd a temp project;
 * ``boxed``: ``agentlite acp --backend B`` (sandbox runtime), which makes a box per session and
   runs the same adapter in it.
 
@@ -32,10 +32,10 @@ from typing import Any
 import acp
 from acp import schema
 
-from agentlite._acp_box import adapter_backend
-from agentlite._acp_client import AcpClientBase
-from agentlite._clis import agent_clis_bin
-from agentlite._protocol import RunnerInput
+from agentlite.core.agent_clis import agent_clis_bin
+from agentlite.run.acp_box import adapter_backend
+from agentlite.run.acp_client import AcpClientBase
+from agentlite.run.protocol import RunnerInput
 from agentlite.testing.model_server import ModelServer
 
 
@@ -84,7 +84,7 @@ def _bare(backend: str, base_url: str, scratch: Path) -> tuple[list[str], dict[s
     home.mkdir(exist_ok=True)
     env = {**os.environ, "HOME": str(home), "AGENTLITE_ACP_INPUT": run_input.model_dump_json(),
            "PATH": f"{agent_clis_bin()}:{os.environ.get('PATH', '')}"}  # fmt: skip
-    return [sys.executable, "-m", "agentlite._acp_launch"], env
+    return [sys.executable, "-m", "agentlite.guest.acp_launch"], env
 
 
 def _boxed(backend: str, base_url: str, scratch: Path) -> tuple[list[str], dict[str, str]]:

@@ -23,8 +23,8 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
-from agentlite.runtime.base import BoxSpec
-from agentlite.runtime.sandbox import SandboxRuntime
+from agentlite.box.base import BoxSpec
+from agentlite.box.sandbox import SandboxRuntime
 
 WARMUP = 3
 MIN_RUNS = 30

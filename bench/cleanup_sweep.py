@@ -33,9 +33,9 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from agentlite._lifecycle import CleanupDecision, cleanup_orphans
-from agentlite._ownership import HostOwnership, RecordStore, machine_boot_id, ownership_for
-from agentlite.runtime.base import BoxInfo, BoxProcess, BoxRuntime, BoxSpec, BoxState
+from agentlite.box.base import BoxInfo, BoxProcess, BoxRuntime, BoxSpec, BoxState
+from agentlite.box.lifecycle import CleanupDecision, cleanup_orphans
+from agentlite.box.ownership import HostOwnership, RecordStore, machine_boot_id, ownership_for
 
 AGENT_ID = "bench"
 TARGET_RATIO = 3.0

@@ -35,8 +35,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from agentlite._hostmode import DEFAULT_MAX_CONCURRENT
-from agentlite.runtime.sandbox import SandboxRuntime
+from agentlite.box.sandbox import SandboxRuntime
+from agentlite.platform.hostmode import DEFAULT_MAX_CONCURRENT
 from agentlite.testing.model_server import ModelServer
 from run_overhead import EXPECTED, BareCodex, BenchFailure, TimedSandbox, codex_path
 

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from agentlite._image import ROOTFS_DIR, build_image, disk_usage, unpack_rootfs
+from agentlite.image.builder import ROOTFS_DIR, build_image, disk_usage, unpack_rootfs
 
 TARGET_COMPRESSED = 400_000_000
 

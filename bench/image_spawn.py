@@ -24,9 +24,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
-from agentlite._image import image_rootfs_for_sandbox
-from agentlite.runtime.base import BoxSpec
-from agentlite.runtime.sandbox import SandboxRuntime
+from agentlite.box.base import BoxSpec
+from agentlite.box.sandbox import SandboxRuntime
+from agentlite.image.builder import image_rootfs_for_sandbox
 
 WARMUP = 3
 MIN_RUNS = 30

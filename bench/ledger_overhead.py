@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import agentlite
-import agentlite._agent as agent_module
-from agentlite._clis import agent_clis_bin
-from agentlite._ledger import RunRecord
-from agentlite._ledger_turn import LedgerTurn
-from agentlite._store import AgentStore
+import agentlite.platform.agent as agent_module
+from agentlite.core.agent_clis import agent_clis_bin
+from agentlite.platform.ledger import RunRecord
+from agentlite.platform.ledger_turn import LedgerTurn
+from agentlite.platform.store import AgentStore
 from agentlite.testing.model_server import ModelServer
 
 

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import agentlite
-from agentlite._store import AgentStore, Message, now_iso
+from agentlite.platform.store import AgentStore, Message, now_iso
 
 STALL_SECONDS = 5.0
 TOKEN = re.compile(r">msg-(\d+)</message>")

@@ -6,7 +6,7 @@ with the codex backend against an in-process ``ModelServer(scenario="text")``, o
 * ``t0``: the test channel calls ``ChannelConfig.deliver(chat_id, message)`` (the message object
   is built before ``t0``: parsing a chat network's payload is the driver's work, not the platform's).
 * the end: the box's runner process has been spawned, i.e. ``SandboxRuntime.exec`` of
-  ``python -m agentlite.runner`` has returned. The platform's runtime is replaced by a subclass of
+  ``python -m agentlite.guest.runner`` has returned. The platform's runtime is replaced by a subclass of
   ``SandboxRuntime`` that only timestamps ``get``/``create``/``exec`` (no behaviour change). The
   runner emits no event when it starts (its first ``run.state`` is ``idle``, after the turn), so
   the end is taken at ``exec`` rather than from an event.
@@ -46,11 +46,11 @@ from pathlib import Path
 from typing import Any
 
 import agentlite
-from agentlite._clis import agent_clis_bin
-from agentlite._ownership import ownership_for
-from agentlite._store import Message, now_iso
-from agentlite.runtime.base import BoxInfo, BoxSpec
-from agentlite.runtime.sandbox import SandboxProcess, SandboxRuntime
+from agentlite.box.base import BoxInfo, BoxSpec
+from agentlite.box.ownership import ownership_for
+from agentlite.box.sandbox import SandboxProcess, SandboxRuntime
+from agentlite.core.agent_clis import agent_clis_bin
+from agentlite.platform.store import Message, now_iso
 from agentlite.testing.model_server import ModelServer
 
 TARGET_PCT = 10.0

@@ -30,9 +30,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from agentlite.runtime.base import BoxSpec
-from agentlite.runtime.boxnet import PROXY_PORT
-from agentlite.runtime.sandbox import SandboxRuntime
+from agentlite.box.base import BoxSpec
+from agentlite.box.boxnet import PROXY_PORT
+from agentlite.box.sandbox import SandboxRuntime
 
 BIG = 100 * 1000 * 1000
 SMALL_REQUESTS = 1000

@@ -1,8 +1,8 @@
 """Host overhead per agent turn: ``run_agent`` end to end against the bare agent CLI in the same box.
 
-Variant A is :func:`agentlite._run.run_agent` (``single_turn=True``, backend codex) against an
+Variant A is :func:`agentlite.run.box_run.run_agent` (``single_turn=True``, backend codex) against an
 in-process :class:`~agentlite.testing.model_server.ModelServer`: ownership record, box create, the
-in-box runner (``python -m agentlite.runner``) which writes the codex config and runs ``codex exec``,
+in-box runner (``python -m agentlite.guest.runner``) which writes the codex config and runs ``codex exec``,
 event framing and parsing on the host, box removal and the run log. Variant B ("bare") makes the
 same kind of box by hand (same volumes, same box env, a ``config.toml`` written by
 ``BackendContext.write_codex_config()``) and times create + exec of the very command the runner
@@ -24,7 +24,7 @@ round each:
       (``write_follow_up``) and waits for its result; B runs ``codex exec resume <thread>`` in a box
       that already ran the first turn. The runner is already up, so A - B is what the runner costs a
       turn it does not start for.
-(iv)  the in-box MCP server: exec of ``python -m agentlite.mcp_server`` in a live box until it answers
+(iv)  the in-box MCP server: exec of ``python -m agentlite.guest.mcp_server`` in a live box until it answers
       ``initialize``, as an agent CLI starts it.
 
 A summary puts every figure beside its target (issue 12): runner start <= 80 ms p50 (over the A
@@ -54,15 +54,15 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from agentlite._clis import agent_clis_bin
-from agentlite._network import loopback_ports
-from agentlite._protocol import BackendConfig, Event, ResultEvent, RunnerInput, SdkMessageEvent, StateEvent
-from agentlite._run import GUEST_IPC, GUEST_WORKSPACE, run_agent, runner_env
-from agentlite._runner_input import request_close, write_follow_up
-from agentlite.backends.base import BackendContext
-from agentlite.backends.codex import codex_args
-from agentlite.runtime.base import BoxInfo, BoxSpec, Volume
-from agentlite.runtime.sandbox import BOX_HOME, SandboxProcess, SandboxRuntime
+from agentlite.box.base import BoxInfo, BoxSpec, Volume
+from agentlite.box.network import loopback_ports
+from agentlite.box.sandbox import BOX_HOME, SandboxProcess, SandboxRuntime
+from agentlite.core.agent_clis import agent_clis_bin
+from agentlite.guest.backends.base import BackendContext
+from agentlite.guest.backends.codex import codex_args
+from agentlite.run.box_run import GUEST_IPC, GUEST_WORKSPACE, run_agent, runner_env
+from agentlite.run.protocol import BackendConfig, Event, ResultEvent, RunnerInput, SdkMessageEvent, StateEvent
+from agentlite.run.runner_input import request_close, write_follow_up
 from agentlite.testing.model_server import ModelServer
 
 #: Targets (issue 12): overhead of a 3-call 1-s turn, of an instant-model turn, of a follow-up turn in a
@@ -283,7 +283,7 @@ class BareCodex:
         return marks
 
     async def mcp_first_answers(self, rounds: int) -> tuple[list[float], list[float]]:
-        """Seconds from exec of ``python -m agentlite.mcp_server`` in a live box to its answer to
+        """Seconds from exec of ``python -m agentlite.guest.mcp_server`` in a live box to its answer to
         ``initialize``, as an agent CLI starts it; and, for scale, from exec of a bare
         ``python -c 'print()'`` in the same box to its line (the floor of any Python start)."""
         name = f"bench-mcp-{os.getpid()}-{next(self._names)}"
@@ -302,7 +302,9 @@ class BareCodex:
                 await drain(bare_python.stderr_lines())
                 await bare_python.wait()
                 started = time.perf_counter()
-                proc = await self.runtime.exec(name, [sys.executable, "-m", "agentlite.mcp_server"], env=env)
+                proc = await self.runtime.exec(
+                    name, [sys.executable, "-m", "agentlite.guest.mcp_server"], env=env
+                )
                 await proc.write_stdin(MCP_INITIALIZE.encode())
                 lines = proc.stdout_lines()
                 line = await anext(lines)

@@ -15,10 +15,10 @@ import os
 import sys
 from pathlib import Path
 
-from agentlite._lifecycle import box_name, cleanup_orphans
-from agentlite._ownership import ownership_for
-from agentlite.runtime.base import BoxSpec
-from agentlite.runtime.boxlite import BoxliteRuntime
+from agentlite.box.base import BoxSpec
+from agentlite.box.boxlite import BoxliteRuntime
+from agentlite.box.lifecycle import box_name, cleanup_orphans
+from agentlite.box.ownership import ownership_for
 
 
 async def main(home: Path, layout: Path, agent: str, count: int) -> None:

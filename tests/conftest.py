@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from agentlite._clis import agent_clis_bin
-from agentlite.chaos import host_argv
-from agentlite.runtime.probe import sandbox_checks
-from agentlite.runtime.sandbox import SandboxRuntime
+from agentlite.box.probe import sandbox_checks
+from agentlite.box.sandbox import SandboxRuntime
+from agentlite.core.agent_clis import agent_clis_bin
+from agentlite.testing.chaos import host_argv
 from agentlite.testing.model_server import ModelServer
 
 _missing = [c for c in sandbox_checks() if not c.ok]
@@ -79,7 +79,7 @@ def sandbox(home: Path) -> Iterator[SandboxRuntime]:
 
 
 class HostProcess:
-    """A real host process (``python -m agentlite.chaos host``) that reports its phases."""
+    """A real host process (``python -m agentlite.testing.chaos host``) that reports its phases."""
 
     def __init__(
         self,

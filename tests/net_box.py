@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from agentlite.runtime.sandbox import SandboxRuntime
+from agentlite.box.sandbox import SandboxRuntime
 
 PROBE = (Path(__file__).parent / "net_probe.py").read_text()
 

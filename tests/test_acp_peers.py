@@ -18,11 +18,11 @@ import acp
 import pytest
 
 import agentlite
-from agentlite._acp_peers import AcpPeer, _PeerBox, _PeerClient, resolve_peers
-from agentlite._clis import agent_clis_bin
-from agentlite._errors import ConfigError
-from agentlite._ownership import RecordStore
-from agentlite.runtime.sandbox import SandboxRuntime
+from agentlite.box.ownership import RecordStore
+from agentlite.box.sandbox import SandboxRuntime
+from agentlite.core.agent_clis import agent_clis_bin
+from agentlite.core.errors import ConfigError
+from agentlite.platform.acp_peers import AcpPeer, _PeerBox, _PeerClient, resolve_peers
 from agentlite.testing.model_server import ModelServer
 from conftest import needs_agent_clis
 from test_platform import RecordingChannel
@@ -254,7 +254,7 @@ async def test_peer_fs_requests_are_confined_to_the_callers_group_folder(tmp_pat
 
 
 def test_service_config_takes_acp_peers_and_names_a_bad_one(tmp_path: Path) -> None:
-    from agentlite._service import load_config
+    from agentlite.platform.service import load_config
 
     path = tmp_path / "agentlite.toml"
     path.write_text('[[agents]]\nname = "main"\nacp_peers = ["codex", { name = "mine", command = "x-acp" }]\n'

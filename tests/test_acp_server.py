@@ -17,9 +17,9 @@ import acp
 import pytest
 from acp import schema
 
-from agentlite._acp_client import AcpClientBase
-from agentlite._ownership import RecordStore
-from agentlite.runtime.sandbox import SandboxRuntime
+from agentlite.box.ownership import RecordStore
+from agentlite.box.sandbox import SandboxRuntime
+from agentlite.run.acp_client import AcpClientBase
 from agentlite.testing.model_server import ModelServer
 from conftest import needs_agent_clis
 

@@ -11,13 +11,13 @@ from urllib.parse import urlsplit
 import pytest
 from pydantic import BaseModel
 
-from agentlite._actions import (
+from agentlite.core.errors import AgentliteError, ConfigError
+from agentlite.platform.actions import (
     RESERVED_ACTION_NAMES,
     ActionContext,
     ActionRegistry,
     ActionsServer,
 )
-from agentlite._errors import AgentliteError, ConfigError
 
 
 async def http(

@@ -16,15 +16,15 @@ from urllib.parse import urlsplit
 import psutil
 import pytest
 
-from agentlite._actions import (
+from agentlite.box.base import BoxSpec
+from agentlite.box.sandbox import SandboxRuntime
+from agentlite.platform.actions import (
     MAX_ACTIVE_PER_TOKEN,
     MAX_PENDING_CONNECTIONS,
     ActionContext,
     ActionRegistry,
     ActionsServer,
 )
-from agentlite.runtime.base import BoxSpec
-from agentlite.runtime.sandbox import SandboxRuntime
 
 FLOOD = 2000
 
@@ -146,7 +146,7 @@ async def test_requests_in_flight_are_capped_per_token(actions: tuple[ActionsSer
 
 async def test_a_silent_connection_is_dropped(actions: tuple[ActionsServer, asyncio.Event],
                                               monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    import agentlite._actions as actions_module
+    import agentlite.platform.actions as actions_module
 
     monkeypatch.setattr(actions_module, "REQUEST_READ_TIMEOUT", 0.5)
     server, _ = actions

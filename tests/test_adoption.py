@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from agentlite._ownership import RecordStore
-from agentlite._store import AgentStore
-from agentlite.runtime.sandbox import SandboxRuntime
+from agentlite.box.ownership import RecordStore
+from agentlite.box.sandbox import SandboxRuntime
+from agentlite.platform.store import AgentStore
 from agentlite.testing.model_server import ModelServer
 from conftest import needs_agent_clis
 
@@ -35,7 +35,7 @@ HOST_SCRIPT = """
 import asyncio, json, logging, os, signal, sys
 sys.path.insert(0, {tests!r})
 import agentlite
-from agentlite._ownership import RecordStore
+from agentlite.box.ownership import RecordStore
 from test_platform import RecordingChannel
 
 logging.basicConfig(level=logging.INFO, stream=sys.stderr)

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 import agentlite
-from agentlite._errors import BoxError
-from agentlite._ownership import RecordStore
-from agentlite._platform import AgentLite
-from agentlite.runtime.base import BoxInfo, BoxSpec
-from agentlite.runtime.sandbox import SandboxRuntime
+from agentlite.box.base import BoxInfo, BoxSpec
+from agentlite.box.ownership import RecordStore
+from agentlite.box.sandbox import SandboxRuntime
+from agentlite.core.errors import BoxError
+from agentlite.platform.app import AgentLite
 from agentlite.testing.model_server import ModelServer
 from conftest import needs_codex
 

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from agentlite import _run
-from agentlite._ownership import RecordStore
-from agentlite._protocol import (
+from agentlite.box.ownership import RecordStore
+from agentlite.box.sandbox import SandboxRuntime
+from agentlite.run import box_run as _run
+from agentlite.run.box_run import RunOutcome, run_agent
+from agentlite.run.protocol import (
     BackendConfig,
     ErrorEvent,
     Event,
@@ -22,9 +24,7 @@ from agentlite._protocol import (
     SdkMessageEvent,
     StateEvent,
 )
-from agentlite._run import RunOutcome, run_agent
-from agentlite._runner_input import request_close, write_follow_up
-from agentlite.runtime.sandbox import SandboxRuntime
+from agentlite.run.runner_input import request_close, write_follow_up
 from agentlite.testing.model_server import ModelServer
 from conftest import needs_agent_clis
 

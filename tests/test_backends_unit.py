@@ -14,7 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from agentlite._protocol import (
+from agentlite.guest.backends.base import BackendContext, TurnFailed
+from agentlite.guest.backends.codex import CodexBackend, codex_args
+from agentlite.guest.runner._input import TurnInput, parse_input
+from agentlite.run.protocol import (
     BackendConfig,
     ErrorEvent,
     Event,
@@ -23,10 +26,7 @@ from agentlite._protocol import (
     SdkMessageEvent,
     parse_event,
 )
-from agentlite._wire import Event as WireEvent
-from agentlite.backends.base import BackendContext, TurnFailed
-from agentlite.backends.codex import CodexBackend, codex_args
-from agentlite.runner._input import TurnInput, parse_input
+from agentlite.run.wire import Event as WireEvent
 
 EVENTS = [
     {"type": "thread.started", "thread_id": "thread-123"},

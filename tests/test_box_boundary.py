@@ -16,9 +16,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from agentlite.runtime import cgroups, seccomp
-from agentlite.runtime.base import BoxSpec, Volume
-from agentlite.runtime.sandbox import SandboxRuntime
+from agentlite.box import cgroups, seccomp
+from agentlite.box.base import BoxSpec, Volume
+from agentlite.box.sandbox import SandboxRuntime
 
 
 async def run(rt: SandboxRuntime, name: str, argv: list[str], timeout: float = 120) -> tuple[int, str, str]:
@@ -291,9 +291,9 @@ async def test_a_run_out_of_memory_ends_in_one_clear_error(
 ) -> None:
     """The real codex runs a command that allocates 1 GiB in a 256 MiB box: one error event, and
     the outcome names the limit instead of a bare exit code."""
-    from agentlite._clis import agent_clis_bin
-    from agentlite._protocol import BackendConfig, ErrorEvent, Event, RunnerInput
-    from agentlite._run import run_agent
+    from agentlite.core.agent_clis import agent_clis_bin
+    from agentlite.run.box_run import run_agent
+    from agentlite.run.protocol import BackendConfig, ErrorEvent, Event, RunnerInput
     from agentlite.testing.model_server import ModelServer
 
     bin_dir = agent_clis_bin()

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from tests.conftest import HostProcess
 
-from agentlite._lifecycle import cleanup_orphans, run_in_box
-from agentlite._ownership import HEARTBEAT_ENV, RecordStore, Verdict, ownership_for
-from agentlite._procs import BOX_MARKER_ENV, processes_marked
-from agentlite.runtime.base import BoxSpec
-from agentlite.runtime.sandbox import SandboxRuntime
+from agentlite.box.base import BoxSpec
+from agentlite.box.lifecycle import cleanup_orphans, run_in_box
+from agentlite.box.ownership import HEARTBEAT_ENV, RecordStore, Verdict, ownership_for
+from agentlite.box.procs import BOX_MARKER_ENV, processes_marked
+from agentlite.box.sandbox import SandboxRuntime
 
 AGENTLITE = [sys.executable, "-m", "agentlite"]
 
@@ -240,8 +240,8 @@ async def test_deleted_records_folder_keeps_the_box_and_comes_back_within_a_hear
 
 
 def test_a_bad_heartbeat_interval_is_refused(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
-    from agentlite._errors import ConfigError
-    from agentlite._ownership import HostOwnership
+    from agentlite.box.ownership import HostOwnership
+    from agentlite.core.errors import ConfigError
 
     monkeypatch.setenv(HEARTBEAT_ENV, "soon")
     with pytest.raises(ConfigError, match="AGENTLITE_HEARTBEAT_INTERVAL='soon'"):

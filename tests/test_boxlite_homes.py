@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 from tests.oci import make_oci_layout
 
-from agentlite._lifecycle import cleanup_orphans, run_in_box
-from agentlite._ownership import OwnerRecord, RecordStore, ownership_for
-from agentlite.runtime import boxlite_homes as homes
-from agentlite.runtime.boxlite import BoxliteRuntime
-from agentlite.runtime.probe import boxlite_checks
+from agentlite.box import boxlite_homes as homes
+from agentlite.box.boxlite import BoxliteRuntime
+from agentlite.box.lifecycle import cleanup_orphans, run_in_box
+from agentlite.box.ownership import OwnerRecord, RecordStore, ownership_for
+from agentlite.box.probe import boxlite_checks
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -14,12 +14,12 @@ import boxlite
 import pytest
 from tests.oci import make_oci_layout
 
-from agentlite._errors import BoxExists, BoxNotFound, ConfigError
-from agentlite._lifecycle import cleanup_orphans, run_in_box
-from agentlite._ownership import RecordStore, ownership_for
-from agentlite.runtime.base import BoxSpec, BoxState, Volume
-from agentlite.runtime.boxlite import ERROR_MAP, BoxliteRuntime
-from agentlite.runtime.probe import boxlite_checks
+from agentlite.box.base import BoxSpec, BoxState, Volume
+from agentlite.box.boxlite import ERROR_MAP, BoxliteRuntime
+from agentlite.box.lifecycle import cleanup_orphans, run_in_box
+from agentlite.box.ownership import RecordStore, ownership_for
+from agentlite.box.probe import boxlite_checks
+from agentlite.core.errors import BoxExists, BoxNotFound, ConfigError
 
 _vm_missing = [c for c in boxlite_checks() if not c.ok]
 needs_vm = pytest.mark.skipif(
@@ -100,7 +100,7 @@ async def test_exec_in_a_booted_vm(tmp_path: Path) -> None:
 
 
 def test_vm_boxes_get_the_host_ca_bundle_at_start_not_baked() -> None:
-    from agentlite.runtime.boxlite import GUEST_CA_DIR, host_injections
+    from agentlite.box.boxlite import GUEST_CA_DIR, host_injections
 
     env, volumes = host_injections(BoxSpec(env={"A": "1"}))
     if not Path("/etc/ssl/certs/ca-certificates.crt").is_file():

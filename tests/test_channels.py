@@ -15,11 +15,11 @@ import pytest
 from rich.console import Console
 from tests.fake_telegram import FakeTelegram
 
-from agentlite._errors import ConfigError
-from agentlite._store import Message
 from agentlite.channels import ChannelConfig, ChannelDriver, ChannelManager, LinePipe, strip_internal
 from agentlite.channels.jsonl import JsonlChannel, jsonl
 from agentlite.channels.terminal import CHAT_ID as TERM_CHAT, TerminalChannel, terminal
+from agentlite.core.errors import ConfigError
+from agentlite.platform.store import Message
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -600,8 +600,8 @@ async def test_telegram_bad_token_is_a_config_error(fake: FakeTelegram, manager:
 
 
 async def test_telegram_send_failure_names_the_chat(fake: FakeTelegram, manager: ChannelManager) -> None:
-    from agentlite._errors import AgentliteError
     from agentlite.channels.telegram import chat_number
+    from agentlite.core.errors import AgentliteError
 
     await _telegram(manager, fake)
     fake.fail("sendMessage", 403, "Forbidden: bot was blocked by the user")

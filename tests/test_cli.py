@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from agentlite._ownership import RecordStore, ownership_for
-from agentlite.runtime.base import BoxSpec
-from agentlite.runtime.sandbox import SandboxRuntime
+from agentlite.box.base import BoxSpec
+from agentlite.box.ownership import RecordStore, ownership_for
+from agentlite.box.sandbox import SandboxRuntime
 
 AGENTLITE = [sys.executable, "-m", "agentlite"]
 
@@ -214,4 +214,4 @@ async def test_boxes_and_cleanup_report_owner_and_decisions(home: Path, sandbox:
 def test_cli_logs_go_to_stderr_only(home: Path) -> None:
     result = cli("--log-level", "info", "exec", "--", "echo", "hi", home=home)
     assert result.stdout == "hi\n"
-    assert "level=info logger=agentlite.runtime" in result.stderr and "runtime=sandbox" in result.stderr
+    assert "level=info logger=agentlite.box" in result.stderr and "runtime=sandbox" in result.stderr

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from agentlite._errors import ConfigError
-from agentlite._network import load_network_settings, save_network_settings
-from agentlite._service import load_config
+from agentlite.box.network import load_network_settings, save_network_settings
+from agentlite.core.errors import ConfigError
+from agentlite.platform.service import load_config
 from conftest import needs_sandbox
 
 AGENTLITE = [sys.executable, "-m", "agentlite"]

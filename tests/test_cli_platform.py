@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agentlite._clis import agent_clis_bin
+from agentlite.core.agent_clis import agent_clis_bin
 
 
 def cli(

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from agentlite._clis import agent_clis_bin
-from agentlite._ownership import RecordStore
+from agentlite.box.ownership import RecordStore
+from agentlite.core.agent_clis import agent_clis_bin
 from conftest import needs_codex
 
 

@@ -10,10 +10,10 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from agentlite._prices import PriceTable
-from agentlite._protocol import UsageEvent
-from agentlite._store import AgentStore
-from agentlite._usage import UsageLedger, UsageTally
+from agentlite.platform.prices import PriceTable
+from agentlite.platform.store import AgentStore
+from agentlite.platform.usage import UsageLedger, UsageTally
+from agentlite.run.protocol import UsageEvent
 
 
 def cli(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -18,16 +18,16 @@ from pathlib import Path
 import pytest
 from tests.oci import make_oci_layout
 
-from agentlite._image import GUEST_HOME, GUEST_PATH, GUEST_PYTHON, GUEST_UID
-from agentlite._protocol import ActionsAuth, BackendConfig, McpServer, RunnerInput
-from agentlite._run import run_agent
-from agentlite._turn import GroupKey, run_turn
-from agentlite.runtime import sandbox
-from agentlite.runtime.base import BoxRuntime, BoxSpec
-from agentlite.runtime.boxlite import BoxliteRuntime
-from agentlite.runtime.guest import BOXLITE_HOST_IP, GuestLayout, host_layout, image_layout
-from agentlite.runtime.probe import boxlite_checks
-from agentlite.runtime.sandbox import SandboxRuntime
+from agentlite.box import sandbox
+from agentlite.box.base import BoxRuntime, BoxSpec
+from agentlite.box.boxlite import BoxliteRuntime
+from agentlite.box.guest_layout import BOXLITE_HOST_IP, GuestLayout, host_layout, image_layout
+from agentlite.box.probe import boxlite_checks
+from agentlite.box.sandbox import SandboxRuntime
+from agentlite.image.builder import GUEST_HOME, GUEST_PATH, GUEST_PYTHON, GUEST_UID
+from agentlite.run.box_run import run_agent
+from agentlite.run.protocol import ActionsAuth, BackendConfig, McpServer, RunnerInput
+from agentlite.run.turn import GroupKey, run_turn
 
 ACTIONS = "http://127.0.0.1:4567"
 MODEL = "http://localhost:9999/v1"
@@ -42,7 +42,9 @@ def turn_input() -> RunnerInput:
         is_main=True,
         backend=BackendConfig(type="codex", base_url=MODEL),
         mcp_servers={
-            "agentlite": McpServer(command=sys.executable, args=["-m", "agentlite.mcp_server"], env=mcp_env),
+            "agentlite": McpServer(
+                command=sys.executable, args=["-m", "agentlite.guest.mcp_server"], env=mcp_env
+            ),
             "other": McpServer(command="/usr/bin/node", args=["server.js"]),
         },
         actions_auth=ActionsAuth(url=ACTIONS, token="per-run-token"),
@@ -105,12 +107,12 @@ async def test_a_boxlite_turn_runs_the_image_python_and_reaches_the_host_at_boxl
     await run_agent(runtime, tmp_path / "home", turn_input(), workspace=tmp_path / "ws", single_turn=True,
                     timeout=60, idle_timeout=5)  # fmt: skip
     [(argv, process)] = runtime.execs
-    assert argv == [GUEST_PYTHON, "-m", "agentlite.runner"]
+    assert argv == [GUEST_PYTHON, "-m", "agentlite.guest.runner"]
     env = runtime.specs[0].env
     assert env["PATH"].startswith(GUEST_PATH + ":") and env["HOME"] == "/home/agent"
     sent = RunnerInput.model_validate_json(process.stdin)
     ours, other = sent.mcp_servers["agentlite"], sent.mcp_servers["other"]
-    assert (ours.command, ours.args) == (GUEST_PYTHON, ["-m", "agentlite.mcp_server"])
+    assert (ours.command, ours.args) == (GUEST_PYTHON, ["-m", "agentlite.guest.mcp_server"])
     assert ours.env == {
         "AGENTLITE_ACTIONS_URL": f"http://{BOXLITE_HOST_IP}:4567",
         "AGENTLITE_ACTIONS_TOKEN": "per-run-token",
@@ -127,7 +129,7 @@ def test_host_root_sandbox_keeps_the_host_python_and_urls(tmp_path: Path) -> Non
     assert layout == host_layout()
     sent = layout.runner_input(turn_input())
     assert sent == turn_input()
-    assert layout.runner_argv() == [sys.executable, "-m", "agentlite.runner"]
+    assert layout.runner_argv() == [sys.executable, "-m", "agentlite.guest.runner"]
     # The host's own user, the sandbox's agent home, the host's system PATH folders.
     runtime = SandboxRuntime(tmp_path / "home")
     assert (layout.uid, layout.home, layout.base_path) == (
@@ -212,7 +214,7 @@ async def _mcp_turn(runtime: BoxRuntime, tmp_path: Path) -> None:
                 ),
                 "mcp_servers": {
                     "agentlite": McpServer(
-                        command=sys.executable, args=["-m", "agentlite.mcp_server"], env=mcp_env
+                        command=sys.executable, args=["-m", "agentlite.guest.mcp_server"], env=mcp_env
                     )
                 },
                 "actions_auth": None,
@@ -233,7 +235,7 @@ async def _mcp_turn(runtime: BoxRuntime, tmp_path: Path) -> None:
 
 
 def _image_layout_dir() -> Path:
-    from agentlite._image import build_image
+    from agentlite.image.builder import build_image
 
     return build_image(IMAGE_HOME).layout
 
@@ -244,7 +246,7 @@ async def test_an_mcp_turn_in_image_mode_runs_through_the_guest_layout(tmp_path:
     """The closest proof of the VM path here: the same layout (the image's Python for the runner and
     the MCP server, the image's PATH, home and user) in an image-mode sandbox box; the host's
     Python path does not exist in the image."""
-    from agentlite._image import image_rootfs_for_sandbox
+    from agentlite.image.builder import image_rootfs_for_sandbox
 
     await asyncio.to_thread(_image_layout_dir)
     await _mcp_turn(SandboxRuntime(tmp_path / "home", rootfs=image_rootfs_for_sandbox(IMAGE_HOME)), tmp_path)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from agentlite._ownership import RecordStore
-from agentlite.runtime.sandbox import SandboxRuntime
+from agentlite.box.ownership import RecordStore
+from agentlite.box.sandbox import SandboxRuntime
 from agentlite.testing.model_server import ModelServer
 from conftest import needs_codex
 
@@ -158,7 +158,7 @@ async def test_a_signal_during_four_running_requests_settles_each_and_leaves_not
 
 
 async def test_a_host_run_has_the_agents_mcp_tools(home: Path, model: ModelServer) -> None:
-    from agentlite._store import AgentStore
+    from agentlite.platform.store import AgentStore
 
     model.tool = ("mcp__agentlite__schedule_task",
                   {"prompt": "later", "schedule_type": "cron", "schedule_value": "0 0 1 1 *"})  # fmt: skip

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from agentlite._ownership import RecordStore
+from agentlite.box.ownership import RecordStore
 from agentlite.testing.model_server import ModelServer
 from conftest import needs_codex
 

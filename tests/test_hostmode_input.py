@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agentlite._hostmode import MAX_LINE_BYTES, read_lines
-from agentlite._ownership import RecordStore
+from agentlite.box.ownership import RecordStore
+from agentlite.platform.hostmode import MAX_LINE_BYTES, read_lines
 from agentlite.testing.model_server import ModelServer
 from conftest import needs_codex
 from test_hostmode import host

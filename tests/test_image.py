@@ -23,14 +23,14 @@ from pathlib import Path
 
 import pytest
 
-from agentlite import _image
-from agentlite._clis import agent_clis_prefix
-from agentlite._errors import ConfigError
-from agentlite._image import ImageBuildError, ImageInfo, build_image, image_rootfs_for_sandbox
-from agentlite._protocol import BackendConfig, ErrorEvent, Event, FrameParser, ResultEvent, RunnerInput
-from agentlite.runtime.base import BoxSpec, BoxState
-from agentlite.runtime.probe import sandbox_checks
-from agentlite.runtime.sandbox import SandboxRuntime
+from agentlite.box.base import BoxSpec, BoxState
+from agentlite.box.probe import sandbox_checks
+from agentlite.box.sandbox import SandboxRuntime
+from agentlite.core.agent_clis import agent_clis_prefix
+from agentlite.core.errors import ConfigError
+from agentlite.image import builder as _image
+from agentlite.image.builder import ImageBuildError, ImageInfo, build_image, image_rootfs_for_sandbox
+from agentlite.run.protocol import BackendConfig, ErrorEvent, Event, FrameParser, ResultEvent, RunnerInput
 
 IMAGE_HOME = Path(os.environ.get("AGENTLITE_TEST_IMAGE_HOME", "/var/tmp/agentlite-test-image"))
 
@@ -299,7 +299,7 @@ async def test_runner_answers_bad_input_with_an_error_event(image_sandbox: Sandb
     try:
         # The host's interpreter path is mapped to the image's venv Python, as run_agent uses it.
         code, out, err = await run_in(
-            image_sandbox, "img-runner", sys.executable, "-m", "agentlite.runner", stdin=b"{not json"
+            image_sandbox, "img-runner", sys.executable, "-m", "agentlite.guest.runner", stdin=b"{not json"
         )
         parser = FrameParser()
         events = [e for line in out.splitlines(keepends=True) for e in parser.feed(line)]
@@ -339,8 +339,8 @@ async def test_https_the_host_trusts_works_from_an_image_box(image_sandbox: Sand
 async def test_codex_turn_with_a_tool_call_in_image_mode(
     image_sandbox: SandboxRuntime, home: Path, tmp_path: Path
 ) -> None:
-    from agentlite._ownership import RecordStore
-    from agentlite._run import run_agent
+    from agentlite.box.ownership import RecordStore
+    from agentlite.run.box_run import run_agent
     from agentlite.testing.model_server import ModelServer
 
     events: list[Event] = []
@@ -371,8 +371,8 @@ async def test_codex_turn_with_a_tool_call_in_image_mode(
 @needs_build
 @BUILD_TIMEOUT
 async def test_boxlite_accepts_the_layout(image: ImageInfo, tmp_path: Path) -> None:
-    from agentlite._errors import BoxNotFound
-    from agentlite.runtime.boxlite import BoxliteRuntime
+    from agentlite.box.boxlite import BoxliteRuntime
+    from agentlite.core.errors import BoxNotFound
 
     runtime = BoxliteRuntime(tmp_path / "blhome", rootfs_path=image.layout)
     info = await runtime.create("agentlite-img-1", BoxSpec(memory_mib=512, cpus=1))
@@ -433,7 +433,7 @@ def test_open_runtime_uses_the_image_when_asked(
     rootfs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``AGENTLITE_SANDBOX_ROOTFS`` selects image mode through the same door every command uses."""
-    from agentlite.runtime import open_runtime
+    from agentlite.box import open_runtime
 
     monkeypatch.setenv("AGENTLITE_SANDBOX_ROOTFS", str(rootfs))
     runtime, choice = open_runtime(tmp_path / "home", "sandbox")
@@ -450,7 +450,7 @@ def test_sandbox_default_stays_host_root_where_the_image_is_built(
     rootfs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Unset: host-root mode even with a built image (image mode only when asked); nothing is built."""
-    from agentlite.runtime import open_runtime
+    from agentlite.box import open_runtime
 
     monkeypatch.delenv("AGENTLITE_SANDBOX_ROOTFS", raising=False)
     runtime, _ = open_runtime(IMAGE_HOME, "sandbox")

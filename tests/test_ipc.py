@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from agentlite._ipc import IpcWatcher, valid_folder, write_snapshots
+from agentlite.platform.ipc import IpcWatcher, valid_folder, write_snapshots
 
 
 @dataclass
@@ -420,7 +420,7 @@ def test_snapshots_for_other_groups(root: Path) -> None:
 async def test_a_flood_of_request_files_neither_starves_other_groups_nor_fills_errors(
     root: Path, watcher: IpcWatcher, handler: Recorder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import agentlite._ipc as ipc
+    import agentlite.platform.ipc as ipc
 
     monkeypatch.setattr(ipc, "MAX_QUARANTINED", 50)
     for _ in range(300):  # a box writing bad requests as fast as it can

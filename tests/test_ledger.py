@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 
 import agentlite
-from agentlite._errors import ConfigError
-from agentlite._journal import journal_path, read_journal
-from agentlite._ledger import RUN_STATES
-from agentlite._protocol import ResultEvent, StateEvent
-from agentlite._store import AgentStore
+from agentlite.core.errors import ConfigError
+from agentlite.platform.ledger import RUN_STATES
+from agentlite.platform.store import AgentStore
+from agentlite.run.journal import journal_path, read_journal
+from agentlite.run.protocol import ResultEvent, StateEvent
 from agentlite.testing.model_server import ModelServer
 from conftest import needs_agent_clis
 
@@ -102,8 +102,8 @@ def test_ended_runs_stay_ended_and_filters_check_their_states(store: AgentStore)
 _RUNNER_OUTPUT = textwrap.dedent(
     """
     import os, sys
-    from agentlite.runner import _loop
-    from agentlite._wire import result_event, state_event
+    from agentlite.guest.runner import _loop
+    from agentlite.run.wire import result_event, state_event
     _loop.OUTPUT.open_journal(sys.argv[1])
     _loop.emit(state_event("idle", reason="awaiting_input"))
     sys.stdin.readline()  # the test closes our stdout's reader, then tells us to go on
@@ -224,8 +224,8 @@ def _cli(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
 async def test_a_callers_final_is_not_sent_to_the_chat_after_a_restart(
     store: AgentStore, tmp_path: Path
 ) -> None:
-    from agentlite._adoption import decide_runs
-    from agentlite.runtime.sandbox import SandboxRuntime
+    from agentlite.box.sandbox import SandboxRuntime
+    from agentlite.platform.adoption import decide_runs
 
     runs = store.runs
     asked = runs.begin(agent_id="a", group_folder="main", backend="codex", chat_id="t:1", deliver_to="result")

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from agentlite._errors import BoxExecFailed, BoxRemoveFailed, BoxStartFailed
-from agentlite._lifecycle import Deadline, box_name, cleanup_orphans, run_in_box
-from agentlite._ownership import RecordStore, Verdict, ownership_for
-from agentlite.runtime.base import BoxInfo, BoxProcess, BoxRuntime, BoxSpec
-from agentlite.runtime.sandbox import SandboxRuntime
+from agentlite.box.base import BoxInfo, BoxProcess, BoxRuntime, BoxSpec
+from agentlite.box.lifecycle import Deadline, box_name, cleanup_orphans, run_in_box
+from agentlite.box.ownership import RecordStore, Verdict, ownership_for
+from agentlite.box.sandbox import SandboxRuntime
+from agentlite.core.errors import BoxExecFailed, BoxRemoveFailed, BoxStartFailed
 
 
 class Faulty(BoxRuntime):

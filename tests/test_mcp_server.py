@@ -1,4 +1,4 @@
-"""The in-box MCP server, driven by a real MCP stdio client spawning ``python -m agentlite.mcp_server``."""
+"""The in-box MCP server, driven by a real MCP stdio client spawning ``python -m agentlite.guest.mcp_server``."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.types import CallToolResult, TextContent
 
-from agentlite._actions import ActionContext, ActionRegistry, ActionsServer
-from agentlite._ipc import IpcWatcher
-from agentlite.mcp_server import BoxConfig, validate_schedule
+from agentlite.guest.mcp_server import BoxConfig, validate_schedule
+from agentlite.platform.actions import ActionContext, ActionRegistry, ActionsServer
+from agentlite.platform.ipc import IpcWatcher
 
 NAME_RE = re.compile(r"^\d{13}-[0-9a-f]{8}\.json$")
 TOOLS = {
@@ -63,7 +63,7 @@ async def box(
     ipc.mkdir(parents=True, exist_ok=True)
     params = StdioServerParameters(
         command=sys.executable,
-        args=["-m", "agentlite.mcp_server"],
+        args=["-m", "agentlite.guest.mcp_server"],
         env={
             "AGENTLITE_CHAT_JID": f"{folder}@g",
             "AGENTLITE_GROUP_FOLDER": folder,

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 import agentlite
-from agentlite._errors import ConfigError
-from agentlite._ipc import IpcWatcher
-from agentlite._names import (
+from agentlite.box.sandbox import check_box_name as sandbox_check_box_name
+from agentlite.core.errors import ConfigError
+from agentlite.core.names import (
     AGENT_NAME,
     GROUP_FOLDER,
     InvalidName,
@@ -28,8 +28,8 @@ from agentlite._names import (
     check_task_id,
     child_path,
 )
-from agentlite._service import load_config
-from agentlite.runtime.sandbox import check_box_name as sandbox_check_box_name
+from agentlite.platform.ipc import IpcWatcher
+from agentlite.platform.service import load_config
 
 #: What every kind refuses: climbing out, separators, NUL and control characters, hidden or
 #: option-like names, and a name far over any limit.

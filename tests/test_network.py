@@ -13,8 +13,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from agentlite._errors import ConfigError
-from agentlite._network import (
+from agentlite.box.base import BoxSpec
+from agentlite.box.boxnet import PROXY_PORT
+from agentlite.box.network import (
     AllowEntry,
     EgressPolicy,
     NetworkMode,
@@ -24,9 +25,8 @@ from agentlite._network import (
     parse_network_mode,
     refusal_reason,
 )
-from agentlite.runtime.base import BoxSpec
-from agentlite.runtime.boxnet import PROXY_PORT
-from agentlite.runtime.sandbox import SandboxRuntime
+from agentlite.box.sandbox import SandboxRuntime
+from agentlite.core.errors import ConfigError
 from net_box import host_http_server, run_probes
 
 
@@ -194,7 +194,7 @@ async def test_the_helper_dies_with_its_box(sandbox: SandboxRuntime, home: Path)
     await sandbox.create(box, BoxSpec())
     state = json.loads((home / "sandbox" / box / "box.json").read_text())
     helper = psutil.Process(state["egress_pid"])
-    assert "agentlite._egress" in " ".join(helper.cmdline())
+    assert "agentlite.box.egress" in " ".join(helper.cmdline())
     assert state["network_mode"] == "egress"
     await sandbox.remove(box, force=True)
     assert not psutil.pid_exists(helper.pid) or helper.status() == psutil.STATUS_ZOMBIE
@@ -260,7 +260,7 @@ def test_bad_network_settings_are_named() -> None:
 
 
 def test_a_remote_model_endpoint_is_allowed_in_allowlist_mode() -> None:
-    from agentlite._network import model_endpoint_entries
+    from agentlite.box.network import model_endpoint_entries
 
     assert model_endpoint_entries("https://llm.internal.example/v1") == ["llm.internal.example:443"]
     assert model_endpoint_entries("http://10.0.0.5:8080") == ["10.0.0.5:8080"]
@@ -286,9 +286,9 @@ def test_loopback_ports_of_urls() -> None:
 async def test_a_full_agent_turn_in_egress_mode_gives_one_final(
     sandbox: SandboxRuntime, home: Path, tmp_path: Path, kind: str
 ) -> None:
-    from agentlite._clis import agent_clis_bin
-    from agentlite._protocol import BackendConfig, ResultEvent, RunnerInput, StateEvent
-    from agentlite._run import run_agent
+    from agentlite.core.agent_clis import agent_clis_bin
+    from agentlite.run.box_run import run_agent
+    from agentlite.run.protocol import BackendConfig, ResultEvent, RunnerInput, StateEvent
     from agentlite.testing.model_server import ModelServer
 
     cli = "claude" if kind == "claude_code" else "codex"

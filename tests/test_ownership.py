@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from agentlite._ownership import HostOwnership, RecordStore, Verdict, machine_boot_id, ownership_for
+from agentlite.box.ownership import HostOwnership, RecordStore, Verdict, machine_boot_id, ownership_for
 
 
 def iso(dt: datetime) -> str:
@@ -234,7 +234,7 @@ def test_a_reader_never_sees_a_partial_record(home: Path) -> None:
         [
             sys.executable,
             "-c",
-            "import sys; from pathlib import Path; from agentlite._ownership import HostOwnership\n"
+            "import sys; from pathlib import Path; from agentlite.box.ownership import HostOwnership\n"
             f"o = HostOwnership(Path({str(home)!r})); o.register('agentlite-b-g-atomic')\n"
             "import json; p = o.store.path('agentlite-b-g-atomic')\n"
             "print('go', flush=True)\n"

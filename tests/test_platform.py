@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 import agentlite
-from agentlite._clis import agent_clis_bin
-from agentlite._errors import AgentliteError, ConfigError
-from agentlite._ownership import RecordStore
-from agentlite._store import Message, now_iso
+from agentlite.box.ownership import RecordStore
+from agentlite.core.agent_clis import agent_clis_bin
+from agentlite.core.errors import AgentliteError, ConfigError
+from agentlite.platform.store import Message, now_iso
 from agentlite.testing.model_server import ModelServer
 from conftest import needs_codex
 
@@ -386,7 +386,7 @@ def _service_script(workdir: Path, base_url: str) -> str:
     return f"""
 import asyncio, sys
 import agentlite
-from agentlite._store import Message, now_iso
+from agentlite.platform.store import Message, now_iso
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 from test_platform import RecordingChannel
 
@@ -442,7 +442,7 @@ async def test_sigkill_mid_run_then_restart_recovers_the_message_and_reaps_the_b
     out = (await asyncio.wait_for(second.stdout.read(), 120)).decode()
     assert await second.wait() == 0
     assert "sent hi from the offline model" in out  # the interrupted message was answered
-    from agentlite.runtime.sandbox import SandboxRuntime
+    from agentlite.box.sandbox import SandboxRuntime
 
     assert [b.name for b in await SandboxRuntime(workdir / ".boxlite").list()] == []  # the orphan was reaped
     assert RecordStore(workdir / ".boxlite").record_names() == []

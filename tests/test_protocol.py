@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agentlite._protocol import (
+from agentlite.run.protocol import (
     OUTPUT_END,
     OUTPUT_START,
     BackendConfig,
@@ -94,7 +94,7 @@ def test_backend_config_trims_model_and_defaults_key_env() -> None:
 
 
 def test_runner_rejects_bad_input_with_one_error_and_exit_1() -> None:
-    proc = subprocess.run([sys.executable, "-m", "agentlite.runner"], input='{"prompt": 5}', capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "agentlite.guest.runner"], input='{"prompt": 5}', capture_output=True,
                           text=True, timeout=60)  # fmt: skip
     assert proc.returncode == 1
     parser = FrameParser()

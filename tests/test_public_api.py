@@ -17,7 +17,7 @@ def test_all_is_complete_sorted_and_public() -> None:
 
 
 def test_the_runner_does_not_import_the_host_side() -> None:
-    code = "import sys, agentlite.runner._loop; print(sorted(m for m in ('agentlite._lifecycle', 'psutil', 'agentlite._platform') if m in sys.modules))"
+    code = "import sys, agentlite.guest.runner._loop; print(sorted(m for m in ('agentlite.box.lifecycle', 'psutil', 'agentlite.platform.app') if m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout == "[]\n"
 
 
@@ -30,7 +30,7 @@ def test_chaos_harness_smoke(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """A few chaos trials on every run (the 100-trial run is `make chaos`)."""
     env = {"AGENTLITE_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
     result = subprocess.run(
-        [sys.executable, "-m", "agentlite.chaos", "--trials", "3", "--seed", "7"],
+        [sys.executable, "-m", "agentlite.testing.chaos", "--trials", "3", "--seed", "7"],
         capture_output=True,
         text=True,
         env=env,

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from agentlite._errors import ConfigError
-from agentlite._queue import GroupQueue
-from agentlite._safefs import UnsafePath
+from agentlite.core.errors import ConfigError
+from agentlite.core.safefs import UnsafePath
+from agentlite.platform.queue import GroupQueue
 
 
 async def until(cond: Callable[[], bool], timeout: float = 1.0) -> None:

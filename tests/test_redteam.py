@@ -18,15 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from agentlite._clis import agent_clis_prefix
-from agentlite._image import build_image, image_rootfs_for_sandbox
-from agentlite._names import InvalidName, check_group_folder
-from agentlite._network import AllowEntry, EgressPolicy, NetworkMode, Refused, refusal_reason
-from agentlite.runtime.base import BoxSpec
-from agentlite.runtime.box_user import BOX_USER
-from agentlite.runtime.boxnet import PROXY_PORT
-from agentlite.runtime.probe import sandbox_checks
-from agentlite.runtime.sandbox import SandboxRuntime
+from agentlite.box.base import BoxSpec
+from agentlite.box.box_user import BOX_USER
+from agentlite.box.boxnet import PROXY_PORT
+from agentlite.box.network import AllowEntry, EgressPolicy, NetworkMode, Refused, refusal_reason
+from agentlite.box.probe import sandbox_checks
+from agentlite.box.sandbox import SandboxRuntime
+from agentlite.core.agent_clis import agent_clis_prefix
+from agentlite.core.names import InvalidName, check_group_folder
+from agentlite.image.builder import build_image, image_rootfs_for_sandbox
 from net_box import host_http_server, run_probes
 
 #: Spellings that name the host's loopback (or all its addresses) without writing `127.0.0.1`.
@@ -268,7 +268,7 @@ async def test_the_egress_helper_parses_box_requests_without_host_root(
 def test_the_egress_log_starts_over_past_its_cap(tmp_path: Path) -> None:
     import logging
 
-    from agentlite._egress import _CappedLog
+    from agentlite.box.egress import _CappedLog
 
     handler = _CappedLog(str(tmp_path / "egress.log"), cap=1000)
     logger = logging.getLogger("agentlite.test.capped")
@@ -287,7 +287,7 @@ def test_the_egress_log_starts_over_past_its_cap(tmp_path: Path) -> None:
 async def test_a_box_cannot_hardlink_a_host_file_into_a_folder_it_writes(
     sandbox: SandboxRuntime, tmp_path: Path
 ) -> None:
-    from agentlite.runtime.base import Volume
+    from agentlite.box.base import Volume
 
     # Both folders on the same host filesystem: only the mount boundary (and the box user not owning
     # the file) keeps the host's file out of the folder the host later reads as the box's.

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from tests.conftest import CapturedLog, captured_log, raw_sql
 
-from agentlite import _registry
-from agentlite._errors import ConfigError
-from agentlite._protocol import BackendConfig
-from agentlite._registry import AgentRecord, Registry, normalize_backend
+from agentlite.core.errors import ConfigError
+from agentlite.platform import registry as _registry
+from agentlite.platform.registry import AgentRecord, Registry, normalize_backend
+from agentlite.run.protocol import BackendConfig
 
 ALLOWLIST = {
     "allowedRoots": [{"path": "~/projects", "allowReadWrite": True, "description": "code"}],

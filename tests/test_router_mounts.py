@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from agentlite._errors import ConfigError
-from agentlite._events import EventHub
-from agentlite._handoff import MESSAGE_SEPARATOR, handoff_block, with_handoff
-from agentlite._mounts import (
+from agentlite.core.errors import ConfigError
+from agentlite.platform.events import EventHub
+from agentlite.platform.handoff import MESSAGE_SEPARATOR, handoff_block, with_handoff
+from agentlite.platform.mounts import (
     AllowedRoot,
     ExtraMount,
     MountAllowlist,
@@ -20,8 +20,14 @@ from agentlite._mounts import (
     ensure_memory_alias,
     seed_memory,
 )
-from agentlite._router import SenderAllowlist, format_messages, format_time, is_trigger, strip_internal
-from agentlite._store import AgentStore, Message
+from agentlite.platform.router import (
+    SenderAllowlist,
+    format_messages,
+    format_time,
+    is_trigger,
+    strip_internal,
+)
+from agentlite.platform.store import AgentStore, Message
 
 
 def message(
@@ -210,7 +216,7 @@ async def test_messages_sharing_a_millisecond_are_all_answered(tmp_path: Path) -
         async def trivial_turn(group, prompt, deliver, *, task=None):  # type: ignore[no-untyped-def]
             import re
 
-            from agentlite._turn import TurnResult
+            from agentlite.run.turn import TurnResult
 
             answered.extend(re.findall(r">(text\d+)</message>", prompt))
             return TurnResult(status="success")

@@ -13,8 +13,11 @@ from typing import Any
 
 import pytest
 
-from agentlite import _wire
-from agentlite._protocol import (
+from agentlite.guest.runner import _inbox
+from agentlite.guest.runner._inbox import Inbox
+from agentlite.guest.runner._input import InputError, TurnInput, parse_input
+from agentlite.run import wire as _wire
+from agentlite.run.protocol import (
     BackendConfig,
     ErrorEvent,
     FrameParser,
@@ -24,9 +27,6 @@ from agentlite._protocol import (
     StateEvent,
     UsageEvent,
 )
-from agentlite.runner import _inbox
-from agentlite.runner._inbox import Inbox
-from agentlite.runner._input import InputError, TurnInput, parse_input
 
 
 def fields(turn: TurnInput) -> dict[str, Any]:
@@ -55,8 +55,8 @@ INPUTS = [
 def test_the_fast_path_knows_every_field_of_the_host_models() -> None:
     """A field added to the host's models must be added to the runner's reader too (or every run
     silently takes the slow pydantic path)."""
-    from agentlite._protocol import ActionsAuth, McpServer
-    from agentlite.runner import _input
+    from agentlite.guest.runner import _input
+    from agentlite.run.protocol import ActionsAuth, McpServer
 
     assert set(_input._INPUT) == set(RunnerInput.model_fields)
     assert set(_input._BACKEND) == set(BackendConfig.model_fields)
@@ -65,7 +65,7 @@ def test_the_fast_path_knows_every_field_of_the_host_models() -> None:
 
 
 def test_frames_are_utf8_whatever_the_locale() -> None:
-    code = "from agentlite.runner._loop import emit; emit({'type': 'result', 'result': 'gr\\u00fc\\u00df \\U0001f600'})"
+    code = "from agentlite.guest.runner._loop import emit; emit({'type': 'result', 'result': 'gr\\u00fc\\u00df \\U0001f600'})"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60,
                           env={"PATH": "/usr/bin:/bin", "LC_ALL": "C", "PYTHONIOENCODING": "ascii"})  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -137,10 +137,10 @@ def test_frames_are_valid_host_events() -> None:
 
 def test_runner_and_mcp_server_import_only_what_a_turn_needs() -> None:
     code = (
-        "import sys, agentlite.runner._loop, agentlite.backends.codex, agentlite.backends.claude_code, "
-        "agentlite.mcp_server; print(sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('pydantic', 'mcp', 'croniter', 'acp', 'sqlite3', 'asyncio') or m in ('agentlite._protocol', 'agentlite._store', "
-        "'agentlite._ipc', 'agentlite._scheduler', 'agentlite._lifecycle', 'agentlite.backends.acp')))"
+        "import sys, agentlite.guest.runner._loop, agentlite.guest.backends.codex, agentlite.guest.backends.claude_code, "
+        "agentlite.guest.mcp_server; print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('pydantic', 'mcp', 'croniter', 'acp', 'sqlite3', 'asyncio') or m in ('agentlite.run.protocol', 'agentlite.platform.store', "
+        "'agentlite.platform.ipc', 'agentlite.platform.scheduler', 'agentlite.box.lifecycle', 'agentlite.guest.backends.acp')))"
     )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout == "[]\n"
 
@@ -178,24 +178,25 @@ def test_the_host_writes_the_bytecode_a_box_cannot_cache(
 ) -> None:
     import importlib.util
 
-    from agentlite.runner import bytecode
+    from agentlite.guest.runner import bytecode
 
     package = tmp_path / "agentlite"
-    (package / "runner").mkdir(parents=True)
-    (package / "backends").mkdir()
-    for name in ("__init__.py", "_wire.py", "runner/_loop.py", "backends/codex.py"):
+    (package / "guest" / "runner").mkdir(parents=True)
+    (package / "guest" / "backends").mkdir()
+    (package / "run").mkdir()
+    chosen = ("__init__.py", "run/wire.py", "guest/runner/_loop.py", "guest/backends/codex.py")
+    for name in chosen:
         (package / name).write_text("VALUE = 1\n")
-    monkeypatch.setattr(bytecode, "__file__", str(package / "runner" / "bytecode.py"))
+    monkeypatch.setattr(bytecode, "__file__", str(package / "guest" / "runner" / "bytecode.py"))
     sources = bytecode.box_sources()
-    assert {s.relative_to(package).as_posix() for s in sources} == {"__init__.py", "_wire.py", "runner/_loop.py",
-                                                                     "backends/codex.py"}  # fmt: skip
+    assert {s.relative_to(package).as_posix() for s in sources} == set(chosen)
     bytecode.ensure.cache_clear()
     try:
         assert bytecode.ensure() == 4
         assert all(Path(importlib.util.cache_from_source(str(s))).is_file() for s in sources)
         bytecode.ensure.cache_clear()
         assert bytecode.ensure() == 0  # fresh bytecode is left alone
-        (package / "_wire.py").write_text("VALUE = 22\n")  # an edit makes its bytecode stale
+        (package / "run" / "wire.py").write_text("VALUE = 22\n")  # an edit makes its bytecode stale
         bytecode.ensure.cache_clear()
         assert bytecode.ensure() == 1
     finally:

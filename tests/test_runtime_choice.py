@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from agentlite._errors import ConfigError, RuntimeUnavailable
-from agentlite.runtime import choose_runtime
-from agentlite.runtime.probe import boxlite_checks, sandbox_checks
+from agentlite.box import choose_runtime
+from agentlite.box.probe import boxlite_checks, sandbox_checks
+from agentlite.core.errors import ConfigError, RuntimeUnavailable
 
 
 def test_auto_prefers_boxlite_only_where_a_vm_can_boot(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,9 +13,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from agentlite._errors import BoxExecFailed, BoxExists, BoxNotFound, BoxRemoveFailed, ConfigError
-from agentlite.runtime.base import BoxSpec, BoxState, Volume
-from agentlite.runtime.sandbox import SandboxRuntime
+from agentlite.box.base import BoxSpec, BoxState, Volume
+from agentlite.box.sandbox import SandboxRuntime
+from agentlite.core.errors import BoxExecFailed, BoxExists, BoxNotFound, BoxRemoveFailed, ConfigError
 
 
 async def run(rt: SandboxRuntime, name: str, argv: list[str], stdin: bytes = b"") -> tuple[int, str, str]:
@@ -129,7 +129,7 @@ async def test_commands_have_no_capabilities(sandbox: SandboxRuntime) -> None:
 async def test_box_outlives_the_host_that_made_it(home: Path, sandbox: SandboxRuntime) -> None:
     script = (
         "import asyncio, sys; from pathlib import Path;"
-        "from agentlite.runtime.sandbox import SandboxRuntime; from agentlite.runtime.base import BoxSpec;"
+        "from agentlite.box.sandbox import SandboxRuntime; from agentlite.box.base import BoxSpec;"
         f"asyncio.run(SandboxRuntime(Path({str(home)!r})).create('agentlite-t-orphan-1', BoxSpec()))"
     )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)

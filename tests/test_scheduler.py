@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from agentlite._errors import ConfigError
-from agentlite._queue import GroupQueue
-from agentlite._scheduler import Scheduler, compute_next_run, iso_utc, validate_schedule
-from agentlite._store import RegisteredGroup, Task, TaskRun
+from agentlite.core.errors import ConfigError
+from agentlite.platform.queue import GroupQueue
+from agentlite.platform.scheduler import Scheduler, compute_next_run, iso_utc, validate_schedule
+from agentlite.platform.store import RegisteredGroup, Task, TaskRun
 
 TZ = "America/New_York"
 T0 = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)  # 07:00 in New York (EST, UTC-5)

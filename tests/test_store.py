@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from tests.conftest import CapturedLog, captured_log, raw_sql
 
-from agentlite._errors import AgentliteError, ConfigError
-from agentlite._names import shown
-from agentlite._store import (
+from agentlite.core.errors import AgentliteError, ConfigError
+from agentlite.core.names import shown
+from agentlite.platform.store import (
     AgentStore,
     Message,
     Migration,

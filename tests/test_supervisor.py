@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from agentlite._supervisor import Supervisor, SupervisorClosed
+from agentlite.core.supervisor import Supervisor, SupervisorClosed
 
 
 async def test_a_failing_task_is_logged_and_its_siblings_go_on(caplog: pytest.LogCaptureFixture) -> None:

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 from tests.conftest import captured_log
 
-from agentlite import _lifecycle
-from agentlite._lifecycle import Deadline, cleanup_orphans, run_in_box
-from agentlite._ownership import RecordStore
-from agentlite._procs import BOX_MARKER_ENV, kill_and_wait, processes_marked, start_time
-from agentlite._protocol import BackendConfig, RunnerInput
-from agentlite._run import run_agent
-from agentlite.runtime.sandbox import SandboxRuntime
+from agentlite.box import lifecycle as _lifecycle
+from agentlite.box.lifecycle import Deadline, cleanup_orphans, run_in_box
+from agentlite.box.ownership import RecordStore
+from agentlite.box.procs import BOX_MARKER_ENV, kill_and_wait, processes_marked, start_time
+from agentlite.box.sandbox import SandboxRuntime
+from agentlite.run.box_run import run_agent
+from agentlite.run.protocol import BackendConfig, RunnerInput
 
 AGENTLITE = [sys.executable, "-m", "agentlite"]
 

@@ -19,17 +19,17 @@ import pytest
 from tests.conftest import needs_sandbox
 
 import agentlite
-from agentlite._agent import Agent
-from agentlite._clis import agent_clis_bin
-from agentlite._events import AgentEvent
-from agentlite._handoff import handoff_block
-from agentlite._lifecycle import run_in_box
-from agentlite._protocol import BackendConfig, RunnerInput
-from agentlite._run import run_agent
-from agentlite._runner_input import request_close, write_follow_up
-from agentlite._safefs import BoxDir, UnsafePath
-from agentlite._store import AgentStore
-from agentlite.runtime.base import BoxRuntime, BoxSpec, Volume
+from agentlite.box.base import BoxRuntime, BoxSpec, Volume
+from agentlite.box.lifecycle import run_in_box
+from agentlite.core.agent_clis import agent_clis_bin
+from agentlite.core.safefs import BoxDir, UnsafePath
+from agentlite.platform.agent import Agent
+from agentlite.platform.events import AgentEvent
+from agentlite.platform.handoff import handoff_block
+from agentlite.platform.store import AgentStore
+from agentlite.run.box_run import run_agent
+from agentlite.run.protocol import BackendConfig, RunnerInput
+from agentlite.run.runner_input import request_close, write_follow_up
 from agentlite.testing.model_server import ModelServer
 from conftest import until
 

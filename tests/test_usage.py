@@ -14,17 +14,17 @@ from typing import Any
 import pytest
 
 import agentlite
-from agentlite._budgets import Budget, BudgetExceeded, Budgets
-from agentlite._clis import agent_clis_bin
-from agentlite._errors import ConfigError
-from agentlite._events import AgentEvent
-from agentlite._prices import Price, PriceTable, load_prices
-from agentlite._protocol import Event, SdkMessageEvent, UsageEvent
-from agentlite._retry import RetryPolicy, classify, retry_class
-from agentlite._spending import Spending
-from agentlite._store import AgentStore
-from agentlite._turn import TurnResult
-from agentlite._usage import UsageLedger, UsageTally
+from agentlite.core.agent_clis import agent_clis_bin
+from agentlite.core.errors import ConfigError
+from agentlite.platform.budgets import Budget, BudgetExceeded, Budgets
+from agentlite.platform.events import AgentEvent
+from agentlite.platform.prices import Price, PriceTable, load_prices
+from agentlite.platform.spending import Spending
+from agentlite.platform.store import AgentStore
+from agentlite.platform.usage import UsageLedger, UsageTally
+from agentlite.run.protocol import Event, SdkMessageEvent, UsageEvent
+from agentlite.run.retry import RetryPolicy, classify, retry_class
+from agentlite.run.turn import TurnResult
 from agentlite.testing.model_server import ModelServer, ScriptedUsage
 from conftest import until
 from test_platform import RecordingChannel

@@ -6,7 +6,7 @@
         agent = await platform.get_or_create_agent("main", assistant_name="Andy", backend={"type": "codex"})
         await agent.start()
 
-Names are imported on first use, so the in-box runner (``python -m agentlite.runner``) does not pay
+Names are imported on first use, so the in-box runner (``python -m agentlite.guest.runner``) does not pay
 for the host side it never uses.
 """
 
@@ -16,43 +16,43 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
-    "Agent": "agentlite._agent",
-    "AgentEvent": "agentlite._events",
-    "AgentLite": "agentlite._platform",
-    "AgentliteError": "agentlite._errors",
-    "BackendConfig": "agentlite._protocol",
-    "BoxError": "agentlite._errors",
-    "BoxExecFailed": "agentlite._errors",
-    "BoxExists": "agentlite._errors",
-    "BoxInfo": "agentlite.runtime.base",
-    "BoxNotFound": "agentlite._errors",
-    "BoxProcess": "agentlite.runtime.base",
-    "BoxRemoveFailed": "agentlite._errors",
-    "BoxRuntime": "agentlite.runtime.base",
-    "BoxSpec": "agentlite.runtime.base",
-    "BoxStartFailed": "agentlite._errors",
-    "BoxState": "agentlite.runtime.base",
-    "CleanupDecision": "agentlite._lifecycle",
-    "CommandResult": "agentlite._lifecycle",
-    "ConfigError": "agentlite._errors",
-    "Deadline": "agentlite._lifecycle",
-    "Message": "agentlite._store",
-    "RegisteredGroup": "agentlite._store",
-    "RunError": "agentlite._errors",
-    "RunOutcome": "agentlite._run",
-    "RunTimeout": "agentlite._errors",
-    "RuntimeChoice": "agentlite.runtime",
-    "RuntimeUnavailable": "agentlite._errors",
-    "Task": "agentlite._store",
-    "Verdict": "agentlite._ownership",
-    "Volume": "agentlite.runtime.base",
-    "box_name": "agentlite._lifecycle",
-    "choose_runtime": "agentlite.runtime",
-    "cleanup_orphans": "agentlite._lifecycle",
-    "create": "agentlite._platform",
-    "open_runtime": "agentlite.runtime",
-    "run_agent": "agentlite._run",
-    "run_in_box": "agentlite._lifecycle",
+    "Agent": "agentlite.platform.agent",
+    "AgentEvent": "agentlite.platform.events",
+    "AgentLite": "agentlite.platform.app",
+    "AgentliteError": "agentlite.core.errors",
+    "BackendConfig": "agentlite.run.protocol",
+    "BoxError": "agentlite.core.errors",
+    "BoxExecFailed": "agentlite.core.errors",
+    "BoxExists": "agentlite.core.errors",
+    "BoxInfo": "agentlite.box.base",
+    "BoxNotFound": "agentlite.core.errors",
+    "BoxProcess": "agentlite.box.base",
+    "BoxRemoveFailed": "agentlite.core.errors",
+    "BoxRuntime": "agentlite.box.base",
+    "BoxSpec": "agentlite.box.base",
+    "BoxStartFailed": "agentlite.core.errors",
+    "BoxState": "agentlite.box.base",
+    "CleanupDecision": "agentlite.box.lifecycle",
+    "CommandResult": "agentlite.box.lifecycle",
+    "ConfigError": "agentlite.core.errors",
+    "Deadline": "agentlite.box.lifecycle",
+    "Message": "agentlite.platform.store",
+    "RegisteredGroup": "agentlite.platform.store",
+    "RunError": "agentlite.core.errors",
+    "RunOutcome": "agentlite.run.box_run",
+    "RunTimeout": "agentlite.core.errors",
+    "RuntimeChoice": "agentlite.box",
+    "RuntimeUnavailable": "agentlite.core.errors",
+    "Task": "agentlite.platform.store",
+    "Verdict": "agentlite.box.ownership",
+    "Volume": "agentlite.box.base",
+    "box_name": "agentlite.box.lifecycle",
+    "choose_runtime": "agentlite.box",
+    "cleanup_orphans": "agentlite.box.lifecycle",
+    "create": "agentlite.platform.app",
+    "open_runtime": "agentlite.box",
+    "run_agent": "agentlite.run.box_run",
+    "run_in_box": "agentlite.box.lifecycle",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -72,8 +72,29 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from agentlite._agent import Agent as Agent
-    from agentlite._errors import (
+    from agentlite.box import (
+        RuntimeChoice as RuntimeChoice,
+        choose_runtime as choose_runtime,
+        open_runtime as open_runtime,
+    )
+    from agentlite.box.base import (
+        BoxInfo as BoxInfo,
+        BoxProcess as BoxProcess,
+        BoxRuntime as BoxRuntime,
+        BoxSpec as BoxSpec,
+        BoxState as BoxState,
+        Volume as Volume,
+    )
+    from agentlite.box.lifecycle import (
+        CleanupDecision as CleanupDecision,
+        CommandResult as CommandResult,
+        Deadline as Deadline,
+        box_name as box_name,
+        cleanup_orphans as cleanup_orphans,
+        run_in_box as run_in_box,
+    )
+    from agentlite.box.ownership import Verdict as Verdict
+    from agentlite.core.errors import (
         AgentliteError as AgentliteError,
         BoxError as BoxError,
         BoxExecFailed as BoxExecFailed,
@@ -86,30 +107,9 @@ if TYPE_CHECKING:
         RunTimeout as RunTimeout,
         RuntimeUnavailable as RuntimeUnavailable,
     )
-    from agentlite._events import AgentEvent as AgentEvent
-    from agentlite._lifecycle import (
-        CleanupDecision as CleanupDecision,
-        CommandResult as CommandResult,
-        Deadline as Deadline,
-        box_name as box_name,
-        cleanup_orphans as cleanup_orphans,
-        run_in_box as run_in_box,
-    )
-    from agentlite._ownership import Verdict as Verdict
-    from agentlite._platform import AgentLite as AgentLite, create as create
-    from agentlite._protocol import BackendConfig as BackendConfig
-    from agentlite._run import RunOutcome as RunOutcome, run_agent as run_agent
-    from agentlite._store import Message as Message, RegisteredGroup as RegisteredGroup, Task as Task
-    from agentlite.runtime import (
-        RuntimeChoice as RuntimeChoice,
-        choose_runtime as choose_runtime,
-        open_runtime as open_runtime,
-    )
-    from agentlite.runtime.base import (
-        BoxInfo as BoxInfo,
-        BoxProcess as BoxProcess,
-        BoxRuntime as BoxRuntime,
-        BoxSpec as BoxSpec,
-        BoxState as BoxState,
-        Volume as Volume,
-    )
+    from agentlite.platform.agent import Agent as Agent
+    from agentlite.platform.app import AgentLite as AgentLite, create as create
+    from agentlite.platform.events import AgentEvent as AgentEvent
+    from agentlite.platform.store import Message as Message, RegisteredGroup as RegisteredGroup, Task as Task
+    from agentlite.run.box_run import RunOutcome as RunOutcome, run_agent as run_agent
+    from agentlite.run.protocol import BackendConfig as BackendConfig

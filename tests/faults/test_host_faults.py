@@ -16,10 +16,10 @@ import psutil
 import pytest
 from tests.conftest import HostProcess
 
-from agentlite._lifecycle import cleanup_orphans
-from agentlite._ownership import RecordStore, machine_boot_id
-from agentlite.runtime.base import BoxSpec
-from agentlite.runtime.sandbox import SandboxRuntime
+from agentlite.box.base import BoxSpec
+from agentlite.box.lifecycle import cleanup_orphans
+from agentlite.box.ownership import RecordStore, machine_boot_id
+from agentlite.box.sandbox import SandboxRuntime
 
 
 def box_processes(home: Path, box: str) -> list[int]:
@@ -190,7 +190,7 @@ async def test_race_hosts_creating_while_others_clean_up(sandbox: SandboxRuntime
             sys.executable,
             "-c",
             "import asyncio, sys, time; from pathlib import Path\n"
-            "from agentlite._lifecycle import cleanup_orphans; from agentlite.runtime.sandbox import SandboxRuntime\n"
+            "from agentlite.box.lifecycle import cleanup_orphans; from agentlite.box.sandbox import SandboxRuntime\n"
             f"home = Path({str(home)!r}); rt = SandboxRuntime(home); end = time.time() + 12; n = 0\n"
             "while time.time() < end:\n"
             "    asyncio.run(cleanup_orphans(rt, home, 'race')); n += 1\n"

@@ -1,7 +1,7 @@
 """The channel layer: what a chat driver must offer, what it is given, and the manager that owns them.
 
 A *driver* connects the agent to one chat network (Telegram, the terminal, a JSON-lines pipe). It
-turns inbound chat messages into :class:`agentlite._store.Message` objects handed to
+turns inbound chat messages into :class:`agentlite.platform.store.Message` objects handed to
 ``config.on_message`` and delivers the agent's replies with :meth:`ChannelDriver.send_message`.
 Drivers are built by *factories* (``key -> factory`` in the agent's options) so that a driver can be
 configured before the agent exists and only connects when the agent starts.
@@ -25,11 +25,11 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TextIO, runtime_checkable
 
-from agentlite._errors import ConfigError
-from agentlite._time import now_iso
+from agentlite.core.clock import now_iso
+from agentlite.core.errors import ConfigError
 
 if TYPE_CHECKING:
-    from agentlite._store import Message
+    from agentlite.platform.store import Message
 
 log = logging.getLogger("agentlite.channels")
 
@@ -57,8 +57,8 @@ def make_message(
     is_from_me: bool = False,
     is_bot_message: bool = False,
 ) -> Message:
-    """Build a store :class:`~agentlite._store.Message` (imported here so channels load without the store)."""
-    from agentlite._store import Message
+    """Build a store :class:`~agentlite.platform.store.Message` (imported here so channels load without the store)."""
+    from agentlite.platform.store import Message
 
     return Message(
         id=id,
@@ -153,7 +153,7 @@ ChannelFactory = Callable[[ChannelConfig], ChannelDriver | Awaitable[ChannelDriv
 Emit = Callable[[str, dict[str, Any]], Any]
 
 
-#: The run ledger's id of the reply being sent now (set around a run's delivery, agentlite._agent).
+#: The run ledger's id of the reply being sent now (set around a run's delivery, agentlite.platform.agent).
 DELIVERING_RUN: contextvars.ContextVar[str | None] = contextvars.ContextVar("agentlite_delivering_run",
                                                                             default=None)  # fmt: skip
 

@@ -26,9 +26,9 @@ from telegram.constants import ChatAction, ChatType
 from telegram.error import InvalidToken, RetryAfter, TelegramError
 from telegram.request import HTTPXRequest
 
-from agentlite._errors import AgentliteError, ConfigError
-from agentlite._time import iso_utc
 from agentlite.channels.base import ChannelConfig, ChannelFactory, cancel_task, make_message
+from agentlite.core.clock import iso_utc
+from agentlite.core.errors import AgentliteError, ConfigError
 
 log = logging.getLogger("agentlite.channels.telegram")
 

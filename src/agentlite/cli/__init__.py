@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from agentlite._logging import configure_logging
 from agentlite.cli import agents as agents_cli, image as image_cli, runs as runs_cli, tasks as tasks_cli
 from agentlite.cli.acp import acp_command
 from agentlite.cli.boxes import boxes, cleanup
@@ -18,6 +17,7 @@ from agentlite.cli.host import host_command
 from agentlite.cli.run import run_command
 from agentlite.cli.serve import serve_command
 from agentlite.cli.usage import budgets_app, usage_command
+from agentlite.core.logs import configure_logging
 
 app = typer.Typer(
     name="agentlite",

@@ -14,8 +14,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from agentlite._config import ENV_DEBUG, ENV_HOME, resolve_home
-from agentlite._errors import AgentliteError, ConfigError, RuntimeUnavailable
+from agentlite.core.config import ENV_DEBUG, ENV_HOME, resolve_home
+from agentlite.core.errors import AgentliteError, ConfigError, RuntimeUnavailable
 
 HomeOption = Annotated[
     Path | None,

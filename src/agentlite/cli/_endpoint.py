@@ -7,8 +7,8 @@ import os
 import shlex
 from collections.abc import AsyncIterator
 
-from agentlite._errors import ConfigError
-from agentlite._protocol import BACKEND_TYPES, BackendConfig
+from agentlite.core.errors import ConfigError
+from agentlite.run.protocol import BACKEND_TYPES, BackendConfig
 
 DEMO_NOTICE = "no API key or base URL set: answers come from the offline demo model, not a real one"
 

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
-from agentlite._errors import ConfigError
-from agentlite._network import HOST_MODE_WARNING, NetworkMode, parse_allow_net, parse_network_mode
+from agentlite.box.network import HOST_MODE_WARNING, NetworkMode, parse_allow_net, parse_network_mode
+from agentlite.core.errors import ConfigError
 
 NetworkOption = Annotated[
     str | None,

@@ -9,9 +9,9 @@ from typing import Annotated, Any
 
 import typer
 
-from agentlite._config import ENV_WORKDIR, default_workdir
-from agentlite._errors import ConfigError
-from agentlite._names import check_agent_name
+from agentlite.core.config import ENV_WORKDIR, default_workdir
+from agentlite.core.errors import ConfigError
+from agentlite.core.names import check_agent_name
 
 WorkdirOption = Annotated[
     Path | None,

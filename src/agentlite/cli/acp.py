@@ -11,16 +11,16 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from agentlite._acp_agent import AcpServerSettings, check_session_folder, serve_stdio
-from agentlite._acp_box import adapter_backend
-from agentlite._errors import ConfigError
-from agentlite._mounts import MountAllowlist
+from agentlite.box import open_runtime
+from agentlite.box.base import BoxSpec
 from agentlite.cli._common import HomeOption, RuntimeOption, err, home_path, user_errors
 from agentlite.cli._endpoint import DEMO_NOTICE, demo_model_if_needed, with_base_url
 from agentlite.cli._network_opts import AllowNetOption, NetworkOption, NoNetworkOption, network_settings
 from agentlite.cli.run import BaseUrlOption, ModelOption
-from agentlite.runtime import open_runtime
-from agentlite.runtime.base import BoxSpec
+from agentlite.core.errors import ConfigError
+from agentlite.platform.acp_server import AcpServerSettings, check_session_folder, serve_stdio
+from agentlite.platform.mounts import MountAllowlist
+from agentlite.run.acp_box import adapter_backend
 
 ENV_MOUNT_ALLOWLIST = "AGENTLITE_MOUNT_ALLOWLIST"
 

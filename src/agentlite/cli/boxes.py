@@ -8,9 +8,10 @@ from typing import Annotated, Any
 
 import typer
 
-from agentlite._adoption import adoptable_run
-from agentlite._lifecycle import box_prefix, cleanup_orphans
-from agentlite._ownership import RecordStore, Verdict
+from agentlite.box import open_runtime
+from agentlite.box.base import BoxInfo, BoxRuntime
+from agentlite.box.lifecycle import box_prefix, cleanup_orphans
+from agentlite.box.ownership import RecordStore, Verdict
 from agentlite.cli._common import (
     AgentOption,
     HomeOption,
@@ -22,8 +23,7 @@ from agentlite.cli._common import (
     table,
     user_errors,
 )
-from agentlite.runtime import open_runtime
-from agentlite.runtime.base import BoxInfo, BoxRuntime
+from agentlite.platform.adoption import adoptable_run
 
 _VERDICT_STYLE = {"live": "green", "stale": "yellow", "dead": "red", "none": "red", "adoptable": "cyan"}
 

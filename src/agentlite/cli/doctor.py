@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from agentlite._errors import AgentliteError
+from agentlite.box import choose_runtime
+from agentlite.box.probe import all_checks
 from agentlite.cli._common import (
     HomeOption,
     JsonOption,
@@ -14,8 +15,7 @@ from agentlite.cli._common import (
     table,
     user_errors,
 )
-from agentlite.runtime import choose_runtime
-from agentlite.runtime.probe import all_checks
+from agentlite.core.errors import AgentliteError
 
 
 def doctor(home: HomeOption = None, runtime: RuntimeOption = None, json: JsonOption = False) -> None:

@@ -10,12 +10,12 @@ from typing import Annotated
 
 import typer
 
-from agentlite._errors import ConfigError
-from agentlite._lifecycle import Deadline, check_agent_id, run_in_box
+from agentlite.box import BoxSpec, Volume, open_runtime
+from agentlite.box.base import DEFAULT_CPUS, DEFAULT_MEMORY_MIB, DEFAULT_WORKING_DIR
+from agentlite.box.lifecycle import Deadline, check_agent_id, run_in_box
 from agentlite.cli._common import AgentOption, HomeOption, RuntimeOption, err, home_path, user_errors
 from agentlite.cli._network_opts import AllowNetOption, NetworkOption, NoNetworkOption, network_settings
-from agentlite.runtime import BoxSpec, Volume, open_runtime
-from agentlite.runtime.base import DEFAULT_CPUS, DEFAULT_MEMORY_MIB, DEFAULT_WORKING_DIR
+from agentlite.core.errors import ConfigError
 
 EXIT_TIMEOUT = 124
 

@@ -11,15 +11,15 @@ from typing import Annotated, Any
 
 import typer
 
-from agentlite._errors import ConfigError
-from agentlite._hostmode import DEFAULT_MAX_CONCURRENT, JsonlHost, serve_stdin
-from agentlite._platform import AgentLite, resolve_timezone
-from agentlite._protocol import BackendConfig
+from agentlite.box import open_runtime
+from agentlite.box.base import BoxRuntime
 from agentlite.cli._common import HomeOption, RuntimeOption, err, home_path, user_errors
 from agentlite.cli._endpoint import DEMO_NOTICE, backend_config, demo_model_if_needed, with_base_url
 from agentlite.cli.run import AcpOption, BackendOption, BaseUrlOption, ModelOption
-from agentlite.runtime import open_runtime
-from agentlite.runtime.base import BoxRuntime
+from agentlite.core.errors import ConfigError
+from agentlite.platform.app import AgentLite, resolve_timezone
+from agentlite.platform.hostmode import DEFAULT_MAX_CONCURRENT, JsonlHost, serve_stdin
+from agentlite.run.protocol import BackendConfig
 
 #: The default hard timeout of one request's box, in seconds (``--timeout``; each event re-arms it).
 REQUEST_TIMEOUT = 1800.0

@@ -18,7 +18,7 @@ def _mb(size: int | None) -> str:
 
 
 def _row(info: Any) -> dict[str, Any]:
-    from agentlite._image import disk_usage
+    from agentlite.image.builder import disk_usage
 
     data = info.as_json()
     data["disk_size"] = disk_usage(info.layout)
@@ -43,7 +43,7 @@ def build(
     json: JsonOption = False,
 ) -> None:
     """Build the guest image from Debian packages (cached by its inputs; a cache hit returns at once)."""
-    from agentlite._image import build_image
+    from agentlite.image.builder import build_image
 
     started = time.monotonic()
     state: dict[str, Any] = {}
@@ -83,7 +83,7 @@ def build(
 
 
 def _show(info: Any) -> None:
-    from agentlite._image import disk_usage
+    from agentlite.image.builder import disk_usage
 
     t = table("field", "value")
     t.add_row("key", info.key)
@@ -102,7 +102,7 @@ def _show(info: Any) -> None:
 @app.command("list")
 def list_command(home: HomeOption = None, json: JsonOption = False) -> None:
     """List the images in the cache."""
-    from agentlite._image import list_images
+    from agentlite.image.builder import list_images
 
     with user_errors():
         images = list_images(home_path(home))
@@ -127,7 +127,7 @@ def rm_command(
     key: Annotated[str, typer.Argument(help="Image key (a unique prefix works).")], home: HomeOption = None
 ) -> None:
     """Remove an image (its layout and unpacked tree) from the cache."""
-    from agentlite._image import remove_image
+    from agentlite.image.builder import remove_image
 
     with user_errors():
         removed = remove_image(home_path(home), key)
@@ -143,8 +143,8 @@ def inspect_command(
     json: JsonOption = False,
 ) -> None:
     """Show an image: size, digest, and what is inside (Python, Node, each CLI, agentlite)."""
-    from agentlite._errors import ConfigError
-    from agentlite._image import find_image
+    from agentlite.core.errors import ConfigError
+    from agentlite.image.builder import find_image
 
     with user_errors():
         info = find_image(home_path(home), key)

@@ -11,9 +11,9 @@ from typing import Annotated, Any
 
 import typer
 
-from agentlite._lifecycle import check_agent_id
-from agentlite._protocol import Event, RunnerInput, SdkMessageEvent, StateEvent
-from agentlite._turn import GroupKey, TurnResult, run_turn
+from agentlite.box import open_runtime
+from agentlite.box.base import BoxRuntime, BoxSpec
+from agentlite.box.lifecycle import check_agent_id
 from agentlite.cli._common import (
     AgentOption,
     HomeOption,
@@ -26,8 +26,8 @@ from agentlite.cli._common import (
 )
 from agentlite.cli._endpoint import DEMO_NOTICE, backend_config, demo_model_if_needed, with_base_url
 from agentlite.cli._network_opts import AllowNetOption, NetworkOption, NoNetworkOption, network_settings
-from agentlite.runtime import open_runtime
-from agentlite.runtime.base import BoxRuntime, BoxSpec
+from agentlite.run.protocol import Event, RunnerInput, SdkMessageEvent, StateEvent
+from agentlite.run.turn import GroupKey, TurnResult, run_turn
 
 BackendOption = Annotated[str, typer.Option("--backend", help="codex, claude_code or acp.")]
 ModelOption = Annotated[str | None, typer.Option("--model", help="Model name for the backend.")]
@@ -83,7 +83,7 @@ def run_command(
             raise typer.BadParameter(f"timeout must be > 0 seconds, got {timeout:g}")
         folder = (workspace or Path.cwd()).resolve()
         if not folder.is_dir():
-            from agentlite._errors import ConfigError
+            from agentlite.core.errors import ConfigError
 
             raise ConfigError(f"workspace `{folder}` is not a folder")
         home_dir = home_path(home)

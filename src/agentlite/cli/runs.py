@@ -1,5 +1,5 @@
 """``agentlite runs [--agent] [--group] [--state] [--json]`` and ``agentlite runs show ID``: the run
-ledger of an agent (:mod:`agentlite._ledger`), read from its store beside a running service."""
+ledger of an agent (:mod:`agentlite.platform.ledger`), read from its store beside a running service."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ async def _agent_paths(workdir: Any, runtime: str | None, agent_name: str) -> tu
 
 
 def _open_store(path: Path) -> Any:
-    from agentlite._store import AgentStore
+    from agentlite.platform.store import AgentStore
 
     if not path.is_file():
         return None
@@ -39,7 +39,7 @@ def runs(ctx: typer.Context, agent: AgentName = "main",
     ctx.obj = {"agent": agent, "workdir": workdir, "runtime": runtime}
     if ctx.invoked_subcommand is not None:
         return
-    from agentlite._ledger import RUN_STATES
+    from agentlite.platform.ledger import RUN_STATES
 
     for s in state or []:
         if s not in RUN_STATES:
@@ -67,7 +67,7 @@ def runs(ctx: typer.Context, agent: AgentName = "main",
 def show(ctx: typer.Context, run_id: Annotated[str, typer.Argument(help="Run id.")],
          json: JsonOption = False) -> None:  # fmt: skip
     """Print a run's ledger entry and the events of its journal."""
-    from agentlite._journal import journal_of, read_journal
+    from agentlite.run.journal import journal_of, read_journal
 
     opts = ctx.obj or {}
     with user_errors():

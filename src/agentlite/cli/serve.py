@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from agentlite._logging import configure_logging
 from agentlite.cli._common import user_errors
+from agentlite.core.logs import configure_logging
 
 
 def serve_command(
@@ -18,7 +18,7 @@ def serve_command(
     ),
 ) -> None:
     """Start every configured agent with its channels and groups; stop cleanly on SIGTERM or SIGINT."""
-    from agentlite._service import load_config, serve
+    from agentlite.platform.service import load_config, serve
 
     with user_errors():
         settings = load_config(config)  # the whole file is checked before anything starts

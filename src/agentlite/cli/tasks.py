@@ -13,9 +13,9 @@ from typing import Annotated, Any
 
 import typer
 
-from agentlite._names import check_task_id
 from agentlite.cli._common import JsonOption, RuntimeOption, out, print_json, table, user_errors
 from agentlite.cli._platform_opts import WorkdirOption, need_agent, opened
+from agentlite.core.names import check_task_id
 
 app = typer.Typer(help="Scheduled tasks: list, create, pause, resume, cancel.", no_args_is_help=True)
 AgentName = Annotated[str, typer.Option("--agent", help="Agent name.")]
@@ -24,8 +24,8 @@ TaskId = Annotated[str, typer.Argument(help="Task id.")]
 
 @contextlib.asynccontextmanager
 async def _scheduler(workdir: Any, runtime: Any, agent_name: str) -> AsyncIterator[Any]:
-    from agentlite._scheduler import Scheduler
-    from agentlite._store import AgentStore
+    from agentlite.platform.scheduler import Scheduler
+    from agentlite.platform.store import AgentStore
 
     async with opened(workdir, runtime) as platform:
         agent = need_agent(platform, agent_name)

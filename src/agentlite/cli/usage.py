@@ -16,9 +16,9 @@ from typing import Annotated, Any
 
 import typer
 
-from agentlite._errors import ConfigError
 from agentlite.cli._common import JsonOption, RuntimeOption, out, print_json, table, user_errors
 from agentlite.cli._platform_opts import WorkdirOption, need_agent, opened
+from agentlite.core.errors import ConfigError
 
 budgets_app = typer.Typer(help="Budgets per agent and group: list, set, resume.", no_args_is_help=True)
 AgentName = Annotated[str, typer.Option("--agent", help="Agent name.")]
@@ -48,7 +48,7 @@ async def _stores(
     workdir: Any, runtime: Any, agent_name: str | None
 ) -> AsyncIterator[list[tuple[str, Any, str]]]:
     """(agent name, open store, platform time zone) for one agent or all."""
-    from agentlite._store import AgentStore
+    from agentlite.platform.store import AgentStore
 
     async with opened(workdir, runtime) as platform:
         agents = (
@@ -82,8 +82,8 @@ def usage_command(
     """Tokens and cost, summed by model, group or day; unknown costs are shown as unknown."""
     from zoneinfo import ZoneInfo
 
-    from agentlite._time import parse_iso
-    from agentlite._usage import UsageLedger, summarize
+    from agentlite.core.clock import parse_iso
+    from agentlite.platform.usage import UsageLedger, summarize
 
     async def go() -> list[dict[str, Any]]:
         if by not in ("model", "group", "day"):
@@ -117,7 +117,7 @@ def usage_command(
 
 
 def _statuses(stores: list[tuple[str, Any, str]]) -> Iterator[dict[str, Any]]:
-    from agentlite._budgets import Budgets
+    from agentlite.platform.budgets import Budgets
 
     for name, store, tz in stores:
         budgets = Budgets(store, timezone=tz)
@@ -177,7 +177,7 @@ def set_budget(
     json: JsonOption = False,
 ) -> None:
     """Set (replace) the budget of one group or of the whole agent."""
-    from agentlite._budgets import Budget, Budgets
+    from agentlite.platform.budgets import Budget, Budgets
 
     async def go() -> list[dict[str, Any]]:
         if daily is None and total is None:
@@ -202,7 +202,7 @@ def resume_budget(
     json: JsonOption = False,
 ) -> None:
     """Lift a budget pause: the next message runs; the limits count again from what is spent now."""
-    from agentlite._budgets import Budgets
+    from agentlite.platform.budgets import Budgets
 
     async def go() -> list[dict[str, Any]]:
         async with _stores(workdir, runtime, agent) as stores:

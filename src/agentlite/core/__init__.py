@@ -1,0 +1,1 @@
+"""Foundations every layer uses: errors, names, safe file access, time, config, logging, supervision."""

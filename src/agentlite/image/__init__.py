@@ -1,0 +1,1 @@
+"""Building and finding the guest image."""

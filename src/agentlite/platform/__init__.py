@@ -1,0 +1,1 @@
+"""The platform: agents, groups, store, queue, scheduler, IPC, actions, ledger, usage, budgets."""
