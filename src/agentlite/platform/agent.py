@@ -849,6 +849,9 @@ class Agent:
         except UnsafePath as exc:
             self._refused(exc, "run", jid=group.jid, folder=group.folder)
             turn.failed(str(exc))
+            self._hub.emit(
+                "run.error", jid=group.jid, folder=group.folder, run_id=turn.run_id, error=str(exc)
+            )
             return TurnResult.failed(str(exc), request_id=request_id)
         except BaseException as exc:
             turn.failed(f"{type(exc).__name__}: {exc}")
@@ -861,6 +864,9 @@ class Agent:
         if result.status == "success" and pending_handoff and revision == self.backend_revision:
             self.store.clear_handoff(group.folder)
         self._settle_run(turn, result, chat=deliver is not None)
+        if result.status == "error":  # the turn's failure, after its retries, with the reason
+            self._hub.emit("run.error", jid=group.jid, folder=group.folder, run_id=turn.run_id,
+                           error=result.error or "the run ended without an answer")  # fmt: skip
         return result
 
     @staticmethod

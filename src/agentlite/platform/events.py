@@ -24,7 +24,7 @@ EventName = Literal[
     "channel.disconnected", "group.registered", "backend.changed", "task.created", "task.updated",
     "task.deleted", "task.paused", "task.resumed", "task.terminated", "task.run.queued", "task.run.started",
     "task.run.succeeded", "task.run.failed", "task.run.skipped", "path.refused", "usage", "budget.warning",
-    "budget.exceeded", "budget.resumed", "run.retry",
+    "budget.exceeded", "budget.resumed", "run.retry", "run.error",
 ]  # fmt: skip
 EVENT_NAMES: frozenset[str] = frozenset(get_args(EventName))
 
