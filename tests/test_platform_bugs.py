@@ -4,6 +4,8 @@ platform (SQLite store, sandbox boxes, the real codex CLI against the offline mo
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -19,7 +21,7 @@ from agentlite.testing.model_server import ModelServer
 from conftest import needs_codex
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_platform import started
+from test_platform import RecordingChannel, codex, started
 
 pytestmark = needs_codex
 
@@ -57,4 +59,64 @@ async def test_a_failed_run_emits_run_error_with_the_error_text(
     assert errors[0]["jid"] == "t:main" and errors[0]["folder"] == "main"
     assert errors[0]["error"] == result.error and "Codex exited with code 1" in errors[0]["error"]
     assert errors[0]["run_id"]
+    await agent.stop()
+
+
+async def test_a_task_scheduled_from_the_box_keeps_the_id_the_tool_gave_so_pausing_it_works(
+    platform: agentlite.AgentLite, model: ModelServer
+) -> None:
+    agent, _channel = await started(platform, model)
+    agent.register_group("t:main", name="main", folder="main", is_main=True)
+    model.scenario = "tool_call"
+    model.tool = ("mcp__agentlite__schedule_task",
+                  {"prompt": "check in", "schedule_type": "interval", "schedule_value": "3600000"})  # fmt: skip
+    assert (await agent.ask("t:main", "schedule something")).status == "success"
+    told = re.findall(r"Task (task-\d+-[a-z0-9]+) scheduled", json.dumps(model.requests[-1].body))
+    assert told, "the tool's answer names the task's id"
+    await wait_for(agent.list_tasks, "the task from the box")
+    assert [t.id for t in agent.list_tasks()] == [told[0]]  # the id the box was told is the task's
+    model.tool = ("mcp__agentlite__pause_task", {"task_id": told[0]})
+    assert (await agent.ask("t:main", "pause it")).status == "success"
+    await wait_for(lambda: agent.list_tasks()[0].status == "paused", "the task paused from the box")
+    assert not (agent.ipc_root / "errors").exists()  # nothing refused
+    await agent.stop()
+
+
+class SenderChannel(RecordingChannel):
+    """A driver that takes the display name the agent gave a message."""
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self.senders: list[str | None] = []
+
+    async def send_message(self, chat_id: str, text: str, sender: str | None = None) -> None:
+        self.senders.append(sender)
+        await super().send_message(chat_id, text)
+
+
+async def test_a_message_sent_from_the_box_keeps_its_sender(
+    platform: agentlite.AgentLite, model: ModelServer
+) -> None:
+    holder: dict[str, SenderChannel] = {}
+
+    def factory(config: Any) -> SenderChannel:
+        holder["channel"] = SenderChannel(config)
+        return holder["channel"]
+
+    agent = await platform.get_or_create_agent("main", backend=codex(model), channels={"test": factory})
+    await agent.start()
+    channel = holder["channel"]
+    agent.register_group("t:main", name="main", folder="main", is_main=True)
+    outgoing: list[dict[str, Any]] = []
+    agent.on("message.out", lambda e: outgoing.append(e.data))
+    model.scenario = "tool_call"
+    model.tool = ("mcp__agentlite__send_message", {"text": "progress report", "sender": "Researcher"})
+    await channel.say("t:main", "report progress")
+    await channel.wait_sent(2)
+    await wait_for(lambda: len(outgoing) >= 2, "two message.out events")
+    by_text = dict(zip([text for _, text in channel.sent], channel.senders, strict=True))
+    assert by_text["progress report"] == "Researcher" and by_text["Called the tool."] is None
+    assert {"text": "progress report", "sender": "Researcher"}.items() <= next(
+        e for e in outgoing if e["text"] == "progress report"
+    ).items()
     await agent.stop()

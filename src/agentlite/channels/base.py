@@ -158,9 +158,10 @@ DELIVERING_RUN: contextvars.ContextVar[str | None] = contextvars.ContextVar("age
                                                                             default=None)  # fmt: skip
 
 
-def _takes_run_id(driver: Any) -> bool:
+def _takes(driver: Any, parameter: str) -> bool:
+    """Whether the driver's ``send_message`` has the optional keyword ``parameter``."""
     try:
-        return "run_id" in inspect.signature(driver.send_message).parameters
+        return parameter in inspect.signature(driver.send_message).parameters
     except (TypeError, ValueError):
         return False
 
@@ -263,9 +264,10 @@ class ChannelManager:
         """Same as :meth:`find`."""
         return self.find(chat_id)
 
-    async def send(self, chat_id: str, text: str) -> bool:
+    async def send(self, chat_id: str, text: str, *, sender: str | None = None) -> bool:
         """Send a reply to ``chat_id`` without its ``<internal>`` notes; True if anything was sent.
 
+        ``sender`` (a display name the agent chose) goes to drivers whose ``send_message`` takes it.
         Raises :class:`ConfigError` when no channel owns the chat, so a misrouted id is never silent.
         """
         driver = self.find(chat_id)
@@ -274,12 +276,14 @@ class ChannelManager:
         visible = strip_internal(text or "")
         if not visible:
             return False
+        extra: dict[str, Any] = {}
         run_id = DELIVERING_RUN.get()
-        if run_id is not None and _takes_run_id(driver):
+        if run_id is not None and _takes(driver, "run_id"):
             # The reply of a ledger run: a driver that takes ``run_id`` can drop a re-delivery.
-            await driver.send_message(chat_id, visible, run_id=run_id)  # type: ignore[call-arg]
-        else:
-            await driver.send_message(chat_id, visible)
+            extra["run_id"] = run_id
+        if sender and _takes(driver, "sender"):
+            extra["sender"] = sender
+        await driver.send_message(chat_id, visible, **extra)
         return True
 
     async def set_typing(self, chat_id: str, on: bool) -> None:

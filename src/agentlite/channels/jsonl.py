@@ -2,7 +2,8 @@
 
 Input, one object a line: ``{"chat_id": "jsonl:<x>", "text": "...", "sender"?: "...",
 "sender_name"?: "...", "id"?: "...", "chat_name"?: "..."}``. Output, one object a line:
-``{"type": "message", "chat_id": ..., "text": ...}`` for each reply; a line that cannot be used is
+``{"type": "message", "chat_id": ..., "text": ..., "sender"?: ...}`` for each reply (``sender``: the
+display name the agent gave a message it sent with its ``send_message`` tool); a line that cannot be used is
 answered with ``{"type": "error", "error": ..., "line": ...}`` rather than dropped silently, so the
 other end learns of its mistake. With ``emit_typing`` the driver also writes
 ``{"type": "typing", "chat_id": ..., "on": true|false}``.
@@ -121,8 +122,9 @@ class JsonlChannel:
         )
         await self.config.deliver(inbound.chat_id, message)
 
-    async def send_message(self, chat_id: str, text: str) -> None:
-        await self._write({"type": "message", "chat_id": chat_id, "text": text})
+    async def send_message(self, chat_id: str, text: str, sender: str | None = None) -> None:
+        line = {"type": "message", "chat_id": chat_id, "text": text}
+        await self._write(line if sender is None else {**line, "sender": sender})
 
     async def set_typing(self, chat_id: str, on: bool) -> None:
         if self.emit_typing:

@@ -372,11 +372,12 @@ class Agent:
     def registered_groups(self) -> dict[str, RegisteredGroup]:
         return dict(self._groups)
 
-    async def send_message(self, jid: str, text: str) -> None:
-        """Send ``text`` to a chat through the channel that owns it."""
-        if not await self._channels.send(jid, text):
+    async def send_message(self, jid: str, text: str, *, sender: str | None = None) -> None:
+        """Send ``text`` to a chat through the channel that owns it; ``sender`` is an optional display
+        name for it (a driver whose ``send_message`` takes ``sender`` gets it; events carry it)."""
+        if not await self._channels.send(jid, text, sender=sender):
             return
-        self._hub.emit("message.out", jid=jid, text=strip_internal(text))
+        self._hub.emit("message.out", jid=jid, text=strip_internal(text), sender=sender)
 
     async def _on_message(self, chat_id: str, message: Message) -> None:
         if chat_id in self._groups and not message.is_from_me:
@@ -568,13 +569,14 @@ class Agent:
         return self._scheduler
 
     async def schedule_task(self, *, jid: str, prompt: str, schedule_type: str, schedule_value: str,
-                            context_mode: str = "isolated") -> Task:  # fmt: skip
+                            context_mode: str = "isolated", task_id: str | None = None) -> Task:  # fmt: skip
+        """A new task for the group ``jid``; ``task_id`` keeps an id already given out (else a new one)."""
         group = self._groups.get(jid)
         if group is None:
             raise ConfigError(f"unknown group `{jid}`: register it before scheduling tasks for it")
         return await self._need_scheduler().create_task(group_folder=group.folder, chat_id=jid, prompt=prompt,
                                                         schedule_type=schedule_type, schedule_value=schedule_value,
-                                                        context_mode=context_mode)  # fmt: skip
+                                                        context_mode=context_mode, task_id=task_id)  # fmt: skip
 
     def list_tasks(self, group_folder: str | None = None) -> list[Task]:
         return self.store.list_tasks(group_folder)

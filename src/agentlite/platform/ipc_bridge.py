@@ -15,10 +15,10 @@ from agentlite.platform.store import RegisteredGroup, Task
 class BridgedAgent(Protocol):
     """What of an agent the box may reach through IPC."""
 
-    async def send_message(self, jid: str, text: str) -> None: ...
+    async def send_message(self, jid: str, text: str, *, sender: str | None = None) -> None: ...
 
     async def schedule_task(self, *, jid: str, prompt: str, schedule_type: str, schedule_value: str,
-                            context_mode: str = "isolated") -> Task: ...  # fmt: skip
+                            context_mode: str = "isolated", task_id: str | None = None) -> Task: ...  # fmt: skip
 
     async def pause_task(self, task_id: str) -> Task | None: ...
 
@@ -40,12 +40,15 @@ class IpcBridge:
         self.agent = agent
 
     async def send_message(self, chat_id: str, text: str, sender: str | None = None) -> None:
-        await self.agent.send_message(chat_id, text)
+        await self.agent.send_message(chat_id, text, sender=sender)
 
     async def schedule_task(self, **fields: Any) -> None:
+        # The box's tool already told the agent this id: it must be the task's, or a later pause or
+        # cancel of it is refused as an unknown task.
         await self.agent.schedule_task(jid=fields["chat_id"], prompt=fields["prompt"],
                                        schedule_type=fields["schedule_type"], schedule_value=fields["schedule_value"],
-                                       context_mode=fields.get("context_mode") or "isolated")  # fmt: skip
+                                       context_mode=fields.get("context_mode") or "isolated",
+                                       task_id=fields["task_id"])  # fmt: skip
 
     async def pause_task(self, task_id: str) -> None:
         await self.agent.pause_task(task_id)

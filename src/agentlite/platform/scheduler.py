@@ -36,6 +36,7 @@ from pydantic import Field
 
 from agentlite.core.clock import iso_utc, parse_iso
 from agentlite.core.errors import ConfigError
+from agentlite.core.names import check_task_id
 from agentlite.core.schedules import (
     _aware,
     compute_next_run,
@@ -339,8 +340,14 @@ class Scheduler:
         schedule_value: str,
         context_mode: str = "isolated",
         group_folder: str | None = None,
+        task_id: str | None = None,
     ) -> Task:
-        """Validate and store a new active task for the group ``chat_id``; emits ``task.created``."""
+        """Validate and store a new active task for the group ``chat_id``; emits ``task.created``.
+
+        ``task_id`` is the id a box already told its agent (the MCP tool makes it); None makes one.
+        """
+        if task_id is not None and self._store.get_task(check_task_id(task_id)) is not None:
+            raise ConfigError(f"task id `{task_id}` already exists")
         group = self._group_by_jid(chat_id)
         if group is None:
             raise ConfigError(f"unknown group `{chat_id}`: register it before scheduling tasks for it")
@@ -352,7 +359,7 @@ class Scheduler:
             raise ConfigError(f"context mode `{context_mode}` must be group or isolated")
         next_run = self._check_schedule(schedule_type, schedule_value)
         task = Task(
-            id=new_task_id(),
+            id=task_id or new_task_id(),
             group_folder=group.folder,
             chat_id=chat_id,
             prompt=prompt,
