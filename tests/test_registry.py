@@ -16,7 +16,7 @@ from tests.conftest import CapturedLog, captured_log, raw_sql
 from agentlite.core.errors import ConfigError
 from agentlite.platform import registry as _registry
 from agentlite.platform.registry import AgentRecord, Registry, normalize_backend
-from agentlite.run.protocol import BackendConfig
+from agentlite.run.protocol import DEFAULT_BACKEND_TYPE, BackendConfig
 
 ALLOWLIST = {
     "allowedRoots": [{"path": "~/projects", "allowReadWrite": True, "description": "code"}],
@@ -138,7 +138,7 @@ def test_invalid_values_are_refused_and_nothing_is_written(
 
 
 def test_backend_normalization() -> None:
-    assert normalize_backend(None) == BackendConfig(type="claude_code")
+    assert normalize_backend(None) == BackendConfig(type=DEFAULT_BACKEND_TYPE) == BackendConfig()
     assert normalize_backend({"type": "codex"}) == BackendConfig(type="codex")
     assert normalize_backend({"type": "codex", "model": "  gpt-5  "}).model == "gpt-5"
     assert normalize_backend({"type": "claude_code", "model": "   "}).model is None
@@ -177,7 +177,7 @@ def test_backend_is_stored_in_type_and_model_columns(db_path: Path, registry: Re
     )
     assert rows == [
         ("alice", "codex", "gpt-5", None),
-        ("bob", "claude_code", None, None),
+        ("bob", DEFAULT_BACKEND_TYPE, None, None),  # no backend given: the default
         ("carol", "acp", None, '{"base_url":"http://m:1","command":["codex-acp"]}'),
     ]
     carol = registry.get("carol")
@@ -315,7 +315,7 @@ def test_rows_from_before_backend_model_keep_their_type(db_path: Path) -> None:
     ]
 
 
-def test_rows_from_before_backend_types_read_as_the_default(db_path: Path) -> None:
+def test_rows_from_before_backend_types_read_as_the_legacy_backend(db_path: Path) -> None:
     make_legacy(
         db_path,
         "name TEXT PRIMARY KEY, agent_id TEXT NOT NULL UNIQUE, workdir TEXT NOT NULL,"
@@ -346,12 +346,12 @@ def test_corrupt_values_fall_back_and_are_logged(
     assert (alice.mount_allowlist, alice.skills, alice.mcp_servers) == (None, None, None)
     assert alice.agent_id  # the rest of the row is intact
     assert got_bob == bob
-    assert carol.backend == BackendConfig(type="claude_code")
+    assert carol.backend == BackendConfig(type=DEFAULT_BACKEND_TYPE)
     logged = registry_log.text()
     assert "'alice': stored mount allowlist is not valid JSON" in logged
     assert "'alice': stored skills is not a JSON list" in logged
     assert "'alice': stored mcp servers is not valid JSON" in logged
-    assert "'carol': stored backend type 'gpt-bot' is unknown; using claude_code" in logged
+    assert "'carol': stored backend type 'gpt-bot' is unknown; using codex" in logged
     assert "'carol': stored backend options is not valid JSON" in logged
 
 

@@ -21,6 +21,7 @@ from agentlite.core.errors import ConfigError
 from agentlite.platform.acp_server import AcpServerSettings, check_session_folder, serve_stdio
 from agentlite.platform.mounts import MountAllowlist
 from agentlite.run.acp_box import adapter_backend
+from agentlite.run.protocol import DEFAULT_BACKEND_TYPE
 
 ENV_MOUNT_ALLOWLIST = "AGENTLITE_MOUNT_ALLOWLIST"
 
@@ -37,7 +38,7 @@ def _allowlist(path: Path | None) -> MountAllowlist | None:
 def acp_command(
     backend: Annotated[
         str, typer.Option("--backend", help="codex, claude_code, or acp:<command> (any ACP agent).")
-    ] = "codex",
+    ] = DEFAULT_BACKEND_TYPE,
     model: ModelOption = None,
     base_url: BaseUrlOption = None,
     workspace: Annotated[

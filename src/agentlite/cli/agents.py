@@ -11,6 +11,7 @@ from agentlite.cli._common import JsonOption, RuntimeOption, out, print_json, ta
 from agentlite.cli._endpoint import backend_config
 from agentlite.cli._platform_opts import WorkdirOption, opened
 from agentlite.cli.run import AcpOption, BackendOption, BaseUrlOption, ModelOption
+from agentlite.run.protocol import DEFAULT_BACKEND_TYPE
 
 app = typer.Typer(help="Create, list and delete agents.", no_args_is_help=True)
 
@@ -51,7 +52,7 @@ def create_agent(
     assistant_name: Annotated[
         str, typer.Option("--assistant-name", help="Name it answers to (@Name).")
     ] = "Andy",
-    backend: BackendOption = "codex",
+    backend: BackendOption = DEFAULT_BACKEND_TYPE,
     acp_command: AcpOption = None,
     model: ModelOption = None,
     base_url: BaseUrlOption = None,

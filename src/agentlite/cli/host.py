@@ -19,7 +19,7 @@ from agentlite.cli.run import AcpOption, BackendOption, BaseUrlOption, ModelOpti
 from agentlite.core.errors import ConfigError
 from agentlite.platform.app import AgentLite, resolve_timezone
 from agentlite.platform.hostmode import DEFAULT_MAX_CONCURRENT, JsonlHost, serve_stdin
-from agentlite.run.protocol import BackendConfig
+from agentlite.run.protocol import DEFAULT_BACKEND_TYPE, BackendConfig
 
 #: The default hard timeout of one request's box, in seconds (``--timeout``; each event re-arms it).
 REQUEST_TIMEOUT = 1800.0
@@ -32,7 +32,7 @@ def host_command(
     jsonl: Annotated[
         bool, typer.Option("--jsonl", help="Speak JSON lines on stdin/stdout (required).")
     ] = False,
-    backend: BackendOption = "codex",
+    backend: BackendOption = DEFAULT_BACKEND_TYPE,
     acp_command: AcpOption = None,
     model: ModelOption = None,
     base_url: BaseUrlOption = None,

@@ -26,7 +26,7 @@ from agentlite.cli._common import (
 )
 from agentlite.cli._endpoint import DEMO_NOTICE, backend_config, demo_model_if_needed, with_base_url
 from agentlite.cli._network_opts import AllowNetOption, NetworkOption, NoNetworkOption, network_settings
-from agentlite.run.protocol import Event, RunnerInput, SdkMessageEvent, StateEvent
+from agentlite.run.protocol import DEFAULT_BACKEND_TYPE, Event, RunnerInput, SdkMessageEvent, StateEvent
 from agentlite.run.turn import GroupKey, TurnResult, run_turn
 
 BackendOption = Annotated[str, typer.Option("--backend", help="codex, claude_code or acp.")]
@@ -58,7 +58,7 @@ def describe(event: Event) -> str | None:
 
 def run_command(
     prompt: Annotated[str, typer.Argument(help="What to ask the agent.")],
-    backend: BackendOption = "codex",
+    backend: BackendOption = DEFAULT_BACKEND_TYPE,
     acp_command: AcpOption = None,
     model: ModelOption = None,
     base_url: BaseUrlOption = None,

@@ -38,11 +38,13 @@ from agentlite.core.errors import ConfigError
 from agentlite.core.names import check_agent_name
 from agentlite.platform.schema import add_column
 from agentlite.platform.store import Database, Migration, now_iso
-from agentlite.run.protocol import BACKEND_TYPES, BackendConfig
+from agentlite.run.protocol import BACKEND_TYPES, DEFAULT_BACKEND_TYPE, BackendConfig
 
 log = logging.getLogger("agentlite.registry")
 
-DEFAULT_BACKEND_TYPE = "claude_code"
+#: What a row without a backend type meant: those rows were written by the reference, whose agents
+#: ran claude_code when they named none (read as that, so an upgrade never switches an agent's backend).
+LEGACY_BACKEND_TYPE = "claude_code"
 AGENT_ID_LENGTH = 8
 _ID_ALPHABET = string.digits + string.ascii_letters
 #: Spellings of backend types written by other versions of AgentLite.
@@ -127,7 +129,8 @@ def new_agent_id() -> str:
 
 
 def normalize_backend(value: BackendConfig | Mapping[str, Any] | None) -> BackendConfig:
-    """A validated copy of ``value``; None means the default ``{type: claude_code}``.
+    """A validated copy of ``value``; None means the default backend
+    (:data:`agentlite.run.protocol.DEFAULT_BACKEND_TYPE`).
 
     A mapping must name its ``type``: ``{}`` is refused rather than read as some default backend.
     """
@@ -177,7 +180,7 @@ def _loads(raw: str | None, expected: type, what: str, name: str) -> Any:
 def _backend_from_row(row: sqlite3.Row) -> BackendConfig:
     name = row["name"]
     raw_type = row["backend_type"]
-    backend_type = _BACKEND_ALIASES.get(raw_type, raw_type) if raw_type else DEFAULT_BACKEND_TYPE
+    backend_type = _BACKEND_ALIASES.get(raw_type, raw_type) if raw_type else LEGACY_BACKEND_TYPE
     if backend_type not in BACKEND_TYPES:
         log.warning(
             "agent %r: stored backend type %r is unknown; using %s", name, raw_type, DEFAULT_BACKEND_TYPE

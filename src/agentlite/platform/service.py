@@ -80,7 +80,7 @@ class GroupConfig(_Strict):
 class AgentConfig(_Strict):
     name: str
     assistant_name: str = "Andy"
-    backend: BackendConfig = BackendConfig(type="claude_code")
+    backend: BackendConfig = Field(default_factory=BackendConfig)
     instructions: str | None = None
     #: The agent's box network (none, egress, allowlist, host); unset keeps what the agent has.
     network: Literal["none", "egress", "allowlist", "host"] | None = None

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from agentlite.run.wire import (  # the runner writes frames without pydantic: one set of markers
     BACKEND_TYPES as BACKEND_TYPES,
+    DEFAULT_BACKEND_TYPE as DEFAULT_BACKEND_TYPE,
     OUTPUT_END as OUTPUT_END,
     OUTPUT_START as OUTPUT_START,
     default_key_env,
@@ -31,7 +32,7 @@ class _Model(BaseModel):
 class BackendConfig(_Model):
     """Which agent drives a run and how it reaches its model."""
 
-    type: Literal["codex", "claude_code", "acp"] = "codex"
+    type: Literal["codex", "claude_code", "acp"] = DEFAULT_BACKEND_TYPE
     #: Model name passed to the CLI; blank means the CLI's default.
     model: str | None = None
     #: Model endpoint (a proxy, a self-hosted model, the offline demo model); None = the vendor's.

@@ -10,11 +10,14 @@ markers and the key-variable rule from here, so both ends share one definition.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 OUTPUT_START = "---AGENTLITE_OUTPUT_START---"
 OUTPUT_END = "---AGENTLITE_OUTPUT_END---"
 BACKEND_TYPES = ("codex", "claude_code", "acp")
+#: The backend of an agent, a run or a config that names none (the SDK, ``agentlite.toml``, every
+#: CLI command): codex, which the offline demo model answers with no key and no setup.
+DEFAULT_BACKEND_TYPE: Literal["codex"] = "codex"
 
 Event = dict[str, Any]
 
