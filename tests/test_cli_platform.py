@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -146,3 +147,31 @@ def test_chat_answers_in_the_terminal_on_the_demo_model(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert '[offline demo model] You said: "hello from the terminal"' in " ".join(result.stdout.split())
     assert "offline demo model, not a real one" in result.stderr
+
+
+def test_chat_refuses_a_bad_backend_option_before_making_anything(tmp_path: Path) -> None:
+    bad = cli(tmp_path, "chat", "--backend", "gemini", stdin="")
+    assert bad.returncode == 2 and "unknown backend `gemini`" in bad.stderr
+    url = cli(tmp_path, "chat", "--base-url", "ftp://x", stdin="")
+    assert url.returncode == 2 and "must start with http:// or https://" in url.stderr
+    assert json.loads(cli(tmp_path, "agents", "list", "--json").stdout) == []
+
+
+@pytest.mark.skipif(agent_clis_bin() is None or not (agent_clis_bin() / "codex").exists(),  # type: ignore[operator]
+                    reason="agent CLI `codex` not installed (run scripts/install.sh)")  # fmt: skip
+async def test_chat_takes_backend_model_and_base_url(tmp_path: Path) -> None:
+    from agentlite.testing.model_server import ModelServer
+
+    async with ModelServer(scenario="text") as model:
+        made = await asyncio.to_thread(cli, tmp_path, "chat", "--backend", "codex", "--model", "m-one",
+                                       "--base-url", model.openai_base_url, stdin="hello\n")  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        assert "hi from the offline model" in made.stdout and "offline demo model" not in made.stderr
+        assert {r.body.get("model") for r in model.requests if r.path == "/v1/responses"} == {"m-one"}
+        listed = json.loads(cli(tmp_path, "agents", "list", "--json").stdout)
+        assert [(a["name"], a["backend"], a["model"]) for a in listed] == [("main", "codex", "m-one")]
+        # An existing agent: --model alone changes only the model, and says so.
+        again = await asyncio.to_thread(cli, tmp_path, "chat", "--model", "m-two", stdin="again\n")
+        assert again.returncode == 0, again.stderr
+        assert "backend codex -> codex (model m-two" in again.stderr
+        assert [r.body.get("model") for r in model.requests if r.path == "/v1/responses"][-1] == "m-two"
