@@ -29,7 +29,7 @@ from agentlite.box.sandbox import SandboxRuntime
 from agentlite.core.agent_clis import agent_clis_prefix
 from agentlite.core.errors import ConfigError
 from agentlite.image import builder as _image
-from agentlite.image.builder import ImageBuildError, ImageInfo, build_image, image_rootfs_for_sandbox
+from agentlite.image.builder import ImageBuildFailed, ImageInfo, build_image, image_rootfs_for_sandbox
 from agentlite.run.protocol import BackendConfig, ErrorEvent, Event, FrameParser, ResultEvent, RunnerInput
 
 IMAGE_HOME = Path(os.environ.get("AGENTLITE_TEST_IMAGE_HOME", "/var/tmp/agentlite-test-image"))
@@ -118,11 +118,11 @@ def test_failed_build_leaves_no_half_written_layout(tmp_path: Path, monkeypatch:
     def broken(mmdebstrap: str, rootfs: Path, scratch: Path) -> None:
         (rootfs / "etc").mkdir(parents=True)
         (rootfs / "etc" / "passwd").write_text("root:x:0:0::/root:/bin/sh\n")
-        raise ImageBuildError("mmdebstrap (the Debian base) failed (exit 1): E: simulated")
+        raise ImageBuildFailed("mmdebstrap (the Debian base) failed (exit 1): E: simulated")
 
     monkeypatch.setattr(_image, "_mmdebstrap", broken)
     steps: list[tuple[str, float | None]] = []
-    with pytest.raises(ImageBuildError, match="simulated"):
+    with pytest.raises(ImageBuildFailed, match="simulated"):
         build_image(tmp_path / "home", progress=lambda step, s: steps.append((step, s)))
     assert steps == [("debian", None)]
     left = [p.name for p in (tmp_path / "home" / "images").iterdir() if not p.name.startswith(".lock-")]

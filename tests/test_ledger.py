@@ -17,6 +17,7 @@ import pytest
 
 import agentlite
 from agentlite.core.errors import ConfigError
+from agentlite.core.safefs import UnsafePath
 from agentlite.platform.ledger import RUN_STATES
 from agentlite.platform.store import AgentStore
 from agentlite.run.journal import journal_path, read_journal
@@ -144,7 +145,7 @@ def test_a_frame_still_being_written_is_left_for_later_and_symlinks_are_refused(
     entries = read_journal(journal)
     assert len(entries) == 1 and entries[0].end == len(whole)
     (tmp_path / "link.jsonl").symlink_to(journal)
-    with pytest.raises(PermissionError, match="symlink"):
+    with pytest.raises(UnsafePath, match="symlink"):
         read_journal(tmp_path / "link.jsonl")
 
 

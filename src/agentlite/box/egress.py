@@ -45,6 +45,7 @@ from agentlite.box.network import (
     parse_allow_net,
     parse_network_mode,
 )
+from agentlite.core.errors import AgentliteError
 
 log = logging.getLogger("agentlite.egress")
 
@@ -57,7 +58,7 @@ LOG_CAP = 1024 * 1024
 _SOCKS_OK, _SOCKS_REFUSED, _SOCKS_UNREACHABLE, _SOCKS_BAD_COMMAND, _SOCKS_BAD_ADDRESS = 0, 2, 4, 7, 8
 
 
-class _ClientError(Exception):
+class _ClientError(AgentliteError):
     """The client sent something this proxy will not serve; the message goes back to it."""
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from agentlite.core.atomic import write_atomic
-from agentlite.core.errors import ConfigError
+from agentlite.core.errors import AgentliteError, ConfigError
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -181,7 +181,7 @@ def host_addresses() -> frozenset[IpAddress]:
     return frozenset(found)
 
 
-class Refused(Exception):
+class Refused(AgentliteError):
     """The policy refuses a destination; the message says why."""
 
 

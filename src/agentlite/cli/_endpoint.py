@@ -7,7 +7,7 @@ import os
 import shlex
 from collections.abc import AsyncIterator
 
-from agentlite.core.errors import ConfigError
+from agentlite.core.errors import ConfigError, UnknownBackend
 from agentlite.run.protocol import BACKEND_TYPES, BackendConfig
 
 DEMO_NOTICE = "no API key or base URL set: answers come from the offline demo model, not a real one"
@@ -18,7 +18,7 @@ def backend_config(
 ) -> BackendConfig:
     """Validate the backend options of ``run`` and ``host`` into a :class:`BackendConfig`."""
     if kind not in BACKEND_TYPES:
-        raise ConfigError(f"unknown backend `{kind}`; choose one of {', '.join(BACKEND_TYPES)}")
+        raise UnknownBackend(kind, BACKEND_TYPES)
     if base_url is not None and not base_url.startswith(("http://", "https://")):
         raise ConfigError(f"base URL `{base_url}` must start with http:// or https://")
     command = shlex.split(acp_command) if acp_command else None

@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from agentlite.core.clock import now_iso
+from agentlite.core.errors import AgentliteError
 
 SERVER_NAME = "agentlite"
 SERVER_VERSION = "1"
@@ -72,7 +73,7 @@ METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 
 
-class ToolError(Exception):
+class ToolError(AgentliteError):
     """A tool refused its arguments or failed: the agent sees the message as an ``isError`` result."""
 
 

@@ -48,7 +48,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from agentlite.core.errors import ConfigError
+from agentlite.core.errors import ConfigError, ImageBuildFailed, UnknownBackend
 
 log = logging.getLogger("agentlite.image")
 
@@ -161,9 +161,7 @@ def check_backends(backends: Sequence[str]) -> list[str]:
         raise ConfigError(f"choose at least one backend for the image: {', '.join(BACKEND_PACKAGES)}")
     for name in names:
         if name not in BACKEND_PACKAGES:
-            raise ConfigError(
-                f"unknown backend `{name}` for the image; choose from {', '.join(BACKEND_PACKAGES)}"
-            )
+            raise UnknownBackend(name, tuple(BACKEND_PACKAGES))
     return names
 
 
@@ -331,12 +329,8 @@ def _run(argv: Sequence[str], *, env: dict[str, str] | None = None, what: str) -
     proc = subprocess.run(list(argv), capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip()[-2000:]
-        raise ImageBuildError(f"{what} failed (exit {proc.returncode}): {tail}")
+        raise ImageBuildFailed(f"{what} failed (exit {proc.returncode}): {tail}")
     return proc.stdout
-
-
-class ImageBuildError(ConfigError):
-    """A step of the image build failed; the message names the step and the tool's output."""
 
 
 # -- the build -----------------------------------------------------------------------------------
@@ -508,7 +502,7 @@ def _host_wheels(wheels: Path) -> tuple[Path, list[str]]:
     )
     built = sorted(wheels.glob("agentlite-*.whl"))
     if not built:
-        raise ImageBuildError("building the agentlite wheel produced no wheel")
+        raise ImageBuildFailed("building the agentlite wheel produced no wheel")
     return built[-1], pins
 
 

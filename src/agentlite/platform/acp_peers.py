@@ -40,7 +40,7 @@ from agentlite.core.agent_clis import agent_clis_bin
 from agentlite.core.clock import now_iso as iso_utc
 from agentlite.core.errors import ConfigError
 from agentlite.core.safefs import BoxDir, UnsafePath
-from agentlite.platform.actions import ActionContext, ActionRegistry
+from agentlite.platform.actions import ActionContext, ActionRefused, ActionRegistry
 from agentlite.run.acp_box import AdapterBox
 from agentlite.run.acp_client import AcpClientBase
 from agentlite.run.box_run import GUEST_WORKSPACE
@@ -386,7 +386,7 @@ class AcpDelegation:
     def _peer(self, name: str) -> AcpPeer:
         peer = self.peers.get(name)
         if peer is None:
-            raise ValueError(
+            raise ActionRefused(
                 f"unknown acp peer: {name}. Call acp_list_remote_agents to see the configured peers"
             )
         return peer
@@ -394,9 +394,9 @@ class AcpDelegation:
     def _owned(self, session_id: str, ctx: ActionContext) -> _Session:
         session = self.sessions.get(session_id)
         if session is None:
-            raise ValueError(f"unknown acp session: {session_id}")
+            raise ActionRefused(f"unknown acp session: {session_id}")
         if not ctx.is_main and session.owner != ctx.source_group:
-            raise ValueError(f"acp session {session_id} is owned by a different group")
+            raise ActionRefused(f"acp session {session_id} is owned by a different group")
         return session
 
     async def list_remote_agents(self, payload: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
@@ -413,7 +413,9 @@ class AcpDelegation:
         # The peer's box has only the caller's group folder: a cwd is a folder inside it.
         cwd = os.path.normpath(cwd or GUEST_WORKSPACE)
         if cwd != GUEST_WORKSPACE and not cwd.startswith(GUEST_WORKSPACE + "/"):
-            raise ValueError(f"acp session cwd `{cwd}` must be inside {GUEST_WORKSPACE} (the group folder)")
+            raise ActionRefused(
+                f"acp session cwd `{cwd}` must be inside {GUEST_WORKSPACE} (the group folder)"
+            )
         key = (peer.name, ctx.source_group)
         box = self._boxes.get(key)
         if box is None:
@@ -438,7 +440,7 @@ class AcpDelegation:
     async def new_session(self, payload: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
         jid = self._resolve_jid(ctx.source_group, ctx.chat_id)
         if jid is None:
-            raise ValueError(
+            raise ActionRefused(
                 f'cannot resolve ACP completion notice target for group folder "{ctx.source_group}"'
             )
         session = await self._open(payload["peer"], ctx, cwd=payload.get("cwd"))
@@ -454,7 +456,7 @@ class AcpDelegation:
     async def prompt(self, payload: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
         session = self._owned(payload["session_id"], ctx)
         if session.in_flight is not None and not session.in_flight.done():
-            raise ValueError(f"acp session {session.id} already has an in-flight prompt")
+            raise ActionRefused(f"acp session {session.id} already has an in-flight prompt")
         blocks = [_block(b) for b in payload["prompt"]]
         name = f"acp-run-{uuid.uuid4()}.json"
         started = iso_utc()
@@ -535,7 +537,7 @@ class AcpDelegation:
     async def close_session(self, payload: dict[str, Any], ctx: ActionContext) -> dict[str, Any]:
         session = self._owned(payload["session_id"], ctx)
         if session.in_flight is not None and not session.in_flight.done():
-            raise ValueError(f"acp session {session.id} has an in-flight prompt; cancel it first")
+            raise ActionRefused(f"acp session {session.id} has an in-flight prompt; cancel it first")
         self.sessions.pop(session.id, None)
         self._release(session.runner)
         return {"ok": True}
@@ -573,7 +575,7 @@ def _block(data: Any) -> Any:
     models = {"text": schema.TextContentBlock, "image": schema.ImageContentBlock,
               "audio": schema.AudioContentBlock, "resource_link": schema.ResourceContentBlock}  # fmt: skip
     if kind not in models:
-        raise ValueError(f"prompt block type must be text, image, audio or resource_link, not {kind!r}")
+        raise ActionRefused(f"prompt block type must be text, image, audio or resource_link, not {kind!r}")
     return models[kind].model_validate(data)
 
 

@@ -108,8 +108,13 @@ class ActionContext(BaseModel):
 ActionHandler = Callable[..., Any | Awaitable[Any]]
 
 
-class PayloadError(ValueError):
+class PayloadError(ConfigError):
     """A payload did not match an action's schema; the message says where."""
+
+
+class ActionRefused(ConfigError):
+    """A handler refuses a call it cannot serve (an unknown id, another group's session); the box
+    gets the message as the call's error."""
 
 
 @dataclass(frozen=True)
@@ -262,7 +267,7 @@ class _Grant:
     is_main: bool
 
 
-class _HttpError(Exception):
+class _HttpError(AgentliteError):
     def __init__(self, status: int, body: dict[str, Any]) -> None:
         super().__init__(status)
         self.status = status

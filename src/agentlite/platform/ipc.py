@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from agentlite.core.clock import now_iso
+from agentlite.core.errors import AgentliteError
 from agentlite.core.names import InvalidName, check_group_folder, check_task_id
 from agentlite.core.safefs import BoxDir, UnsafePath
 
@@ -98,7 +99,7 @@ class IpcHandler(Protocol):
     async def refresh_groups(self) -> None: ...
 
 
-class IpcRejected(Exception):
+class IpcRejected(AgentliteError):
     """A request was refused (malformed or unauthorized); the file goes to ``errors/``."""
 
 

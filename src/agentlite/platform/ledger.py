@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from agentlite.core.clock import now_iso
-from agentlite.core.errors import ConfigError
+from agentlite.core.errors import AgentliteError, ConfigError
 from agentlite.platform.schema import add_column
 
 
@@ -148,7 +148,7 @@ class RunRecord:
         return data
 
 
-class FencedOut(Exception):
+class FencedOut(AgentliteError):
     """A final or state change came from a copy of the run the ledger no longer holds as current."""
 
 

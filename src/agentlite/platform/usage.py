@@ -16,12 +16,13 @@ from datetime import datetime
 from typing import Any, Literal
 
 from agentlite.core.clock import iso_utc
+from agentlite.core.errors import RunError
 from agentlite.platform.prices import PriceTable
 from agentlite.platform.store import AgentStore
 from agentlite.run.protocol import UsageEvent
 
 
-class RunStopped(Exception):
+class RunStopped(RunError):
     """Raised by a tally's ``on_change`` to stop the run now (the message is the turn's error)."""
 
 

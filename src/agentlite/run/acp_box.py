@@ -24,7 +24,7 @@ from agentlite.box.base import BoxProcess, BoxRuntime, BoxSpec, Volume
 from agentlite.box.lifecycle import _claim_name, _shielded, _teardown
 from agentlite.box.network import NetworkMode, loopback_ports, model_endpoint_entries
 from agentlite.box.ownership import ownership_for
-from agentlite.core.errors import ConfigError
+from agentlite.core.errors import UnknownBackend
 from agentlite.guest.runner import bytecode as box_bytecode
 from agentlite.run.box_run import GUEST_WORKSPACE, runner_env
 from agentlite.run.protocol import BackendConfig, RunnerInput
@@ -47,7 +47,7 @@ def adapter_backend(backend: str, model: str | None, base_url: str | None) -> Ba
                              api_key_env="ANTHROPIC_API_KEY")  # fmt: skip
     if backend.startswith("acp:") and shlex.split(backend[4:]):
         return BackendConfig(type="acp", command=shlex.split(backend[4:]), model=model, base_url=base_url)
-    raise ConfigError(f"unknown backend `{backend}`; choose codex, claude_code or acp:<command>")
+    raise UnknownBackend(backend, ("codex", "claude_code", "acp:<command>"))
 
 
 class _BoxStdinTransport(asyncio.WriteTransport):

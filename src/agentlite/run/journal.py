@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from agentlite.core.safefs import UnsafePath
 from agentlite.platform.ledger import JOURNAL_DIR, RunRecord, journal_name
 from agentlite.run.protocol import ErrorEvent, Event, FrameParser, ResultEvent
 
@@ -53,7 +54,7 @@ def read_journal(path: Path, offset: int = 0) -> list[JournalEntry]:
         return []
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise PermissionError(f"journal `{path}` is a symlink; refusing to follow it") from exc
+            raise UnsafePath(path, "the journal is a symlink; refusing to follow it") from exc
         raise
     with os.fdopen(fd, "rb") as journal:  # closes fd
         journal.seek(offset)

@@ -34,6 +34,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentlite.core.errors import AgentliteError, ConfigError
+
 __all__ = ["SCENARIOS", "ModelServer", "RecordedRequest", "ScriptedUsage", "main"]
 
 #: Every scenario name the server knows, in the order they are documented.
@@ -455,7 +457,7 @@ def _error_body(api: str, message: str, kind: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": None, "code": None}}
 
 
-class _BadRequest(Exception):
+class _BadRequest(AgentliteError):
     """The request could not be parsed as HTTP/1.1; the connection is answered 400 and closed."""
 
 
@@ -522,7 +524,7 @@ class ModelServer:
     @scenario.setter
     def scenario(self, value: str) -> None:
         if value not in SCENARIOS:
-            raise ValueError(f"unknown scenario {value!r}; known: {', '.join(SCENARIOS)}")
+            raise ConfigError(f"unknown scenario {value!r}; known: {', '.join(SCENARIOS)}")
         self._scenario = value
 
     @property
@@ -532,7 +534,7 @@ class ModelServer:
     @delay.setter
     def delay(self, value: float) -> None:
         if value < 0:
-            raise ValueError(f"delay must be >= 0 seconds, not {value}")
+            raise ConfigError(f"delay must be >= 0 seconds, not {value}")
         self._delay = float(value)
 
     @property

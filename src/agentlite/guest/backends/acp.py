@@ -17,6 +17,7 @@ from typing import Any
 import acp
 from acp import schema
 
+from agentlite.core.errors import ConfigError
 from agentlite.guest.backends.base import BackendContext, TurnFailed
 from agentlite.run.acp_client import NoHostFsClient
 from agentlite.run.wire import result_event, sdk_message_event, state_event, usage_event
@@ -74,7 +75,7 @@ class AcpBackend:
     def __init__(self, context: BackendContext) -> None:
         self.ctx = context
         if not context.config.command:
-            raise ValueError("the acp backend needs `command` (the agent's command line)")
+            raise ConfigError("the acp backend needs `command` (the agent's command line)")
         self._loop = asyncio.Runner()
         self._stack = contextlib.AsyncExitStack()
         self._client = _Client(self)

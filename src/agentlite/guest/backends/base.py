@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from agentlite.core.errors import RunError
 from agentlite.guest.runner._input import BackendSettings, TurnInput
 from agentlite.run.wire import Event
 
@@ -29,7 +30,7 @@ BOX_MCP_SERVER = "agentlite"
 MCP_STARTUP_TIMEOUT = 30.0
 
 
-class TurnFailed(Exception):
+class TurnFailed(RunError):
     """The agent failed the turn; the message names the cause (exit code, API error, ...)."""
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 
+from agentlite.core.errors import UnknownBackend
 from agentlite.guest.backends.base import Backend, BackendContext
 
 #: Backend type -> ``module:class`` of its implementation.
@@ -24,7 +25,7 @@ def make_backend(context: BackendContext) -> Backend:
     kind = context.config.type
     target = BACKENDS.get(kind)
     if target is None:
-        raise ValueError(f"unknown backend `{kind}`; choose one of {', '.join(BACKENDS)}")
+        raise UnknownBackend(kind, tuple(BACKENDS))
     module, _, name = target.partition(":")
     backend: Backend = getattr(importlib.import_module(module), name)(context)
     return backend

@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from agentlite.core.errors import AgentliteError
 from agentlite.run.wire import BACKEND_TYPES, default_key_env
 
 
-class InputError(ValueError):
+class InputError(AgentliteError, ValueError):
     """The input is not a valid RunnerInput; the message lists every problem."""
 
 

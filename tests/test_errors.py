@@ -1,0 +1,134 @@
+"""One exception tree: every error AgentLite defines derives from AgentliteError, and the package
+raises builtin exceptions on purpose only where a library's protocol asks for them."""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import importlib
+import inspect
+import pkgutil
+from pathlib import Path
+
+import pytest
+
+import agentlite
+from agentlite.core.errors import AgentliteError, ConfigError
+
+ROOT = Path(agentlite.__file__).parent
+BUILTIN_EXCEPTIONS = {
+    name for name, obj in vars(builtins).items() if inspect.isclass(obj) and issubclass(obj, BaseException)
+}
+
+
+def agentlite_modules() -> list[str]:
+    return [
+        m.name
+        for m in pkgutil.walk_packages(agentlite.__path__, "agentlite.")
+        if not m.name.endswith("__main__")
+    ]
+
+
+def test_every_exception_class_of_the_package_derives_from_agentlite_error() -> None:
+    outside = []
+    for name in agentlite_modules():
+        module = importlib.import_module(name)
+        for attr, obj in vars(module).items():
+            is_error = inspect.isclass(obj) and issubclass(obj, BaseException)
+            if is_error and obj.__module__ == name and not issubclass(obj, AgentliteError):
+                outside.append(f"{name}.{attr}")
+    assert outside == []
+    assert len(agentlite_modules()) > 50  # the walk really saw the package
+
+
+def test_no_class_defined_in_a_function_escapes_the_tree() -> None:
+    """The walk above sees module-level classes; this sees every ``class X(SomeBuiltinError)``."""
+    outside = []
+    for path in ROOT.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                bases = {b.id for b in node.bases if isinstance(b, ast.Name)}
+                if bases & BUILTIN_EXCEPTIONS and not bases - BUILTIN_EXCEPTIONS:
+                    outside.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}")
+    assert outside == [f"core/errors.py:{_line_of('AgentliteError')} AgentliteError"]
+
+
+def _line_of(class_name: str) -> int:
+    tree = ast.parse((ROOT / "core" / "errors.py").read_text())
+    return next(n.lineno for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == class_name)
+
+
+#: Builtin raises the package keeps on purpose: pydantic validators must raise ValueError (pydantic
+#: turns it into a ValidationError naming the field), errno-carrying OSErrors from ctypes calls, a
+#: ValueError caught two lines below in the same function, and invariants of the code itself.
+ALLOWED_BUILTIN_RAISES = {
+    ("__init__.py", "AttributeError"),  # the module __getattr__ protocol
+    ("box/egress.py", "ConnectionRefusedError"),  # the proxy's own connect failure, an OSError to its caller
+    ("box/sandbox.py", "ValueError"),  # a damaged box.json, caught in _read_state itself
+    ("box/sandbox.py", "OSError"),  # setns errno
+    ("guest/runner/_inbox.py", "OSError"),  # inotify errno
+    ("platform/router.py", "ValueError"),  # a bad sender rule, caught in SenderAllowlist.load
+    ("platform/store.py", "AssertionError"),  # the migration list itself is wrong
+    ("testing/model_server.py", "RuntimeError"),  # the test helper used before start
+}
+
+
+#: Exits and markers, not errors.
+NOT_ERRORS = {"NotImplementedError", "SystemExit", "KeyboardInterrupt", "StopIteration", "StopAsyncIteration"}
+
+
+def _validators(tree: ast.AST) -> set[ast.AST]:
+    """Function bodies decorated as pydantic validators."""
+    found: set[ast.AST] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef):
+            names = {ast.unparse(d).split("(")[0].rsplit(".", 1)[-1] for d in node.decorator_list}
+            if names & {"field_validator", "model_validator", "validator"}:
+                found.update(ast.walk(node))
+    return found
+
+
+def test_the_package_raises_builtin_exceptions_only_where_a_protocol_asks_for_them() -> None:
+    found = set()
+    for path in ROOT.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        in_validator = _validators(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Raise) and node.exc is not None and node not in in_validator:
+                target = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+                if isinstance(target, ast.Name) and target.id in BUILTIN_EXCEPTIONS - NOT_ERRORS:
+                    found.add((path.relative_to(ROOT).as_posix(), target.id))
+    assert found - ALLOWED_BUILTIN_RAISES == set()
+
+
+def test_config_errors_stay_value_errors_for_callers_that_catch_those() -> None:
+    from agentlite.core.names import InvalidName
+    from agentlite.guest.runner._input import InputError
+    from agentlite.platform.actions import PayloadError
+
+    for cls in (ConfigError, InvalidName, PayloadError, InputError):
+        assert issubclass(cls, ValueError) and issubclass(cls, AgentliteError)
+
+
+def test_a_failed_image_build_is_not_a_config_error() -> None:
+    from agentlite.core.errors import ImageBuildFailed, RunError
+    from agentlite.guest.backends.base import TurnFailed
+    from agentlite.platform.ipc import IpcRejected
+
+    assert not issubclass(ImageBuildFailed, ConfigError)
+    assert issubclass(TurnFailed, RunError) and issubclass(IpcRejected, AgentliteError)
+
+
+def test_an_unknown_backend_is_one_error_wherever_it_is_named() -> None:
+    from types import SimpleNamespace
+
+    from agentlite.cli._endpoint import backend_config
+    from agentlite.core.errors import UnknownBackend
+    from agentlite.guest.backends.registry import make_backend
+
+    with pytest.raises(UnknownBackend, match="unknown backend `gemini`; choose one of codex") as in_box:
+        make_backend(SimpleNamespace(config=SimpleNamespace(type="gemini")))  # type: ignore[arg-type]
+    with pytest.raises(UnknownBackend) as on_host:
+        backend_config("gemini", None, None, None)
+    assert in_box.value.kind == on_host.value.kind == "gemini"
+    assert isinstance(on_host.value, ConfigError)
