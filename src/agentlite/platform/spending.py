@@ -46,6 +46,8 @@ class Spending:
         self._emit = emit
         self._notify = notify
         self._notices: dict[str, list[str]] = {}
+        #: Groups whose running turn was stopped by a budget; ``after`` must not pause them twice.
+        self._stopped_mid_turn: set[str] = set()
 
     @property
     def clock(self) -> Callable[[], datetime]:
@@ -93,6 +95,7 @@ class Spending:
                 reached = crossed(now)
                 if reached is not None:
                     self._notices.setdefault(jid, []).append(self._exceeded(jid, now, reached))
+                    self._stopped_mid_turn.add(jid)
                     raise BudgetExceeded(now, reached)
 
         return UsageTally(self.prices, on_change=guard if before else None)
@@ -139,10 +142,9 @@ class Spending:
                            at=self.clock().astimezone(UTC))  # fmt: skip
         usage = result.usage.model_dump() if result.usage else None
         self._emit("usage", jid=jid, folder=folder, run_id=run_id, usage=usage)
-        already = bool(self._notices.get(jid)) and any(
-            n.startswith("Agent paused") for n in self._notices[jid]
-        )
-        if not already:
+        if jid in self._stopped_mid_turn:
+            self._stopped_mid_turn.discard(jid)
+        else:
             for status in self.budgets.statuses(jid):
                 if status.paused:
                     continue
