@@ -15,7 +15,13 @@ import pytest
 
 from agentlite.box.base import BoxSpec, BoxState, Volume
 from agentlite.box.sandbox import SandboxRuntime
-from agentlite.core.errors import BoxExecFailed, BoxExists, BoxNotFound, BoxRemoveFailed, ConfigError
+from agentlite.core.errors import (
+    BoxExecFailed,
+    BoxExists,
+    BoxNotFound,
+    BoxRemoveFailed,
+    ConfigError,
+)
 
 
 async def run(rt: SandboxRuntime, name: str, argv: list[str], stdin: bytes = b"") -> tuple[int, str, str]:
@@ -219,3 +225,31 @@ async def test_host_paths_under_the_host_tmp_stay_visible(home: Path, tmp_path: 
     finally:
         await runtime.remove("agentlite-t-tmp-1", force=True)
     assert (code, out) == (0, "visible")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root boxes run as another user and need access granted")
+async def test_access_lost_between_grant_and_start_is_granted_again(
+    sandbox: SandboxRuntime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    private = tmp_path / "private"
+    (private / "data").mkdir(parents=True)
+    (private / "data" / "in.txt").write_text("data")
+    private.chmod(0o700)
+    grant = SandboxRuntime._grant_access
+    grants = 0
+
+    def grant_then_lose_it(self: SandboxRuntime, spec: BoxSpec, box_dir: Path) -> None:
+        nonlocal grants
+        grants += 1
+        grant(self, spec, box_dir)
+        if grants == 1:
+            private.chmod(0o700)  # resets the ACL mask: the box user loses its way in again
+
+    monkeypatch.setattr(SandboxRuntime, "_grant_access", grant_then_lose_it)
+    spec = BoxSpec(volumes=[Volume.parse(f"{private / 'data'}:/workspace/data:ro")])
+    await sandbox.create("agentlite-t-regrant", spec)
+    try:
+        code, out, _ = await run(sandbox, "agentlite-t-regrant", ["cat", "/workspace/data/in.txt"])
+    finally:
+        await sandbox.remove("agentlite-t-regrant", force=True)
+    assert grants == 2 and (code, out) == (0, "data")

@@ -148,12 +148,25 @@ def _can(st: os.stat_result, uid: int, gid: int, perm: int, entries: list[tuple[
     return (st.st_mode & perm) == perm
 
 
-def grant_traverse(path: Path, uid: int, gid: int) -> None:
-    """Let ``uid`` pass through every folder above ``path`` (search only)."""
+def _blocking_folders(path: Path, uid: int, gid: int) -> list[tuple[Path, os.stat_result]]:
+    """The folders above ``path`` that ``uid`` may not pass through, top down."""
+    blocking = []
     for folder in reversed(path.parents):
         st = os.stat(folder)
         if not _can(st, uid, gid, X, _read_acl(folder, _ACCESS)):
-            _grant(str(folder), st, uid, X, default=False)
+            blocking.append((folder, st))
+    return blocking
+
+
+def can_traverse(path: Path, uid: int, gid: int) -> bool:
+    """Whether ``uid`` may pass through every folder above ``path``."""
+    return not _blocking_folders(path, uid, gid)
+
+
+def grant_traverse(path: Path, uid: int, gid: int) -> None:
+    """Let ``uid`` pass through every folder above ``path`` (search only)."""
+    for folder, st in _blocking_folders(path, uid, gid):
+        _grant(str(folder), st, uid, X, default=False)
 
 
 def grant_tree(path: Path, uid: int, gid: int, *, write: bool) -> None:

@@ -300,17 +300,23 @@ class SandboxRuntime(BoxRuntime):
         if os.geteuid() != 0:
             return
         uid, gid = self._box_uid, self._box_gid
-        # The box's own folder holds its network sockets (net/), bound into it.
-        sources = [self._root, box_dir / "net", *self._extra_ro_paths]
-        if self._rootfs is None:
-            sources += host_system_paths()
-        else:
-            sources.append(self._rootfs)
         for volume in spec.volumes:
             box_user.grant_traverse(volume.host, uid, gid)
             box_user.grant_tree(volume.host, uid, gid, write=not volume.read_only)
-        for path in sources:
+        for path in self._mount_sources(box_dir):
             box_user.grant_traverse(path, uid, gid)
+
+    def _mount_sources(self, box_dir: Path) -> list[Path]:
+        # The box's own folder holds its network sockets (net/), bound into it.
+        sources = [self._root, box_dir / "net", *self._extra_ro_paths]
+        return [*sources, *(host_system_paths() if self._rootfs is None else [self._rootfs])]
+
+    def _access_was_lost(self, spec: BoxSpec, box_dir: Path) -> bool:
+        """Whether, as root, some mount source is no longer reachable by the box user."""
+        if os.geteuid() != 0:
+            return False
+        paths = [*(v.host for v in spec.volumes), *self._mount_sources(box_dir)]
+        return any(not box_user.can_traverse(p, self._box_uid, self._box_gid) for p in paths)
 
     async def create(self, name: str, spec: BoxSpec) -> BoxInfo:
         box_dir = self._dir(name)
@@ -355,10 +361,10 @@ class SandboxRuntime(BoxRuntime):
             _write_state(box_dir, state)
             try:
                 init_pid, bwrap_pid = await asyncio.to_thread(self._launch, box_dir, argv, group, low_ports)
-            except BoxStartFailed as exc:
+            except BoxStartFailed:
                 # A folder above a mount source was chmod-ed between our grant and bwrap's start
                 # (a chmod resets the ACL mask; pytest does it to its temp root): grant, retry once.
-                if "Can't find source path" not in str(exc) or "Permission denied" not in str(exc):
+                if not await asyncio.to_thread(self._access_was_lost, spec, box_dir):
                     raise
                 await asyncio.to_thread(self._grant_access, spec, box_dir)
                 init_pid, bwrap_pid = await asyncio.to_thread(self._launch, box_dir, argv, group, low_ports)
