@@ -163,7 +163,7 @@ async def _claim_name(runtime: BoxRuntime, ownership: Any, agent_id: str, group:
     for bump in range(1000):
         name = box_name(agent_id, group, ms + bump)
         try:
-            ownership.register(name, box_home=getattr(runtime, "box_home", None))
+            ownership.register(name, box_home=runtime.box_home)
         except FileExistsError:
             continue
         if await runtime.get(name) is None:

@@ -119,7 +119,7 @@ async def decide_runs(ledger: RunLedger, runtime: BoxRuntime, box_home: Path, ip
                 decisions.append(RunDecision(run, "leave", "another host adopted it first"))
                 continue
             assert run.box is not None
-            ownership_for(box_home).adopt(run.box, box_home=getattr(runtime, "box_home", None))
+            ownership_for(box_home).adopt(run.box, box_home=runtime.box_home)
         elif action == "abandon":
             ledger.end(run.run_id, "abandoned", reason)
         log.info("run=%s box=%s %s: %s", run.run_id, run.box, action, reason)
