@@ -120,3 +120,18 @@ async def test_a_message_sent_from_the_box_keeps_its_sender(
         e for e in outgoing if e["text"] == "progress report"
     ).items()
     await agent.stop()
+
+
+async def test_messages_the_agent_sends_during_a_turn_reach_the_chat_before_its_final(
+    tmp_path: Path, model: ModelServer
+) -> None:
+    # The IPC folder is polled rarely here, so only the drain at the final can deliver in time.
+    async with await agentlite.create(workdir=tmp_path / "data", runtime="sandbox", timezone="UTC",
+                                      idle_timeout=20, ipc_poll_interval=120) as platform:  # fmt: skip
+        agent, channel = await started(platform, model)
+        agent.register_group("t:main", name="main", folder="main", is_main=True)
+        model.scenario = "tool_call"
+        model.tool = ("mcp__agentlite__send_message", {"text": "working on it"})
+        await channel.say("t:main", "do something")
+        assert await channel.wait_sent(2) == [("t:main", "working on it"), ("t:main", "Called the tool.")]
+        await agent.stop()

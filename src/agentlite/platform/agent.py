@@ -213,7 +213,7 @@ class Agent:
         await self._scheduler.start(self._supervisor.spawn)
         self._ipc = IpcWatcher(
             self.ipc_root, lambda: self._groups, IpcBridge(self), task_owner=self._task_owner,
-            on_refused=lambda exc: self._refused(exc, "ipc_request"),
+            poll_interval=self._platform.ipc_poll_interval, on_refused=lambda exc: self._refused(exc, "ipc_request"),
         )  # fmt: skip
         await self._ipc.start(self._supervisor.spawn)
         if self._acp is not None:
@@ -798,6 +798,10 @@ class Agent:
                     if task is not None:
                         self._queue.schedule_close(group.jid, TASK_CLOSE_DELAY)
             elif isinstance(event, ResultEvent):
+                # The messages the agent sent with its send_message tool during this turn are in its
+                # IPC folder already (the tool wrote them before the turn could end): they go first.
+                if self._ipc is not None:
+                    await self._ipc.drain_messages(group.folder)
                 if pending_handoff and revision == self.backend_revision:
                     # The new backend answered with the handoff in hand and has its own session now.
                     self.store.clear_handoff(group.folder)

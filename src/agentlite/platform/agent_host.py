@@ -24,3 +24,4 @@ class AgentHost(Protocol):
     idle_timeout: float
     retry_base: float
     scheduler_poll_interval: float
+    ipc_poll_interval: float

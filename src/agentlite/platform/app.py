@@ -55,7 +55,7 @@ class AgentLite:
 
     def __init__(self, workdir: Path, *, timezone: str, runtime: BoxRuntime, max_concurrent: int,
                  box_timeout: float, idle_timeout: float, scheduler_poll_interval: float = 60.0,
-                 box_home: Path | None = None, adopt_runs: bool = True) -> None:  # fmt: skip
+                 box_home: Path | None = None, adopt_runs: bool = True, ipc_poll_interval: float = 1.0) -> None:  # fmt: skip
         self.workdir = workdir
         #: Whether a starting agent adopts the live boxes of runs its crashed host left (else reaps them).
         self.adopt_runs = adopt_runs
@@ -67,6 +67,9 @@ class AgentLite:
         self.box_timeout = box_timeout
         self.idle_timeout = idle_timeout
         self.scheduler_poll_interval = scheduler_poll_interval
+        #: Seconds between looks at the boxes' IPC folders (a turn's own messages are also taken
+        #: when its final arrives, before the final is delivered).
+        self.ipc_poll_interval = ipc_poll_interval
         #: First retry delay of a failed group run (doubles up to 5 retries); the reference's 5 s.
         self.retry_base = 5.0
         self.registry = Registry(workdir / "store" / "agentlite.db")
@@ -182,7 +185,8 @@ class AgentLite:
 
 async def create(*, workdir: str | Path = ".", timezone: str | None = None, runtime: str | None = None,
                  max_concurrent: int = 5, box_timeout: float = 1800.0, idle_timeout: float = 1800.0,
-                 scheduler_poll_interval: float = 60.0, adopt_runs: bool | None = None) -> AgentLite:  # fmt: skip
+                 scheduler_poll_interval: float = 60.0, adopt_runs: bool | None = None,
+                 ipc_poll_interval: float = 1.0) -> AgentLite:  # fmt: skip
     """Open (or start) a platform in ``workdir``: its registry, box home and restored agents.
 
     ``adopt_runs``: a starting agent adopts the live boxes of turns its crashed host left running
@@ -199,5 +203,5 @@ async def create(*, workdir: str | Path = ".", timezone: str | None = None, runt
     log.info("platform workdir=%s runtime=%s reason=%r", folder, choice.name, choice.reason)
     return AgentLite(folder, timezone=resolve_timezone(timezone), runtime=box_runtime, max_concurrent=max_concurrent,
                      box_timeout=box_timeout, idle_timeout=idle_timeout,
-                     scheduler_poll_interval=scheduler_poll_interval,
+                     scheduler_poll_interval=scheduler_poll_interval, ipc_poll_interval=ipc_poll_interval,
                      adopt_runs=adoption_enabled(adopt_runs))  # fmt: skip

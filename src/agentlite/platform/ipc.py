@@ -46,6 +46,8 @@ MAX_REQUEST_BYTES = 1024 * 1024
 #: Requests taken from one group's folder of one kind per poll: a box flooding its folder with files
 #: waits for its next turn instead of holding up every other group's requests.
 MAX_REQUESTS_PER_POLL = 64
+#: Passes of at most that many a drain makes before a turn's final (the rest wait for the poll).
+DRAIN_PASSES = 4
 #: Refused requests kept in ``errors/`` for inspection; past this many, a refused one is deleted, so
 #: a flood of bad files cannot fill the host's disk through the quarantine.
 MAX_QUARANTINED = 1000
@@ -128,6 +130,8 @@ class IpcWatcher:
         self.poll_interval = poll_interval
         self._task: asyncio.Task[None] | None = None
         self._on_refused = on_refused
+        #: One pass at a time per folder and kind: a drain and the poll never handle one file twice.
+        self._passes: dict[tuple[str, str], asyncio.Lock] = {}
 
     async def start(self, spawn: Callable[..., asyncio.Task[Any]] | None = None) -> None:
         """Start polling in the background (under ``spawn``, an owner's supervisor, if given;
@@ -173,12 +177,29 @@ class IpcWatcher:
                 handled += await self._process_dir(folder, kind)
         return handled
 
+    async def drain_messages(self, folder: str) -> int:
+        """Handle the group's pending ``messages/`` now, in order (a turn's final waits for them);
+        returns how many files were handled."""
+        if not valid_folder(folder):
+            return 0
+        handled = 0
+        for _ in range(DRAIN_PASSES):  # bounded: a box writing without end cannot hold its final forever
+            batch = await self._process_dir(folder, "messages")
+            handled += batch
+            if batch < MAX_REQUESTS_PER_POLL:
+                break
+        return handled
+
     def _refused(self, exc: UnsafePath) -> None:
         log.warning("IPC %s", exc)
         if self._on_refused is not None:
             self._on_refused(exc)
 
     async def _process_dir(self, folder: str, kind: str) -> int:
+        async with self._passes.setdefault((folder, kind), asyncio.Lock()):
+            return await self._process_dir_once(folder, kind)
+
+    async def _process_dir_once(self, folder: str, kind: str) -> int:
         # A box controls its own IPC folder: any entry may be a symlink planted to make the host
         # read or delete a file elsewhere. Everything goes through no-follow descriptors.
         try:
