@@ -334,14 +334,16 @@ async def cleanup_orphans(
     *,
     include_live: bool = False,
     dry_run: bool = False,
+    only: str | None = None,
 ) -> list[CleanupDecision]:
     """Remove this agent's boxes whose owner is gone; keep those of live owners. Never raises.
 
     ``include_live`` removes every box of the agent (agent deletion). Stopped boxes and records
-    without a box are removed too when their owner is gone, so nothing is left behind.
+    without a box are removed too when their owner is gone, so nothing is left behind. ``only``:
+    decide for that one box name (and its record) alone, by the same rules (the dashboard's remove).
     """
     try:
-        return await _cleanup(runtime, home, agent_id, include_live, dry_run)
+        return await _cleanup(runtime, home, agent_id, include_live, dry_run, only)
     except Exception as exc:
         log.warning("orphan cleanup failed agent=%s error=%s", agent_id, exc)
         return []
@@ -354,17 +356,22 @@ def _adoptable_run(home: Path, box: str) -> str | None:
 
 
 async def _cleanup(
-    runtime: BoxRuntime, home: Path, agent_id: str | None, include_live: bool, dry_run: bool
-) -> list[CleanupDecision]:
+    runtime: BoxRuntime, home: Path, agent_id: str | None, include_live: bool, dry_run: bool,
+    only: str | None = None,
+) -> list[CleanupDecision]:  # fmt: skip
     prefix = box_prefix(agent_id)
+
+    def wanted(name: str) -> bool:
+        return name.startswith(prefix) and (only is None or name == only)
+
     store = RecordStore(home)
     ownership = ownership_for(home)
     decisions: list[CleanupDecision] = []
     leases: dict[str, LeaseState] = {}
     now = time.time()
-    boxes = [b for b in await runtime.list() if b.name.startswith(prefix)]
+    boxes = [b for b in await runtime.list() if wanted(b.name)]
     listed = {b.name for b in boxes}
-    untracked = [n for n in await runtime.untracked() if n.startswith(prefix) and n not in listed]
+    untracked = [n for n in await runtime.untracked() if wanted(n) and n not in listed]
     for box in boxes:
         judgement = store.judge(box.name, lease_cache=leases)
         if include_live:
@@ -401,10 +408,10 @@ async def _cleanup(
     # BoxLite keeps each host's boxes in a home of its own: visit the other hosts' homes too.
     sweep_other_homes = getattr(runtime, "sweep_other_homes", None)
     if sweep_other_homes is not None:
-        decisions += await sweep_other_homes(prefix, include_live=include_live, dry_run=dry_run)
+        decisions += await _sweep_other_homes(sweep_other_homes, prefix, include_live, dry_run, only)
     listed |= set(untracked) | {d.name for d in decisions}
     for record_name in store.record_names():
-        if not record_name.startswith(prefix) or record_name in listed:
+        if not wanted(record_name) or record_name in listed:
             continue
         judgement = store.judge(record_name, lease_cache=leases)
         if judgement.verdict.keeps_box and not include_live:
@@ -428,6 +435,18 @@ async def _cleanup(
     kept = sum(d.action == "keep" for d in decisions)
     log.info("orphan cleanup agent=%s removed=%d kept=%d dry_run=%s", agent_id or "*", removed, kept, dry_run)
     return decisions
+
+
+async def _sweep_other_homes(
+    sweep: Any, prefix: str, include_live: bool, dry_run: bool, only: str | None
+) -> list[CleanupDecision]:
+    if only is None:
+        return list(await sweep(prefix, include_live=include_live, dry_run=dry_run))
+    # The other homes' sweep matches a prefix: act only when the one name prefixes no other box.
+    planned = await sweep(only, include_live=include_live, dry_run=True)
+    if dry_run or any(d.name != only for d in planned):
+        return [d for d in planned if d.name == only]
+    return list(await sweep(only, include_live=include_live, dry_run=False))
 
 
 _UNSURE = "no record, but the records folder is missing or newer than the box (a tmp cleaner?)"

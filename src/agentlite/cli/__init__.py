@@ -11,6 +11,7 @@ from agentlite.cli import agents as agents_cli, image as image_cli, runs as runs
 from agentlite.cli.acp import acp_command
 from agentlite.cli.boxes import boxes, cleanup
 from agentlite.cli.chat import chat_command
+from agentlite.cli.dashboard import dashboard_command
 from agentlite.cli.doctor import doctor
 from agentlite.cli.exec import exec_command
 from agentlite.cli.host import host_command
@@ -54,6 +55,7 @@ app.command("host")(host_command)
 app.command("serve")(serve_command)
 app.command("acp")(acp_command)
 app.command("chat")(chat_command)
+app.command("dashboard")(dashboard_command)
 app.add_typer(agents_cli.app, name="agents")
 app.add_typer(tasks_cli.app, name="tasks")
 app.add_typer(image_cli.app, name="image")

@@ -24,14 +24,14 @@ TaskId = Annotated[str, typer.Argument(help="Task id.")]
 
 @contextlib.asynccontextmanager
 async def _scheduler(workdir: Any, runtime: Any, agent_name: str) -> AsyncIterator[Any]:
-    from agentlite.platform.scheduler import Scheduler
+    from agentlite.platform.scheduler import store_scheduler
     from agentlite.platform.store import AgentStore
 
     async with opened(workdir, runtime) as platform:
         agent = need_agent(platform, agent_name)
         store = AgentStore(agent.workdir / "store" / "messages.db")
         try:
-            yield Scheduler(store, None, None, lambda *a, **k: None, tz=platform.timezone, agent_id=agent.id)
+            yield store_scheduler(store, tz=platform.timezone, agent_id=agent.id)
         finally:
             store.close()
 

@@ -80,10 +80,7 @@ def usage_command(
     json: JsonOption = False,
 ) -> None:
     """Tokens and cost, summed by model, group or day; unknown costs are shown as unknown."""
-    from zoneinfo import ZoneInfo
-
-    from agentlite.core.clock import parse_iso
-    from agentlite.platform.usage import UsageLedger, summarize
+    from agentlite.platform.usage import usage_summary
 
     async def go() -> list[dict[str, Any]]:
         if by not in ("model", "group", "day"):
@@ -92,13 +89,8 @@ def usage_command(
         rows: list[dict[str, Any]] = []
         async with _stores(workdir, runtime, agent) as stores:
             for name, store, tz in stores:
-                zone = ZoneInfo(tz)
-                found = UsageLedger(store).rows(chat_id=group, since=start)
-
-                def day_of(at: str, zone: ZoneInfo = zone) -> str:
-                    return parse_iso(at).astimezone(zone).date().isoformat()
-
-                rows += [{"agent": name, **r} for r in summarize(found, by, day_of=day_of)]  # type: ignore[arg-type]
+                summary = usage_summary(store, timezone=tz, by=by, chat_id=group, since=start)  # type: ignore[arg-type]
+                rows += [{"agent": name, **r} for r in summary]
         return rows
 
     with user_errors():
@@ -117,12 +109,11 @@ def usage_command(
 
 
 def _statuses(stores: list[tuple[str, Any, str]]) -> Iterator[dict[str, Any]]:
-    from agentlite.platform.budgets import Budgets
+    from agentlite.platform.budgets import budget_statuses
 
     for name, store, tz in stores:
-        budgets = Budgets(store, timezone=tz)
-        for budget in budgets.all():
-            yield {"agent": name, **budgets.status(budget).as_dict()}
+        for status in budget_statuses(store, timezone=tz):
+            yield {"agent": name, **status}
 
 
 def _print_budgets(rows: list[dict[str, Any]], as_json: bool) -> None:

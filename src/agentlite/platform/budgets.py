@@ -258,3 +258,10 @@ def with_run(status: BudgetStatus, tally: UsageTally) -> BudgetStatus:
         c.cost_usd or 0.0 for c in tally.by_model().values())  # fmt: skip
     return BudgetStatus(status.budget, status.period_start, status.daily_spent + extra, status.total_spent + extra,
                         status.paused)  # fmt: skip
+
+
+def budget_statuses(store: AgentStore, *, timezone: str) -> list[dict[str, Any]]:
+    """Every budget of the store with what it has spent and its pause: what ``agentlite budgets
+    list`` prints and the dashboard draws as budget lines."""
+    budgets = Budgets(store, timezone=timezone)
+    return [budgets.status(budget).as_dict() for budget in budgets.all()]

@@ -471,3 +471,9 @@ class Scheduler:
             return False
         self._emit("task.deleted", task_id=task_id, jid=task.chat_id)
         return True
+
+
+def store_scheduler(store: TaskStore, *, tz: str | tzinfo, agent_id: str) -> Scheduler:
+    """A scheduler over an agent's store alone, to list and change its tasks beside a running
+    service (whose scheduler picks the changes up at its next poll); it runs nothing itself."""
+    return Scheduler(store, None, None, lambda *a, **k: None, tz=tz, agent_id=agent_id)  # type: ignore[arg-type]

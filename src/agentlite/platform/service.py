@@ -38,6 +38,7 @@ import logging
 import os
 import signal
 import tomllib
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -182,8 +183,12 @@ def channel_factory(channel: ChannelConfig, assistant_name: str) -> Any:
     return lambda config: JsonlChannel(config)
 
 
-async def serve(config: ServiceConfig, *, stop: asyncio.Event | None = None) -> None:
-    """Start every configured agent and run until ``stop`` is set (or SIGTERM/SIGINT)."""
+async def serve(config: ServiceConfig, *, stop: asyncio.Event | None = None,
+                beside: Callable[[Any, asyncio.Event], Awaitable[None]] | None = None) -> None:  # fmt: skip
+    """Start every configured agent and run until ``stop`` is set (or SIGTERM/SIGINT).
+
+    ``beside(platform, stop)`` runs next to the agents once they are started (a front such as the
+    dashboard) and must return soon after ``stop`` is set; if it fails, the service stops too."""
     import agentlite
 
     stop = stop or asyncio.Event()
@@ -217,5 +222,10 @@ async def serve(config: ServiceConfig, *, stop: asyncio.Event | None = None) -> 
                     agent.register_group(group.jid, name=group.name, folder=group.folder, trigger=group.trigger,
                                          is_main=group.is_main, requires_trigger=group.requires_trigger)  # fmt: skip
             log.info("agent %s started (id %s, backend %s)", spec.name, agent.id, agent.get_backend().type)
+        front = None if beside is None else asyncio.create_task(beside(platform, stop))
+        if front is not None:
+            front.add_done_callback(lambda _: stop.set())
         await stop.wait()
         log.info("shutting down")
+        if front is not None:
+            await front  # its error, if any, is the service's

@@ -224,3 +224,19 @@ def summarize(rows: Iterable[UsageRow], by: GroupBy, *, day_of: Callable[[str], 
         entry["unknown_cost_runs"] = len(entry["unknown_cost_runs"])
         out.append(entry)
     return out
+
+
+def usage_summary(store: AgentStore, *, timezone: str, by: GroupBy, agent: str = "",
+                  chat_id: str | None = None, since: datetime | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """The store's usage summed ``by`` model, group, agent or day, a day being the platform's
+    (``timezone``) local day: what ``agentlite usage`` prints and the dashboard charts."""
+    from zoneinfo import ZoneInfo
+
+    from agentlite.core.clock import parse_iso
+
+    zone = ZoneInfo(timezone)
+
+    def day_of(at: str) -> str:
+        return parse_iso(at).astimezone(zone).date().isoformat()
+
+    return summarize(UsageLedger(store).rows(chat_id=chat_id, since=since), by, day_of=day_of, agent=agent)

@@ -1,0 +1,54 @@
+"""``agentlite dashboard [--workdir] [--host 127.0.0.1] [--port]``: the operators' web dashboard of a
+platform folder, beside ``agentlite serve`` (or without it); ``serve --dashboard`` runs it inside."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from agentlite.cli._common import RuntimeOption, user_errors
+from agentlite.cli._platform_opts import WorkdirOption, workdir_path
+
+HostOption = Annotated[
+    str, typer.Option("--host", help="Address to listen on (loopback unless --allow-remote).")
+]
+PortOption = Annotated[int, typer.Option("--port", help="Port to listen on (0: any free port).")]
+AllowRemoteOption = Annotated[
+    bool,
+    typer.Option("--allow-remote", help="Allow a non-loopback --host (the login token is still required)."),
+]
+
+
+def dashboard_command(
+    workdir: WorkdirOption = None,
+    host: HostOption = "127.0.0.1",
+    port: PortOption = 8765,
+    allow_remote: AllowRemoteOption = False,
+    runtime: RuntimeOption = None,
+) -> None:
+    """Serve the web dashboard (boxes, agents, runs, tasks, usage); prints its login address."""
+    from agentlite.dashboard.server import check_bind, resolve_token
+
+    with user_errors():
+        check_bind(host, port, allow_remote=allow_remote)  # before anything is opened
+        token = resolve_token()
+        asyncio.run(_serve(workdir, host, port, allow_remote, runtime, token))
+
+
+async def _serve(workdir: Path | None, host: str, port: int, allow_remote: bool, runtime: str | None,
+                 token: str) -> None:  # fmt: skip
+    import agentlite
+    from agentlite.dashboard.server import serve_dashboard
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    async with await agentlite.create(workdir=workdir_path(workdir), runtime=runtime) as platform:
+        await serve_dashboard(
+            platform, host=host, port=port, allow_remote=allow_remote, token=token, stop=stop
+        )
