@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -24,10 +25,15 @@ from typing import Any
 
 import pytest
 
+import agentlite
 from agentlite.box.ownership import HEARTBEAT_ENV
 from agentlite.box.sandbox import SandboxRuntime
 from agentlite.dashboard.auth import TOKEN_ENV, form_key
-from conftest import HostProcess, needs_sandbox
+from agentlite.dashboard.server import serve_dashboard
+from agentlite.platform.usage import usage_summary
+from agentlite.run.journal import is_final, journal_of, read_journal
+from agentlite.testing.model_server import ModelServer, ScriptedUsage
+from conftest import HostProcess, needs_codex, needs_sandbox
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "dashboard"
@@ -203,6 +209,40 @@ def test_a_non_loopback_bind_or_a_weak_token_is_refused_at_start(tmp_path: Path)
     assert not (tmp_path / "data" / "store").exists()  # refused before anything was opened
 
 
+def test_serve_dashboard_serves_the_running_agents_and_stops_with_the_service(tmp_path: Path) -> None:
+    config = tmp_path / "agentlite.toml"
+    config.write_text(
+        'workdir = "data"\nruntime = "sandbox"\n[[agents]]\nname = "main"\n'
+        'backend = { type = "codex", base_url = "http://127.0.0.1:9/v1" }\n'
+        '[[agents.groups]]\njid = "t:ops"\nname = "ops"\nfolder = "ops"\nis_main = true\n'
+    )
+    env = {**os.environ, "NO_COLOR": "1", TOKEN_ENV: TOKEN}
+    argv = [sys.executable, "-m", "agentlite", "serve", "--config", str(config), "--dashboard", "--port", "0"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("dashboard: http://127.0.0.1:"), line + (
+            proc.stderr.read() if proc.stderr else ""
+        )
+        base = line.split(" ", 1)[1].strip().split("/?", 1)[0]
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        status, _, body = fetch(base + "/agents", headers=auth)
+        assert status == 200 and b"t:ops" in body and b"codex" in body
+        assert fetch(base + "/agents")[0] == 401
+        # An agent another process creates shows without a restart (the registry is read afresh).
+        made = _cli("agents", "create", "late", "--workdir", str(tmp_path / "data"), "--json")
+        assert made.returncode == 0, made.stderr
+        assert b"late" in fetch(base + "/agents", headers=auth)[2]
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+
+
 # -- boxes ----------------------------------------------------------------------------------------
 
 
@@ -282,3 +322,133 @@ async def _verdict_is(row: Any, word: str) -> bool:
 
 async def _gone(page: Any, box: str) -> bool:
     return await page.locator(f"text={box}").count() == 0
+
+
+# -- a run, its usage, the agents and tasks pages ----------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def dashboard_beside(platform: agentlite.AgentLite) -> AsyncIterator[str]:
+    """The dashboard served in this process beside the platform's started agents, as
+    ``agentlite serve --dashboard`` runs it; yields the login address."""
+    stop = asyncio.Event()
+    lines: list[str] = []
+    server = asyncio.create_task(
+        serve_dashboard(platform, port=0, token=TOKEN, stop=stop, announce=lines.append)
+    )
+
+    async def announced() -> bool:
+        if server.done():
+            server.result()  # its error, if it failed
+        return bool(lines)
+
+    await poll(announced, "the dashboard's login line", 30)
+    try:
+        yield lines[0].split(" ", 1)[1]
+    finally:
+        stop.set()
+        await asyncio.wait_for(server, 30)
+
+
+@needs_browser
+@needs_sandbox
+@needs_codex
+async def test_a_codex_turn_streams_on_its_run_page_with_one_final_and_its_tokens_on_the_usage_chart(
+    tmp_path: Path, browser: Any
+) -> None:
+    # The model waits before it answers, so the run page is open while the turn still runs.
+    async with ModelServer(scenario="text", delay=2.0) as model:
+        model.usage = ScriptedUsage(input_tokens=1234, output_tokens=567)
+        backend = {
+            "type": "codex",
+            "base_url": model.openai_base_url,
+            "model": "gpt-5-mini",
+            "max_retries": 0,
+        }
+        async with await agentlite.create(
+            workdir=tmp_path / "data", runtime="sandbox", timezone="UTC"
+        ) as platform:
+            agent = await platform.create_agent("main", backend=backend)
+            await agent.start()
+            agent.register_group("q:ops", name="ops", folder="ops", requires_trigger=False)
+            agent.set_budget("*", daily=5000, unit="tokens")
+            task = await agent.schedule_task(jid="q:ops", prompt="nightly report", schedule_type="cron",
+                                             schedule_value="0 3 * * *")  # fmt: skip
+            async with dashboard_beside(platform) as login:
+                page = await browser.new_page()
+                await page.goto(login.replace("/?token=", "/runs?token="))
+                assert page.url.endswith("/runs")
+                asking = asyncio.create_task(agent.ask("q:ops", "hello"))
+                link = page.locator("a", has_text="run-").first
+                await link.wait_for(timeout=60_000)  # the live Runs page shows the new run
+                await link.click()
+                await page.locator("li.event").first.wait_for(timeout=60_000)
+                streamed_before_final = await page.locator("#final .final").count() == 0
+                await shot(page, "run-streaming")
+                result = await asyncio.wait_for(asking, 120)
+                assert (result.status, result.result) == ("success", "hi from the offline model")
+                await page.locator("#live-status", has_text="finished").wait_for(timeout=60_000)
+                assert streamed_before_final, "the page had the final before any event streamed"
+                assert await page.locator(".final").count() == 1
+                final = page.locator("#final .final")
+                assert await final.get_attribute("data-status") == "success"
+                assert "hi from the offline model" in await final.inner_text()
+                [run] = agent.store.runs.list()
+                assert run.state == "delivered"
+                journal = [e.event for e in read_journal(journal_of(agent.ipc_root, run))]
+                # Every journal event once, in order, as streamed (the final in its own place).
+                shown = await page.locator("li.event").evaluate_all("items => items.map(i => i.dataset.type)")
+                assert shown == [e.type for e in journal if not is_final(e)]
+                assert run.run_id in await page.locator("h1").inner_text()
+                assert "delivered" in await page.locator("#summary").inner_text()
+                await shot(page, "run-finished")
+
+                # Replayed from its journal after: a fresh page, the same events and one final.
+                replay = await browser.new_page()
+                await replay.goto(login.replace("/?token=", f"/runs/main/{run.run_id}?token="))
+                await replay.locator("#live-status", has_text="finished").wait_for(timeout=30_000)
+                assert await replay.locator("li.event").count() == len(shown)
+                assert await replay.locator(".final").count() == 1
+
+                # Usage: the turn's tokens on the chart (the same sum `agentlite usage` prints).
+                [summed] = usage_summary(agent.store, timezone="UTC", by="agent", agent="main")
+                tokens = sum(summed[k] for k in ("input_tokens", "output_tokens", "cached_input_tokens",
+                                                 "cache_write_tokens"))  # fmt: skip
+                assert tokens >= 1234 + 567
+                await page.goto(login.replace("/?token=", "/usage?token="))
+                bar = page.locator('#tokens-by-agent g.row[data-label="main"]')
+                assert await bar.get_attribute("data-value") == str(tokens)
+                assert f"{tokens:,}" in (await bar.text_content() or "")
+                day_bar = page.locator("#tokens-by-day g.row").first
+                assert await day_bar.get_attribute("data-value") == str(tokens)
+                budget = page.locator("#tokens-by-day g.budget")
+                assert await budget.get_attribute("data-value") == "5000"
+                assert "budget main * daily" in (await budget.text_content() or "")
+                await shot(page, "usage")
+
+                # Agents and groups: backend, the session the next turn resumes, last run.
+                await page.goto(login.replace("/?token=", "/agents?token="))
+                groups = page.locator("tr", has=page.locator("text=q:ops"))
+                text = await groups.inner_text()
+                assert run.session_id and run.session_id in text and "delivered" in text
+                assert "codex" in await page.locator("main").inner_text()
+                await shot(page, "agents")
+
+                # Tasks: pause and resume through the page's forms.
+                await page.goto(login.replace("/?token=", "/tasks?token="))
+                row = page.locator("tr", has=page.locator(f"text={task.id}"))
+                assert "active" in await row.inner_text() and "0 3 * * *" in await row.inner_text()
+                await row.get_by_role("button", name=f"Pause task {task.id}").click()
+                await page.wait_for_url("**/tasks")
+                row = page.locator("tr", has=page.locator(f"text={task.id}"))
+                await row.get_by_role("button", name=f"Resume task {task.id}").wait_for()
+                assert agent.store.get_task(task.id).status == "paused"  # type: ignore[union-attr]
+                await shot(page, "tasks-paused")
+                await row.get_by_role("button", name=f"Resume task {task.id}").click()
+                await page.wait_for_url("**/tasks")
+                await (
+                    page.locator("tr", has=page.locator(f"text={task.id}"))
+                    .get_by_role("button", name=f"Pause task {task.id}")
+                    .wait_for()
+                )
+                assert agent.store.get_task(task.id).status == "active"  # type: ignore[union-attr]

@@ -40,7 +40,8 @@ table { border-collapse: collapse; width: 100%; margin-bottom: 1rem; }
 caption { text-align: left; color: var(--muted); padding: .25rem 0; }
 th, td { text-align: left; padding: .35rem .6rem; border-bottom: 1px solid var(--line); vertical-align: top; }
 th { font-weight: 600; white-space: nowrap; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+figure { margin: 0 0 1rem; }
 code, .mono { font-family: ui-monospace, monospace; font-size: .9em; overflow-wrap: anywhere; }
 .verdict { font-weight: 700; }
 .verdict-live { color: var(--live); } .verdict-stale, .verdict-adoptable { color: var(--stale); }
@@ -129,7 +130,9 @@ def table(caption: str, headers: Sequence[str], rows: Iterable[Sequence[str]], *
     )  # fmt: skip
     if not body:
         return f'<p class="muted">{esc(empty)}</p>'
-    head = "".join(f'<th scope="col">{esc(h)}</th>' for h in headers)
+    head = "".join(
+        f'<th scope="col"{" class=num" if i in numeric else ""}>{esc(h)}</th>' for i, h in enumerate(headers)
+    )
     return (
         f'<div class="scroll"><table><caption>{esc(caption)}</caption>'
         f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"

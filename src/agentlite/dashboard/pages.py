@@ -265,6 +265,12 @@ def _cost(row: dict[str, Any]) -> str:
     return "unknown"
 
 
+def _amount(unit: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"${value:.4f}" if unit == "usd" else f"{int(value):,} tokens"
+
+
 def _limits(budgets: list[dict[str, Any]], unit: str, period: str) -> list[Limit]:
     key = f"{period}_limit"
     return [
@@ -303,8 +309,8 @@ def usage_fragment(summary: dict[str, Any]) -> str:
                            numeric=tuple(range(first_number, first_number + 6))))  # fmt: skip
     budget_rows = [
         [esc(b["agent"]), esc(b["scope"]), esc(b["unit"]),
-         esc(f"{b['daily_spent']:g} of {b['daily_limit'] if b['daily_limit'] is not None else '-'}"),
-         esc(f"{b['total_spent']:g} of {b['total_limit'] if b['total_limit'] is not None else '-'}"),
+         esc(f"{_amount(b['unit'], b['daily_spent'])} of {_amount(b['unit'], b['daily_limit'])}"),
+         esc(f"{_amount(b['unit'], b['total_spent'])} of {_amount(b['unit'], b['total_limit'])}"),
          esc(b["reset_hour"]), esc(b["paused"] or "no")]
         for b in budgets
     ]  # fmt: skip

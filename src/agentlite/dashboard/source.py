@@ -43,11 +43,18 @@ class DashboardSource:
     # -- stores ---------------------------------------------------------------------------------
 
     def agents(self) -> list[Agent]:
-        return [self.platform.agents[name] for name in sorted(self.platform.agents)]
+        """The agents as the registry has them now: those started in this process as they run,
+        the others read afresh (another process may have created, changed or deleted them)."""
+        running = {name: a for name, a in self.platform.agents.items() if a.started}
+        found = [running.get(r.name) or Agent(self.platform, r) for r in self.platform.registry.list()]
+        return sorted(found, key=lambda a: a.name)
+
+    def find_agent(self, name: str) -> Agent | None:
+        return next((a for a in self.agents() if a.name == name), None)
 
     def agent(self, name: str) -> Agent:
         check_agent_name(name)
-        agent = self.platform.get_agent(name)
+        agent = self.find_agent(name)
         if agent is None:
             raise ConfigError(f"unknown agent `{name}`")
         return agent
@@ -138,7 +145,7 @@ class DashboardSource:
 
     def run(self, agent_name: str, run_id: str) -> tuple[RunRecord, Path] | None:
         """The run's ledger entry and its journal's path (None for an unknown agent or run)."""
-        agent = self.platform.get_agent(agent_name)
+        agent = self.find_agent(agent_name)
         if agent is None:
             return None
         with self.store(agent) as store:
