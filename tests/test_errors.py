@@ -7,13 +7,17 @@ import ast
 import builtins
 import importlib
 import inspect
+import os
 import pkgutil
+import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 import agentlite
-from agentlite.core.errors import AgentliteError, ConfigError
+from agentlite.core.errors import AgentliteError, ConfigError, StoreError, describe_validation_error
 
 ROOT = Path(agentlite.__file__).parent
 BUILTIN_EXCEPTIONS = {
@@ -132,3 +136,84 @@ def test_an_unknown_backend_is_one_error_wherever_it_is_named() -> None:
         backend_config("gemini", None, None, None)
     assert in_box.value.kind == on_host.value.kind == "gemini"
     assert isinstance(on_host.value, ConfigError)
+
+
+# -- the boundaries: the CLI, pydantic, sqlite3 ---------------------------------------------------
+
+
+def agentlite_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTLITE_")}
+    env.update({"NO_COLOR": "1", "COLUMNS": "200", "AGENTLITE_HOME": str(cwd / "home")})
+    return subprocess.run([sys.executable, "-m", "agentlite", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=120)  # fmt: skip
+
+
+def test_the_cli_exits_2_for_a_usage_error_with_one_line_naming_it(tmp_path: Path) -> None:
+    result = agentlite_cli("runs", "--state", "bogus", "--workdir", str(tmp_path / "w"), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: --state `bogus` is not a run state (queued, ")
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_cli_exits_1_for_a_failure_with_the_store_named_and_no_traceback(tmp_path: Path) -> None:
+    registry = tmp_path / "w" / "store" / "agentlite.db"
+    registry.parent.mkdir(parents=True)
+    registry.write_bytes(b"not a database " * 100)
+    result = agentlite_cli("agents", "list", "--workdir", str(tmp_path / "w"), cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr == f"error: store `{registry}`: cannot open it: file is not a database\n"
+
+
+def test_a_corrupt_store_file_is_a_store_error_naming_the_file(tmp_path: Path) -> None:
+    from agentlite.platform.store import AgentStore
+
+    path = tmp_path / "store" / "messages.db"
+    store = AgentStore(path)
+    store.set_state("k", "v")
+    store.close()
+    with open(path, "r+b") as db:  # keep the header, wreck the pages behind it
+        db.seek(100)
+        db.write(b"\xff" * 8000)
+    with pytest.raises(StoreError) as failed:
+        store = AgentStore(path)
+        store.get_state("k")
+    assert failed.value.path == path and str(path) in str(failed.value)
+    assert isinstance(failed.value.__cause__, sqlite3.Error)
+
+
+def test_a_pydantic_validation_error_surfaces_as_a_config_error_naming_the_field(tmp_path: Path) -> None:
+    from agentlite.platform.service import load_config
+
+    config = tmp_path / "agentlite.toml"
+    config.write_text('[[agents]]\nname = "x"\nnetwork = "everywhere"\n')
+    with pytest.raises(ConfigError) as refused:
+        load_config(config)
+    assert str(refused.value).startswith(
+        f"config file `{config}`: `agents[0].network`: Input should be 'none'"
+    )
+
+
+def test_validation_problems_have_one_wording() -> None:
+    from pydantic import BaseModel, ValidationError, field_validator
+
+    class Inner(BaseModel):
+        n: int
+
+    class Outer(BaseModel):
+        items: list[Inner]
+        name: str
+
+        @field_validator("name")
+        @classmethod
+        def _named(cls, value: str) -> str:
+            if not value:
+                raise ValueError("must not be empty")
+            return value
+
+    with pytest.raises(ValidationError) as caught:
+        Outer.model_validate({"items": [{"n": "x"}], "name": ""})
+    assert describe_validation_error(caught.value, "request") == (
+        "`items[0].n`: Input should be a valid integer, unable to parse string as an integer;"
+        " `name`: must not be empty"
+    )
+    assert describe_validation_error(caught.value, first_only=True).startswith("`items[0].n`: ")

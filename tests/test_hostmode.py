@@ -48,7 +48,7 @@ async def test_twelve_requests_over_three_groups_plus_two_invalid_lines(
     invalid = {str(f["id"]): f for f in finals if f["status"] == "error"}
     assert set(invalid) == {"None", "bad-1"}
     assert invalid["None"]["error"].startswith("invalid JSON")
-    assert invalid["bad-1"]["error"] == "invalid request: prompt: Field required"
+    assert invalid["bad-1"]["error"] == "invalid request: `prompt`: Field required"
     for group_index, group in enumerate("abc"):
         order = [f["id"] for f in finals if f["id"] in {f"r{n}" for n in range(12) if n % 3 == group_index}]
         assert order == [f"r{n}" for n in range(12) if n % 3 == group_index], f"group {group} out of order"

@@ -88,7 +88,7 @@ def test_refresh_moves_updated_at_and_keeps_started_at(home: Path) -> None:
         (b"", "unusable record"),
         (
             b'{"name": "agentlite-x-g-1", "boot_id": "1:1", "updated_at": "2026-01-01T00:00:00Z"}',
-            "pid: field required",
+            "`pid`: Field required",
         ),
         (b'{"name": "agentlite-x-g-1", "pid": "12", "boot_id": "1:1", "updated_at": "x"}', "pid"),
         (

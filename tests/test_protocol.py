@@ -100,5 +100,5 @@ def test_runner_rejects_bad_input_with_one_error_and_exit_1() -> None:
     parser = FrameParser()
     events = [e for line in proc.stdout.splitlines(keepends=True) for e in parser.feed(line)]
     assert len(events) == 1 and isinstance(events[0], ErrorEvent)
-    assert events[0].error.startswith("Failed to parse input: prompt: Input should be a valid string")
-    assert "group_folder: Field required" in events[0].error
+    assert events[0].error.startswith("Failed to parse input: `prompt`: Input should be a valid string")
+    assert "`group_folder`: Field required" in events[0].error

@@ -107,7 +107,7 @@ def test_bad_input_names_every_problem() -> None:
     with pytest.raises(InputError) as refused:
         parse_input('{"prompt": 5, "is_main": true}')
     assert str(refused.value).startswith(
-        "prompt: Input should be a valid string; group_folder: Field required"
+        "`prompt`: Input should be a valid string; `group_folder`: Field required"
     )
     with pytest.raises(InputError, match="Invalid JSON"):
         parse_input(b"{not json")

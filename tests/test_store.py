@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from tests.conftest import CapturedLog, captured_log, raw_sql
 
-from agentlite.core.errors import AgentliteError, ConfigError
+from agentlite.core.errors import AgentliteError, ConfigError, StoreError
 from agentlite.core.names import shown
 from agentlite.platform.store import (
     AgentStore,
@@ -149,15 +149,18 @@ def test_reopening_applies_nothing_and_keeps_data(db_path: Path, store: AgentSto
 def test_closed_store_raises_a_clear_error(store: AgentStore) -> None:
     store.close()
     store.close()  # idempotent
-    with pytest.raises(AgentliteError, match="is closed"):
+    with pytest.raises(StoreError, match="is closed"):
         store.get_state("x")
 
 
 def test_a_file_that_is_not_sqlite_is_refused_clearly(db_path: Path) -> None:
     db_path.parent.mkdir(parents=True)
     db_path.write_bytes(b"this is not a database, just text that is long enough" * 40)
-    with pytest.raises(AgentliteError, match=r"cannot open database `.*messages\.db`"):
+    with pytest.raises(
+        StoreError, match=r"store `.*messages\.db`: cannot open it: file is not a database"
+    ) as e:
         AgentStore(db_path)
+    assert e.value.path == db_path
 
 
 def test_bad_legacy_backend_type_is_refused(db_path: Path) -> None:

@@ -51,7 +51,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from agentlite.box.procs import start_time
 from agentlite.core.atomic import create_atomic, write_atomic
 from agentlite.core.clock import now_iso
-from agentlite.core.errors import ConfigError
+from agentlite.core.errors import ConfigError, describe_validation_error
 
 log = logging.getLogger("agentlite.ownership")
 
@@ -225,9 +225,9 @@ class RecordStore:
         try:
             record = OwnerRecord.model_validate_json(raw)
         except ValidationError as exc:
-            problem = exc.errors()[0]
-            where = ".".join(str(p) for p in problem["loc"]) or "record"
-            return Judgement(Verdict.NONE, f"unusable record ({where}: {problem['msg'].lower()})")
+            return Judgement(
+                Verdict.NONE, f"unusable record ({describe_validation_error(exc, 'record', first_only=True)})"
+            )
         if record.name != box_name:
             return Judgement(Verdict.NONE, f"record names another box ({record.name!r})", record)
         age = record.heartbeat_age(now)

@@ -29,6 +29,7 @@ from agentlite.channels.base import (
     new_message_id,
     now_iso,
 )
+from agentlite.core.errors import describe_validation_error
 
 log = logging.getLogger("agentlite.channels.jsonl")
 
@@ -104,7 +105,7 @@ class JsonlChannel:
         try:
             inbound = JsonlInbound.model_validate_json(line)
         except ValidationError as exc:
-            problem = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'line'}: {e['msg']}" for e in exc.errors())
+            problem = describe_validation_error(exc, "line")
             log.warning("jsonl: ignoring line %r: %s", line[:200], problem)
             await self._write({"type": "error", "error": problem, "line": line[:1000]})
             return

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from agentlite.cli import agents as agents_cli, image as image_cli, runs as runs_cli, tasks as tasks_cli
+from agentlite.cli._common import ErrorMappingGroup
 from agentlite.cli.acp import acp_command
 from agentlite.cli.boxes import boxes, cleanup
 from agentlite.cli.chat import chat_command
@@ -26,6 +27,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=ErrorMappingGroup,
 )
 
 

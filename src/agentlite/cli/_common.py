@@ -1,18 +1,19 @@
-"""What every command shares: the options, the terminal, and turning errors into one line."""
+"""What every command shares: the options, the terminal, and turning errors into one line and an exit
+code (:class:`ErrorMappingGroup`, the only place that does)."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from agentlite.core.config import ENV_DEBUG, ENV_HOME, resolve_home
 from agentlite.core.errors import AgentliteError, ConfigError, RuntimeUnavailable
@@ -55,17 +56,40 @@ def abort(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-@contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn AgentLite errors into one line on stderr: exit 2 for bad input, 1 otherwise."""
-    try:
-        yield
-    except (typer.Exit, typer.Abort):
-        raise
-    except AgentliteError as exc:
-        if os.environ.get(ENV_DEBUG):
-            raise
-        abort(str(exc), 2 if isinstance(exc, ConfigError | RuntimeUnavailable) else 1)
+#: Exit codes of every command: what a script can tell apart without reading the message.
+EXIT_FAILED = 1  # a run, a box or the store failed: an AgentliteError
+EXIT_USAGE = 2  # bad input (an option, a config file, a name) or a runtime this machine cannot run
+
+
+def exit_code_for(exc: AgentliteError) -> int:
+    """Exit 2 for what the user must change (the input, the runtime choice), 1 for failures."""
+    return EXIT_USAGE if isinstance(exc, ConfigError | RuntimeUnavailable) else EXIT_FAILED
+
+
+def expected_error(exc: BaseException) -> AgentliteError | None:
+    """The AgentliteError that ``exc`` is, or that every leaf of an exception group is (a task
+    group that failed on purpose); None for anything else, which stays a traceback (a bug)."""
+    if isinstance(exc, AgentliteError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        leaves = [expected_error(e) for e in exc.exceptions]
+        if leaves and all(leaves):
+            return leaves[0]
+    return None
+
+
+class ErrorMappingGroup(TyperGroup):
+    """The root command group: the one place where an AgentliteError from any command becomes one
+    line on stderr and its exit code (``AGENTLITE_DEBUG`` set: the traceback instead)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            error = expected_error(exc)
+            if error is None or os.environ.get(ENV_DEBUG):
+                raise
+            abort(str(error), exit_code_for(error))
 
 
 def home_path(home: Path | None) -> Path:

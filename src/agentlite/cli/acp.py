@@ -13,11 +13,11 @@ from pydantic import ValidationError
 
 from agentlite.box import open_runtime
 from agentlite.box.base import BoxSpec
-from agentlite.cli._common import HomeOption, RuntimeOption, err, home_path, user_errors
+from agentlite.cli._common import HomeOption, RuntimeOption, err, home_path
 from agentlite.cli._endpoint import DEMO_NOTICE, demo_model_if_needed, with_base_url
 from agentlite.cli._network_opts import AllowNetOption, NetworkOption, NoNetworkOption, network_settings
 from agentlite.cli.run import BaseUrlOption, ModelOption
-from agentlite.core.errors import ConfigError
+from agentlite.core.errors import ConfigError, describe_validation_error
 from agentlite.platform.acp_server import AcpServerSettings, check_session_folder, serve_stdio
 from agentlite.platform.mounts import MountAllowlist
 from agentlite.run.acp_box import adapter_backend
@@ -30,9 +30,15 @@ def _allowlist(path: Path | None) -> MountAllowlist | None:
     if path is None:
         return None
     try:
-        return MountAllowlist.model_validate(jsonlib.loads(path.read_text()))
-    except (OSError, ValueError, ValidationError) as exc:
-        raise ConfigError(f"mount allowlist `{path}`: {exc}") from None
+        data = jsonlib.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"mount allowlist `{path}` is not a readable JSON file: {exc}") from None
+    try:
+        return MountAllowlist.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"mount allowlist `{path}`: {describe_validation_error(exc, 'allowlist')}"
+        ) from None
 
 
 def acp_command(
@@ -67,23 +73,22 @@ def acp_command(
     runtime: RuntimeOption = None,
 ) -> None:
     """Serve ACP on stdin/stdout: each session is a boxed agent with the client's folder mounted."""
-    with user_errors():
-        config = adapter_backend(backend, model, base_url)
-        if base_url is not None and not base_url.startswith(("http://", "https://")):
-            raise ConfigError(f"base URL `{base_url}` must start with http:// or https://")
-        if permissions not in ("ask", "allow"):
-            raise ConfigError(f"--permissions must be ask or allow, not `{permissions}`")
-        allowlist = _allowlist(mount_allowlist)
-        folder = None
-        if workspace is not None:
-            folder = check_session_folder(str(workspace.absolute()), allowlist)
-        spec = BoxSpec(**network_settings(network, allow_net, no_network))
-        home_dir = home_path(home)
-        box_runtime, _ = open_runtime(home_dir, runtime)
-        settings = AcpServerSettings(home=home_dir, backend=config, backend_label=backend, spec=spec,
-                                     permissions=permissions, mount_allowlist=allowlist,  # type: ignore[arg-type]
-                                     workspace=folder)  # fmt: skip
-        asyncio.run(_serve(box_runtime, settings))
+    config = adapter_backend(backend, model, base_url)
+    if base_url is not None and not base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"base URL `{base_url}` must start with http:// or https://")
+    if permissions not in ("ask", "allow"):
+        raise ConfigError(f"--permissions must be ask or allow, not `{permissions}`")
+    allowlist = _allowlist(mount_allowlist)
+    folder = None
+    if workspace is not None:
+        folder = check_session_folder(str(workspace.absolute()), allowlist)
+    spec = BoxSpec(**network_settings(network, allow_net, no_network))
+    home_dir = home_path(home)
+    box_runtime, _ = open_runtime(home_dir, runtime)
+    settings = AcpServerSettings(home=home_dir, backend=config, backend_label=backend, spec=spec,
+                                 permissions=permissions, mount_allowlist=allowlist,  # type: ignore[arg-type]
+                                 workspace=folder)  # fmt: skip
+    asyncio.run(_serve(box_runtime, settings))
 
 
 async def _serve(runtime: object, settings: AcpServerSettings) -> None:

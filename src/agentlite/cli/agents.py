@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from agentlite.cli._common import JsonOption, RuntimeOption, out, print_json, table, user_errors
+from agentlite.cli._common import JsonOption, RuntimeOption, out, print_json, table
 from agentlite.cli._endpoint import backend_config
 from agentlite.cli._platform_opts import WorkdirOption, opened
 from agentlite.cli.run import AcpOption, BackendOption, BaseUrlOption, ModelOption
@@ -42,8 +42,7 @@ def list_agents(
         async with opened(workdir, runtime) as platform:
             return [_row(a) for _, a in sorted(platform.agents.items())]
 
-    with user_errors():
-        _print(asyncio.run(go()), json)
+    _print(asyncio.run(go()), json)
 
 
 @app.command("create")
@@ -67,8 +66,7 @@ def create_agent(
         async with opened(workdir, runtime) as platform:
             return _row(await platform.create_agent(name, assistant_name=assistant_name, backend=config))
 
-    with user_errors():
-        _print([asyncio.run(go())], json)
+    _print([asyncio.run(go())], json)
 
 
 @app.command("delete")
@@ -84,8 +82,7 @@ def delete_agent(
         async with opened(workdir, runtime) as platform:
             return await platform.delete_agent(name)
 
-    with user_errors():
-        deleted = asyncio.run(go())
+    deleted = asyncio.run(go())
     if json:
         print_json({"name": name, "deleted": deleted})
     else:

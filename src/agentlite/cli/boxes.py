@@ -18,7 +18,6 @@ from agentlite.cli._common import (
     out,
     print_json,
     table,
-    user_errors,
 )
 from agentlite.platform.box_listing import list_boxes, row_verdict
 
@@ -32,10 +31,9 @@ def boxes(
     json: JsonOption = False,
 ) -> None:
     """List every AgentLite box with its state and owner."""
-    with user_errors():
-        home_dir = home_path(home)
-        box_runtime, _ = open_runtime(home_dir, runtime, boot=False)
-        rows = asyncio.run(list_boxes(box_runtime, home_dir, agent))
+    home_dir = home_path(home)
+    box_runtime, _ = open_runtime(home_dir, runtime, boot=False)
+    rows = asyncio.run(list_boxes(box_runtime, home_dir, agent))
     if json:
         print_json(rows)
         return
@@ -69,12 +67,11 @@ def cleanup(
     json: JsonOption = False,
 ) -> None:
     """Remove boxes whose owner is gone (and their records), explaining every decision."""
-    with user_errors():
-        home_dir = home_path(home)
-        box_runtime, _ = open_runtime(home_dir, runtime, boot=False)
-        decisions = asyncio.run(
-            cleanup_orphans(box_runtime, home_dir, agent, include_live=include_live, dry_run=dry_run)
-        )
+    home_dir = home_path(home)
+    box_runtime, _ = open_runtime(home_dir, runtime, boot=False)
+    decisions = asyncio.run(
+        cleanup_orphans(box_runtime, home_dir, agent, include_live=include_live, dry_run=dry_run)
+    )
     if json:
         print_json([d.as_json() for d in decisions])
         return

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from agentlite.cli._common import RuntimeOption, err, user_errors
+from agentlite.cli._common import RuntimeOption, err
 from agentlite.cli._endpoint import DEMO_NOTICE, backend_config, needs_demo
 from agentlite.cli._platform_opts import WorkdirOption, opened
 from agentlite.cli.run import AcpOption, BaseUrlOption, ModelOption
@@ -38,8 +38,7 @@ def chat_command(
     ``--backend``, ``--model`` and ``--base-url`` set the agent's backend (a new agent is created
     with them; an existing one switches, with a handoff when the type changes).
     """
-    with user_errors():
-        asyncio.run(_chat(agent, workdir, runtime, backend, model, base_url, acp_command))
+    asyncio.run(_chat(agent, workdir, runtime, backend, model, base_url, acp_command))
 
 
 def wanted_backend(current: BackendConfig | None, kind: str | None, model: str | None, base_url: str | None,

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from agentlite.cli._common import RuntimeOption, user_errors
+from agentlite.cli._common import RuntimeOption
 from agentlite.cli._platform_opts import WorkdirOption, workdir_path
 
 HostOption = Annotated[
@@ -33,10 +33,9 @@ def dashboard_command(
     """Serve the web dashboard (boxes, agents, runs, tasks, usage); prints its login address."""
     from agentlite.dashboard.server import check_bind, resolve_token
 
-    with user_errors():
-        check_bind(host, port, allow_remote=allow_remote)  # before anything is opened
-        token = resolve_token()
-        asyncio.run(_serve(workdir, host, port, allow_remote, runtime, token))
+    check_bind(host, port, allow_remote=allow_remote)  # before anything is opened
+    token = resolve_token()
+    asyncio.run(_serve(workdir, host, port, allow_remote, runtime, token))
 
 
 async def _serve(workdir: Path | None, host: str, port: int, allow_remote: bool, runtime: str | None,

@@ -13,7 +13,6 @@ from agentlite.cli._common import (
     out,
     print_json,
     table,
-    user_errors,
 )
 from agentlite.core.errors import AgentliteError
 
@@ -22,8 +21,7 @@ def doctor(home: HomeOption = None, runtime: RuntimeOption = None, json: JsonOpt
     """Show which box runtime will be used and why, and what is missing."""
     import typer
 
-    with user_errors():
-        home_dir = home_path(home)
+    home_dir = home_path(home)
     checks = all_checks(home_dir)
     try:
         choice = choose_runtime(runtime)

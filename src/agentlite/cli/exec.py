@@ -13,7 +13,7 @@ import typer
 from agentlite.box import BoxSpec, Volume, open_runtime
 from agentlite.box.base import DEFAULT_CPUS, DEFAULT_MEMORY_MIB, DEFAULT_WORKING_DIR
 from agentlite.box.lifecycle import Deadline, check_agent_id, run_in_box
-from agentlite.cli._common import AgentOption, HomeOption, RuntimeOption, err, home_path, user_errors
+from agentlite.cli._common import AgentOption, HomeOption, RuntimeOption, err, home_path
 from agentlite.cli._network_opts import AllowNetOption, NetworkOption, NoNetworkOption, network_settings
 from agentlite.core.errors import ConfigError
 
@@ -45,21 +45,20 @@ def exec_command(
     runtime: RuntimeOption = None,
 ) -> None:
     """Run CMD in a fresh box, stream its output, exit with its exit code, then remove the box."""
-    with user_errors():
-        # Validate everything before anything is created.
-        agent_id = check_agent_id(agent or "cli")
-        spec = BoxSpec(
-            memory_mib=memory,
-            cpus=cpus,
-            env=_parse_env(env or []),
-            volumes=[Volume.parse(v) for v in volume or []],
-            working_dir=workdir,
-            **network_settings(network, allow_net, no_network),
-        )
-        deadline = Deadline(timeout)
-        home_dir = home_path(home)
-        box_runtime, _choice = open_runtime(home_dir, runtime)
-        code = asyncio.run(_run(box_runtime, home_dir, command, agent_id, group, spec, deadline))
+    # Validate everything before anything is created.
+    agent_id = check_agent_id(agent or "cli")
+    spec = BoxSpec(
+        memory_mib=memory,
+        cpus=cpus,
+        env=_parse_env(env or []),
+        volumes=[Volume.parse(v) for v in volume or []],
+        working_dir=workdir,
+        **network_settings(network, allow_net, no_network),
+    )
+    deadline = Deadline(timeout)
+    home_dir = home_path(home)
+    box_runtime, _choice = open_runtime(home_dir, runtime)
+    code = asyncio.run(_run(box_runtime, home_dir, command, agent_id, group, spec, deadline))
     raise typer.Exit(code)
 
 

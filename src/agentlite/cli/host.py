@@ -13,7 +13,7 @@ import typer
 
 from agentlite.box import open_runtime
 from agentlite.box.base import BoxRuntime
-from agentlite.cli._common import HomeOption, RuntimeOption, err, home_path, user_errors
+from agentlite.cli._common import HomeOption, RuntimeOption, err, home_path
 from agentlite.cli._endpoint import DEMO_NOTICE, backend_config, demo_model_if_needed, with_base_url
 from agentlite.cli.run import AcpOption, BackendOption, BaseUrlOption, ModelOption
 from agentlite.core.errors import ConfigError
@@ -47,17 +47,16 @@ def host_command(
     runtime: RuntimeOption = None,
 ) -> None:
     """Read one request a line on stdin; write events and one final per request on stdout."""
-    with user_errors():
-        if not jsonl:
-            raise ConfigError("host mode needs `--jsonl` (the only protocol so far)")
-        if max_concurrent < 1:
-            raise ConfigError(f"max concurrent boxes must be at least 1, got {max_concurrent}")
-        if timeout <= 0:
-            raise ConfigError(f"timeout must be > 0 seconds, got {timeout:g}")
-        config = backend_config(backend, model, base_url, acp_command)
-        home_dir = home_path(home)
-        box_runtime, _ = open_runtime(home_dir, runtime)
-        code = asyncio.run(_serve(box_runtime, home_dir, config, max_concurrent, timeout))
+    if not jsonl:
+        raise ConfigError("host mode needs `--jsonl` (the only protocol so far)")
+    if max_concurrent < 1:
+        raise ConfigError(f"max concurrent boxes must be at least 1, got {max_concurrent}")
+    if timeout <= 0:
+        raise ConfigError(f"timeout must be > 0 seconds, got {timeout:g}")
+    config = backend_config(backend, model, base_url, acp_command)
+    home_dir = home_path(home)
+    box_runtime, _ = open_runtime(home_dir, runtime)
+    code = asyncio.run(_serve(box_runtime, home_dir, config, max_concurrent, timeout))
     raise typer.Exit(code)
 
 

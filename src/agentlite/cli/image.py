@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from agentlite.cli._common import HomeOption, JsonOption, err, home_path, out, print_json, table, user_errors
+from agentlite.cli._common import HomeOption, JsonOption, err, home_path, out, print_json, table
 
 app = typer.Typer(help="Build and manage the guest image (Debian, Python, Node, the runner, the agent CLIs).")
 
@@ -61,14 +61,13 @@ def build(
             err.print(f"[green]✓[/] {step:<10} {seconds:6.1f} s", markup=True)
 
     try:
-        with user_errors():
-            info = build_image(
-                home_path(home) if output is None or home is not None else None,
-                output=output,
-                backends=[b for b in backends.split(",") if b.strip()],
-                force=force,
-                progress=progress,
-            )
+        info = build_image(
+            home_path(home) if output is None or home is not None else None,
+            output=output,
+            backends=[b for b in backends.split(",") if b.strip()],
+            force=force,
+            progress=progress,
+        )
     finally:
         if (status := state.get("status")) is not None:
             status.stop()
@@ -104,8 +103,7 @@ def list_command(home: HomeOption = None, json: JsonOption = False) -> None:
     """List the images in the cache."""
     from agentlite.image.builder import list_images
 
-    with user_errors():
-        images = list_images(home_path(home))
+    images = list_images(home_path(home))
     if json:
         print_json([_row(i) for i in images])
         return
@@ -129,8 +127,7 @@ def rm_command(
     """Remove an image (its layout and unpacked tree) from the cache."""
     from agentlite.image.builder import remove_image
 
-    with user_errors():
-        removed = remove_image(home_path(home), key)
+    removed = remove_image(home_path(home), key)
     out.print(f"removed image {removed}")
 
 
@@ -146,13 +143,12 @@ def inspect_command(
     from agentlite.core.errors import ConfigError
     from agentlite.image.builder import find_image
 
-    with user_errors():
-        info = find_image(home_path(home), key)
-        if info is None:
-            raise ConfigError(
-                f"no image {'`' + key + '` ' if key else 'for the current inputs '}in the cache; "
-                "build it with `agentlite image build`"
-            )
+    info = find_image(home_path(home), key)
+    if info is None:
+        raise ConfigError(
+            f"no image {'`' + key + '` ' if key else 'for the current inputs '}in the cache; "
+            "build it with `agentlite image build`"
+        )
     if json:
         print_json(_row(info))
         return

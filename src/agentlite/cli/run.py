@@ -22,7 +22,6 @@ from agentlite.cli._common import (
     err,
     home_path,
     out,
-    user_errors,
 )
 from agentlite.cli._endpoint import DEMO_NOTICE, backend_config, demo_model_if_needed, with_base_url
 from agentlite.cli._network_opts import AllowNetOption, NetworkOption, NoNetworkOption, network_settings
@@ -75,20 +74,19 @@ def run_command(
     json: JsonOption = False,
 ) -> None:
     """Run one agent turn on PROMPT in a fresh box and print the final result."""
-    with user_errors():
-        agent_id = check_agent_id(agent or "cli")
-        config = backend_config(backend, model, base_url, acp_command)
-        spec = BoxSpec(**network_settings(network, allow_net, no_network))
-        if timeout <= 0:
-            raise typer.BadParameter(f"timeout must be > 0 seconds, got {timeout:g}")
-        folder = (workspace or Path.cwd()).resolve()
-        if not folder.is_dir():
-            from agentlite.core.errors import ConfigError
+    agent_id = check_agent_id(agent or "cli")
+    config = backend_config(backend, model, base_url, acp_command)
+    spec = BoxSpec(**network_settings(network, allow_net, no_network))
+    if timeout <= 0:
+        raise typer.BadParameter(f"timeout must be > 0 seconds, got {timeout:g}")
+    folder = (workspace or Path.cwd()).resolve()
+    if not folder.is_dir():
+        from agentlite.core.errors import ConfigError
 
-            raise ConfigError(f"workspace `{folder}` is not a folder")
-        home_dir = home_path(home)
-        box_runtime, _ = open_runtime(home_dir, runtime)
-        code = asyncio.run(_run(box_runtime, home_dir, agent_id, folder, config, prompt, timeout, json, spec))
+        raise ConfigError(f"workspace `{folder}` is not a folder")
+    home_dir = home_path(home)
+    box_runtime, _ = open_runtime(home_dir, runtime)
+    code = asyncio.run(_run(box_runtime, home_dir, agent_id, folder, config, prompt, timeout, json, spec))
     raise typer.Exit(code)
 
 

@@ -9,8 +9,9 @@ from typing import Annotated, Any
 
 import typer
 
-from agentlite.cli._common import JsonOption, RuntimeOption, abort, out, print_json, table, user_errors
+from agentlite.cli._common import JsonOption, RuntimeOption, abort, out, print_json, table
 from agentlite.cli._platform_opts import WorkdirOption, need_agent, opened
+from agentlite.core.errors import ConfigError
 
 app = typer.Typer(help="The run ledger: every turn, its state, box and final.", invoke_without_command=True)
 AgentName = Annotated[str, typer.Option("--agent", help="Agent name.")]
@@ -43,13 +44,12 @@ def runs(ctx: typer.Context, agent: AgentName = "main",
 
     for s in state or []:
         if s not in RUN_STATES:
-            abort(f"--state `{s}` is not a run state ({', '.join(RUN_STATES)})", 2)
-    with user_errors():
-        store_path, _ = asyncio.run(_agent_paths(workdir, runtime, agent))
-        store = _open_store(store_path)
-        records = [] if store is None else store.runs.list(group=group, states=tuple(state or ()) or None)
-        if store is not None:
-            store.close()
+            raise ConfigError(f"--state `{s}` is not a run state ({', '.join(RUN_STATES)})")
+    store_path, _ = asyncio.run(_agent_paths(workdir, runtime, agent))
+    store = _open_store(store_path)
+    records = [] if store is None else store.runs.list(group=group, states=tuple(state or ()) or None)
+    if store is not None:
+        store.close()
     rows = [r.as_dict() for r in records]
     if json:
         print_json(rows)
@@ -70,16 +70,15 @@ def show(ctx: typer.Context, run_id: Annotated[str, typer.Argument(help="Run id.
     from agentlite.run.journal import journal_of, read_journal
 
     opts = ctx.obj or {}
-    with user_errors():
-        store_path, ipc_root = asyncio.run(_agent_paths(opts.get("workdir"), opts.get("runtime"),
-                                                        opts.get("agent", "main")))  # fmt: skip
-        store = _open_store(store_path)
-        record = None if store is None else store.runs.get(run_id)
-        if store is not None:
-            store.close()
-        if record is None:
-            abort(f"no run `{run_id}`", 1)
-        entries = read_journal(journal_of(ipc_root, record))
+    store_path, ipc_root = asyncio.run(_agent_paths(opts.get("workdir"), opts.get("runtime"),
+                                                    opts.get("agent", "main")))  # fmt: skip
+    store = _open_store(store_path)
+    record = None if store is None else store.runs.get(run_id)
+    if store is not None:
+        store.close()
+    if record is None:
+        abort(f"no run `{run_id}`", 1)
+    entries = read_journal(journal_of(ipc_root, record))
     events = [e.event.model_dump(mode="json", exclude_none=True) for e in entries]
     if json:
         print_json({"run": record.as_dict(), "events": events})

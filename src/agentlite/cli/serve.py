@@ -8,7 +8,6 @@ from typing import Annotated, Any
 
 import typer
 
-from agentlite.cli._common import user_errors
 from agentlite.cli.dashboard import AllowRemoteOption, HostOption, PortOption
 from agentlite.core.logs import configure_logging
 
@@ -27,22 +26,21 @@ def serve_command(
     """Start every configured agent with its channels and groups; stop cleanly on SIGTERM or SIGINT."""
     from agentlite.platform.service import load_config, serve
 
-    with user_errors():
-        settings = load_config(config)  # the whole file is checked before anything starts
-        beside = None
-        if dashboard:
-            from agentlite.dashboard.server import check_bind, resolve_token, serve_dashboard
+    settings = load_config(config)  # the whole file is checked before anything starts
+    beside = None
+    if dashboard:
+        from agentlite.dashboard.server import check_bind, resolve_token, serve_dashboard
 
-            check_bind(host, port, allow_remote=allow_remote)
-            token = resolve_token()
+        check_bind(host, port, allow_remote=allow_remote)
+        token = resolve_token()
 
-            async def beside(platform: Any, stop: asyncio.Event) -> None:
-                await serve_dashboard(
-                    platform, host=host, port=port, allow_remote=allow_remote, token=token, stop=stop
-                )
+        async def beside(platform: Any, stop: asyncio.Event) -> None:
+            await serve_dashboard(
+                platform, host=host, port=port, allow_remote=allow_remote, token=token, stop=stop
+            )
 
-        configure_logging(None if _level_given() else "info")
-        asyncio.run(serve(settings, beside=beside))
+    configure_logging(None if _level_given() else "info")
+    asyncio.run(serve(settings, beside=beside))
 
 
 def _level_given() -> bool:

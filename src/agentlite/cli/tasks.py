@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from agentlite.cli._common import JsonOption, RuntimeOption, out, print_json, table, user_errors
+from agentlite.cli._common import JsonOption, RuntimeOption, out, print_json, table
 from agentlite.cli._platform_opts import WorkdirOption, need_agent, opened
 from agentlite.core.names import check_task_id
 
@@ -54,8 +54,7 @@ def _print(tasks: list[Any], as_json: bool) -> None:
 
 
 def _run(coro: Any, as_json: bool) -> None:
-    with user_errors():
-        result = asyncio.run(coro)
+    result = asyncio.run(coro)
     if result is None:
         from agentlite.cli._common import abort
 
@@ -111,8 +110,7 @@ def _change(action: str) -> Any:
         if action != "cancel":
             _run(go(), json)
             return
-        with user_errors():
-            cancelled = asyncio.run(go())
+        cancelled = asyncio.run(go())
         if json:
             print_json({"id": task_id, "cancelled": cancelled})
         else:

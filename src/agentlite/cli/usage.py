@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from agentlite.cli._common import JsonOption, RuntimeOption, out, print_json, table, user_errors
+from agentlite.cli._common import JsonOption, RuntimeOption, out, print_json, table
 from agentlite.cli._platform_opts import WorkdirOption, need_agent, opened
 from agentlite.core.errors import ConfigError
 
@@ -93,8 +93,7 @@ def usage_command(
                 rows += [{"agent": name, **r} for r in summary]
         return rows
 
-    with user_errors():
-        rows = asyncio.run(go())
+    rows = asyncio.run(go())
     if json:
         print_json(rows)
         return
@@ -148,8 +147,7 @@ def list_budgets(
         async with _stores(workdir, runtime, agent) as stores:
             return list(_statuses(stores))
 
-    with user_errors():
-        rows = asyncio.run(go())
+    rows = asyncio.run(go())
     _print_budgets(rows, json)
 
 
@@ -179,8 +177,7 @@ def set_budget(
             budgets = Budgets(store, timezone=tz)
             return [{"agent": name, **budgets.status(budgets.set(budget)).as_dict()}]
 
-    with user_errors():
-        rows = asyncio.run(go())
+    rows = asyncio.run(go())
     _print_budgets(rows, json)
 
 
@@ -205,6 +202,5 @@ def resume_budget(
                 )
             return [{"agent": name, **budgets.status(budgets.get(group)).as_dict()}]  # type: ignore[arg-type]
 
-    with user_errors():
-        rows = asyncio.run(go())
+    rows = asyncio.run(go())
     _print_budgets(rows, json)

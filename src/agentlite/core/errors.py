@@ -133,7 +133,7 @@ class _ValidationErrorLike(Protocol):
 def describe_validation_error(
     exc: _ValidationErrorLike, root: str = "value", *, first_only: bool = False
 ) -> str:
-    """Every problem of a pydantic validation error as ``field.path[0]: message``, joined by ``; ``.
+    """Every problem of a pydantic validation error as ```field.path[0]`: message``, joined by ``; ``.
 
     ``root`` names the whole object when a problem is not about one field. This is the one wording
     for every place that turns a validation error into a user-facing message."""
@@ -141,7 +141,7 @@ def describe_validation_error(
     for error in exc.errors():
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.get("loc", ())).lstrip(".")
         message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
-        problems.append(f"{where or root}: {message}")
+        problems.append(f"`{where or root}`: {message}")
     if first_only:
         problems = problems[:1]
-    return "; ".join(problems) or f"{root}: invalid"
+    return "; ".join(problems) or f"`{root}`: invalid"

@@ -44,7 +44,7 @@ from typing import Any
 import jsonschema
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from agentlite.core.errors import AgentliteError, ConfigError
+from agentlite.core.errors import AgentliteError, ConfigError, describe_validation_error
 from agentlite.run.protocol import ActionsAuth
 
 log = logging.getLogger("agentlite.actions")
@@ -149,7 +149,7 @@ class Action:
         try:
             return self.schema.model_validate(payload)
         except ValidationError as exc:
-            raise PayloadError(_describe_pydantic_error(exc)) from None
+            raise PayloadError(describe_validation_error(exc, "payload")) from None
 
     async def invoke(self, payload: Any, ctx: ActionContext) -> Any:
         """Call the handler: ``handler(payload, ctx)`` with a schema, ``handler(ctx)`` without one.
@@ -166,14 +166,6 @@ class Action:
 def _describe_json_error(error: jsonschema.ValidationError) -> str:
     where = ".".join(str(p) for p in error.absolute_path)
     return f"{where}: {error.message}" if where else error.message
-
-
-def _describe_pydantic_error(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"])
-        parts.append(f"{where}: {err['msg']}" if where else err["msg"])
-    return "; ".join(parts)
 
 
 class ActionRegistry:

@@ -38,6 +38,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from agentlite.box.lifecycle import cleanup_orphans
+from agentlite.core.errors import describe_validation_error
 from agentlite.core.names import check_agent_id, check_group_folder
 from agentlite.platform.agent import Agent
 from agentlite.platform.app import AgentLite
@@ -84,7 +85,7 @@ class HostRequest(BaseModel):
 
 
 def _problem(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'request'}: {e['msg']}" for e in exc.errors())
+    return describe_validation_error(exc, "request")
 
 
 class JsonlHost:

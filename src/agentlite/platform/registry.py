@@ -34,7 +34,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from agentlite.core.errors import ConfigError
+from agentlite.core.errors import ConfigError, describe_validation_error
 from agentlite.core.names import check_agent_name
 from agentlite.platform.schema import add_column
 from agentlite.platform.store import Database, Migration, now_iso
@@ -147,7 +147,7 @@ def normalize_backend(value: BackendConfig | Mapping[str, Any] | None) -> Backen
 
 
 def _bad_backend(value: object, exc: ValidationError | None) -> ConfigError:
-    detail = f": {exc.errors()[0]['msg']}" if exc is not None else ""
+    detail = f": {describe_validation_error(exc, 'backend', first_only=True)}" if exc is not None else ""
     return ConfigError(
         f"Invalid agent backend `{value!r}`; expected {{type: {' | '.join(BACKEND_TYPES)}}}{detail}"
     )
@@ -372,10 +372,8 @@ class Registry:
         try:
             record = AgentRecord.model_validate(values)
         except ValidationError as exc:
-            error = exc.errors()[0]
-            field = ".".join(str(p) for p in error["loc"])
             raise ConfigError(
-                f"invalid agent `{values.get('name')}` field `{field}`: {error['msg']}"
+                f"invalid agent `{values.get('name')}` field {describe_validation_error(exc, 'agent', first_only=True)}"
             ) from exc
         # Refuse values that would not survive the trip through JSON before anything is written, and
         # return exactly what a later get() will read (MCP keys sorted, tuples as lists).

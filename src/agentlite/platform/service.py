@@ -45,7 +45,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agentlite.box.network import parse_allow_net
-from agentlite.core.errors import ConfigError
+from agentlite.core.errors import ConfigError, describe_validation_error
 from agentlite.core.names import check_agent_name, check_group_folder
 from agentlite.platform.acp_peers import resolve_peers
 from agentlite.run.protocol import BackendConfig
@@ -139,9 +139,9 @@ def load_config(path: Path, env: dict[str, str] | None = None) -> ServiceConfig:
     try:
         config = ServiceConfig.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"]).lstrip(".")
-        raise ConfigError(f"config file `{path}`: `{where}`: {first['msg']}") from None
+        raise ConfigError(
+            f"config file `{path}`: {describe_validation_error(exc, first_only=True)}"
+        ) from None
     for i, agent_config in enumerate(config.agents):
         if agent_config.allow_net and agent_config.network not in (None, "allowlist"):
             raise ConfigError(f'config file `{path}`: `agents[{i}].allow_net` needs network = "allowlist"')

@@ -33,7 +33,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 
 from agentlite.core.clock import now_iso
-from agentlite.core.errors import AgentliteError, ConfigError
+from agentlite.core.errors import ConfigError, StoreError, describe_validation_error
 from agentlite.core.names import check_group_folder
 from agentlite.platform.ledger import RunLedger, add_journal_column, create_runs_table
 from agentlite.platform.schema import add_column, columns_of
@@ -120,14 +120,31 @@ class Migration:
     apply: Callable[[sqlite3.Connection], None]
 
 
+@contextmanager
+def sqlite_errors(path: Path) -> Iterator[None]:
+    """The one boundary where sqlite3's errors become ours: a refused constraint is bad input
+    (:class:`ConfigError`), anything else (a corrupt file, a full disk, a lock held too long) a
+    :class:`StoreError` naming the file."""
+    try:
+        yield
+    except sqlite3.IntegrityError as exc:
+        raise ConfigError(f"write rejected by database `{path}`: {exc}") from exc
+    except sqlite3.Error as exc:
+        raise StoreError(path, str(exc)) from exc
+
+
 def open_database(path: Path) -> sqlite3.Connection:
     """Open (creating the folder if needed) a SQLite file in WAL mode with explicit transactions."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(path, f"cannot create its folder: {exc.strerror or exc}") from exc
     # isolation_level=None: the sqlite3 module must not open transactions on its own; every write
     # below says BEGIN IMMEDIATE itself, so the write lock is taken before anything is read.
-    conn = sqlite3.connect(
-        path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
-    )
+    with sqlite_errors(path):
+        conn = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+        )
     try:
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -136,9 +153,9 @@ def open_database(path: Path) -> sqlite3.Connection:
         # the last commits. FULL would cost an fsync per stored message.
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
-    except sqlite3.DatabaseError as exc:
+    except sqlite3.Error as exc:
         conn.close()
-        raise AgentliteError(f"cannot open database `{path}`: {exc}") from exc
+        raise StoreError(path, f"cannot open it: {exc}") from exc
     except BaseException:
         conn.close()
         raise
@@ -171,15 +188,14 @@ def apply_migrations(
     known = {m.id: m.name for m in migrations}
     unknown = sorted(set(applied) - set(known))
     if unknown:
-        raise AgentliteError(
-            f"database `{path}` has schema migration {unknown[-1]} (`{applied[unknown[-1]]}`), which this"
-            " version of agentlite does not know; it was written by a newer version"
+        raise StoreError(
+            path,
+            f"it has schema migration {unknown[-1]} (`{applied[unknown[-1]]}`), which this"
+            " version of agentlite does not know; it was written by a newer version",
         )
     for mid, name in applied.items():
         if known[mid] != name:
-            raise AgentliteError(
-                f"database `{path}` records migration {mid} as `{name}`, expected `{known[mid]}`"
-            )
+            raise StoreError(path, f"it records migration {mid} as `{name}`, expected `{known[mid]}`")
     done: list[int] = []
     for migration in migrations:
         if migration.id in applied:
@@ -198,9 +214,7 @@ def apply_migrations(
             conn.execute("COMMIT")
         except Exception as exc:
             _rollback(conn)
-            raise AgentliteError(
-                f"database `{path}`: migration {migration.id} `{migration.name}` failed: {exc}"
-            ) from exc
+            raise StoreError(path, f"migration {migration.id} `{migration.name}` failed: {exc}") from exc
         except BaseException:
             _rollback(conn)
             raise
@@ -217,7 +231,8 @@ class Database:
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = open_database(self.path)
         try:
-            apply_migrations(self._conn, migrations, path=self.path, logger=logger)
+            with sqlite_errors(self.path):
+                apply_migrations(self._conn, migrations, path=self.path, logger=logger)
         except BaseException:
             self._conn.close()
             self._conn = None
@@ -232,26 +247,25 @@ class Database:
 
     def _live(self) -> sqlite3.Connection:
         if self._conn is None:
-            raise AgentliteError(f"database `{self.path}` is closed")
+            raise StoreError(self.path, "it is closed")
         return self._conn
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+        """The connection, locked; a sqlite3 error in the block becomes a :class:`StoreError`."""
+        with self._lock, sqlite_errors(self.path):
             yield self._live()
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
-        """A ``BEGIN IMMEDIATE`` transaction: committed on success, rolled back on any exception."""
-        with self._lock:
+        """A ``BEGIN IMMEDIATE`` transaction: committed on success, rolled back on any exception;
+        sqlite3 errors become ours (:func:`sqlite_errors`)."""
+        with self._lock, sqlite_errors(self.path):
             conn = self._live()
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
                 conn.execute("COMMIT")
-            except sqlite3.IntegrityError as exc:
-                _rollback(conn)
-                raise ConfigError(f"write rejected by database `{self.path}`: {exc}") from exc
             except BaseException:
                 _rollback(conn)
                 raise
@@ -428,7 +442,7 @@ class AgentStore:
         self._db = Database(self.path, store_migrations(_check_backend_type(legacy_backend_type)), log)
 
     def close(self) -> None:
-        """Close the file; idempotent. Any later call raises :class:`AgentliteError`."""
+        """Close the file; idempotent. Any later call raises :class:`StoreError`."""
         self._db.close()
 
     @property
@@ -829,7 +843,9 @@ class AgentStore:
             try:
                 updated = Task.model_validate({**dict(row), **fields})
             except ValidationError as exc:
-                raise ConfigError(f"invalid update of task `{task_id}`: {exc}") from exc
+                raise ConfigError(
+                    f"invalid update of task `{task_id}`: {describe_validation_error(exc, 'task')}"
+                ) from exc
             if fields:
                 values = updated.model_dump()
                 assignments = ", ".join(f"{name} = ?" for name in fields)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from agentlite.core.errors import AgentliteError
+from agentlite.core.errors import AgentliteError, describe_validation_error
 from agentlite.run.wire import BACKEND_TYPES, default_key_env
 
 
@@ -135,6 +135,5 @@ def _parse_with_the_host_model(raw: str | bytes) -> TurnInput:
     try:
         model = RunnerInput.model_validate_json(raw)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}" for e in exc.errors())
-        raise InputError(problems) from None
+        raise InputError(describe_validation_error(exc, "input")) from None
     return TurnInput(model.model_dump())
