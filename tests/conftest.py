@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import os
@@ -41,13 +42,41 @@ def needs_agent_clis(*names: str) -> pytest.MarkDecorator:
 needs_codex = needs_agent_clis("codex")
 
 
-async def until(condition: Callable[[], object], what: str, timeout: float = 120) -> None:
-    """Poll ``condition`` until it is true; fail naming ``what`` after ``timeout`` seconds."""
+def _described(condition: Callable[[], Any], what: str | None) -> str:
+    if what is not None:
+        return what
+    try:  # the condition's own source line says what never happened
+        return inspect.getsource(condition).strip()
+    except (OSError, TypeError):
+        return repr(condition)
+
+
+async def until(condition: Callable[[], Any], what: str | None = None, timeout: float = 120,
+                interval: float = 0.05) -> Any:  # fmt: skip
+    """Poll ``condition`` (a function, or one returning an awaitable) until it gives a true value,
+    and return that value; fail naming ``what`` (default: the condition's source) after
+    ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    while not condition():
+    while True:
+        value = condition()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {_described(condition, what)}")
+        await asyncio.sleep(interval)
+
+
+def until_sync(condition: Callable[[], Any], what: str | None = None, timeout: float = 120,
+               interval: float = 0.05) -> Any:  # fmt: skip
+    """:func:`until` for tests without an event loop: blocks between polls."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {_described(condition, what)}")
+        time.sleep(interval)
+    return value
 
 
 @pytest.fixture

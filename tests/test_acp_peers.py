@@ -20,14 +20,12 @@ import pytest
 import agentlite
 from agentlite.box.ownership import RecordStore
 from agentlite.box.sandbox import SandboxRuntime
-from agentlite.core.agent_clis import agent_clis_bin
 from agentlite.core.errors import ConfigError
 from agentlite.platform.acp_peers import AcpPeer, _PeerBox, _PeerClient, resolve_peers
+from agentlite.testing.channels import RecordingChannel, RecordingChannels
 from agentlite.testing.model_server import ModelServer
-from conftest import needs_agent_clis
-from test_platform import RecordingChannel
+from conftest import needs_agent_clis, until
 
-BIN = agent_clis_bin()
 needs_codex = needs_agent_clis("codex", "codex-acp")
 
 
@@ -42,17 +40,12 @@ async def platform(tmp_path: Path) -> AsyncIterator[agentlite.AgentLite]:
 
 async def started(platform: agentlite.AgentLite, model: ModelServer, peers: list[Any],
                   **acp_options: Any) -> tuple[Any, RecordingChannel]:  # fmt: skip
-    holder: dict[str, RecordingChannel] = {}
-
-    def factory(config: Any) -> RecordingChannel:
-        holder["channel"] = RecordingChannel(config)
-        return holder["channel"]
-
+    channels = RecordingChannels()
     backend = {"type": "codex", "base_url": model.openai_base_url, "max_retries": 0}
-    agent = await platform.get_or_create_agent("main", backend=backend, channels={"test": factory})
+    agent = await platform.get_or_create_agent("main", backend=backend, channels={"test": channels})
     agent.set_acp_peers(peers, **acp_options)
     await agent.start()
-    return agent, holder["channel"]
+    return agent, channels.channel
 
 
 def _call_action(agent: Any, folder: str, is_main: bool, name: str, payload: dict[str, Any],
@@ -80,18 +73,6 @@ async def call_action(*args: Any) -> tuple[int, dict[str, Any]]:
 
 async def box_names(platform: agentlite.AgentLite) -> list[str]:
     return [b.name for b in await SandboxRuntime(platform.box_home).list()]
-
-
-async def wait_for(condition: Any, timeout: float = 90.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.1)
 
 
 @needs_codex
@@ -130,7 +111,7 @@ async def test_a_turn_delegates_to_the_codex_peer_which_runs_in_its_own_box(
     async def peer_box_gone() -> bool:
         return not [n for n in await box_names(platform) if "-acp-" in n]
 
-    await wait_for(peer_box_gone, 60)  # its delegate session closed, it idled out
+    await until(peer_box_gone, "the peer's box to go", 60)  # its delegate session closed, it idled out
     await agent.stop()
 
 
@@ -152,7 +133,7 @@ async def test_acp_prompt_writes_its_artifact_and_a_notice_wakes_a_trigger_only_
         found = [json.loads(p.read_text()) for p in runs.glob("acp-run-*.json")] if runs.is_dir() else []
         return [f for f in found if f["status"] != "running"]
 
-    (artifact,) = await wait_for(finished)
+    (artifact,) = await until(finished, "the ACP run's artifact", 90)
     assert artifact["status"] == "completed" and artifact["stop_reason"] == "end_turn"
     assert artifact["session_id"] == session_id and artifact["peer"] == "codex"
     assert "hi from the offline model" in artifact["text"]
@@ -224,12 +205,30 @@ def test_peer_config_presets_commands_and_errors() -> None:
     assert resolve_peers(["codex"]) == [AcpPeer("codex", ["codex-acp"])]
     custom = resolve_peers([{"name": "mine", "command": "my-agent", "args": ["--acp"], "env": {"A": "1"}}])
     assert custom == [AcpPeer("mine", ["my-agent", "--acp"], {"A": "1"})]
-    if BIN is not None and (BIN / "codex-acp").exists() and (BIN / "claude-agent-acp").exists():
-        assert [p.name for p in resolve_peers(["auto"])] == ["codex", "claude-code"]
     with pytest.raises(ConfigError, match="unknown preset"):
         resolve_peers([{"name": "x", "preset": "emacs"}])
     with pytest.raises(ConfigError, match="needs `command`"):
         resolve_peers([{"name": "x"}])
+
+
+@pytest.mark.parametrize(
+    ("installed", "expected"),
+    [((), []), (("codex-acp",), ["codex"]), (("claude-agent-acp",), ["claude-code"]),
+     (("codex-acp", "claude-agent-acp"), ["codex", "claude-code"])],
+)  # fmt: skip
+def test_the_auto_preset_is_the_installed_adapters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   installed: tuple[str, ...], expected: list[str]) -> None:  # fmt: skip
+    bin_dir = tmp_path / "node_modules" / ".bin"
+    bin_dir.mkdir(parents=True)
+    for name in installed:
+        (bin_dir / name).write_text("#!/bin/sh\n")
+    monkeypatch.setattr("agentlite.platform.acp_peers.agent_clis_bin", lambda: bin_dir)
+    assert [p.name for p in resolve_peers(["auto"])] == expected
+
+
+@needs_agent_clis("codex-acp", "claude-agent-acp")
+def test_the_auto_preset_finds_both_pinned_adapters_of_this_checkout() -> None:
+    assert [p.name for p in resolve_peers(["auto"])] == ["codex", "claude-code"]
 
 
 async def test_peer_fs_requests_are_confined_to_the_callers_group_folder(tmp_path: Path) -> None:
@@ -266,9 +265,7 @@ def test_service_config_takes_acp_peers_and_names_a_bad_one(tmp_path: Path) -> N
         load_config(path, env={})
 
 
-@pytest.mark.skipif(
-    BIN is None or not (BIN / "claude-agent-acp").exists(), reason="claude-agent-acp not installed"
-)
+@needs_agent_clis("claude-agent-acp")
 @pytest.mark.parametrize("policy", ["deny", "allow"])
 async def test_the_claude_code_peer_follows_the_permission_policy(
     platform: agentlite.AgentLite, model: ModelServer, policy: str
@@ -300,7 +297,7 @@ async def test_a_host_that_stops_mid_prompt_leaves_running_which_the_next_start_
         model.delay = 60  # the peer's model request is held: the prompt is still running at the stop
         payload = {"session_id": body["result"]["session_id"], "prompt": ["take your time"]}
         assert (await call_action(agent, "main", True, "acp_prompt", payload))[0] == 200
-        await wait_for(lambda: len(model.requests) > asked)
+        await until(lambda: len(model.requests) > asked, "the peer's model request", 90)
         await agent.stop()
     model.delay = 0
     runs = workdir / "agents" / "main" / "data" / "ipc" / "main" / "acp" / "runs"

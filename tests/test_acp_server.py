@@ -8,7 +8,6 @@ import contextlib
 import json
 import os
 import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from agentlite.box.ownership import RecordStore
 from agentlite.box.sandbox import SandboxRuntime
 from agentlite.run.acp_client import AcpClientBase
 from agentlite.testing.model_server import ModelServer
-from conftest import needs_agent_clis
+from conftest import needs_agent_clis, until
 
 
 class EditorClient(AcpClientBase):
@@ -82,18 +81,11 @@ async def boxes_of(home: Path) -> list[str]:
     return [b.name for b in await SandboxRuntime(home).list()]
 
 
-async def wait_until(condition: Any, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.1)
-
-
 async def no_boxes_left(home: Path) -> None:
     async def gone() -> bool:
         return await boxes_of(home) == [] and RecordStore(home).record_names() == []
 
-    await wait_until(gone, 60)
+    await until(gone, "no box or record left", 60)
 
 
 @needs_agent_clis("codex-acp")
@@ -161,7 +153,7 @@ async def slow_prompt(conn: Any, session_id: str, model: ModelServer) -> asyncio
         return len(model.requests) > asked
 
     task = asyncio.create_task(conn.prompt(session_id=session_id, prompt=[acp.text_block("take your time")]))
-    await wait_until(model_has_it, 60)
+    await until(model_has_it, "the prompt's model request", 60)
     return task
 
 

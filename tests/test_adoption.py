@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from agentlite.box.ownership import RecordStore
 from agentlite.box.sandbox import SandboxRuntime
 from agentlite.platform.store import AgentStore
 from agentlite.testing.model_server import ModelServer
-from conftest import needs_agent_clis
+from conftest import needs_agent_clis, until
 
 pytestmark = needs_agent_clis("codex")
 
@@ -33,25 +32,21 @@ REPLY = "hi from the offline model"
 #: channel's send (the final is in the ledger, not yet delivered).
 HOST_SCRIPT = """
 import asyncio, json, logging, os, signal, sys
-sys.path.insert(0, {tests!r})
 import agentlite
 from agentlite.box.ownership import RecordStore
-from test_platform import RecordingChannel
+from agentlite.testing.channels import RecordingChannel
 
 logging.basicConfig(level=logging.INFO, stream=sys.stderr)
 
-class Channel(RecordingChannel):
-    async def send_message(self, chat_id, text):
-        if os.environ.get("KILL_ON_SEND") == "1":
-            os.kill(os.getpid(), signal.SIGKILL)
-        await super().send_message(chat_id, text)
+def kill_self(chat_id, text):
+    os.kill(os.getpid(), signal.SIGKILL)
 
 async def main():
     mode, expect = sys.argv[1], int(sys.argv[2])
     platform = await agentlite.create(workdir={workdir!r}, runtime="sandbox", idle_timeout=30)
     holder = {{}}
     def factory(config):
-        holder["c"] = Channel(config)
+        holder["c"] = RecordingChannel(config, before_send=kill_self if os.environ.get("KILL_ON_SEND") == "1" else None)
         return holder["c"]
     agent = await platform.get_or_create_agent("svc", backend={{"type": "codex", "base_url": {base_url!r},
                                                "max_retries": 0}}, channels={{"test": factory}})
@@ -90,7 +85,7 @@ class Host:
                     **env: str) -> Host:  # fmt: skip
         script = tmp_path / "host.py"
         if not script.exists():
-            script.write_text(HOST_SCRIPT.format(tests=str(Path(__file__).parent), workdir=str(tmp_path / "data"),
+            script.write_text(HOST_SCRIPT.format(workdir=str(tmp_path / "data"),
                                                  base_url=model.openai_base_url))  # fmt: skip
         log = tmp_path / f"{name}.log"
         with log.open("wb") as stderr:
@@ -113,14 +108,6 @@ class Host:
     async def kill(self) -> None:
         self.proc.kill()
         await self.proc.wait()
-
-
-async def wait_for(condition: Any, timeout: float = 120, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -150,7 +137,7 @@ async def test_a_host_killed_mid_turn_is_replaced_by_one_that_adopts_the_box(tmp
                                                                              model: ModelServer) -> None:  # fmt: skip
     model.delay = 10.0  # a 10 s turn
     first = await Host.start(tmp_path, model, "send", 1, "first")
-    await wait_for(lambda: model_calls(model) == 1, what="the turn's model call")
+    await until(lambda: model_calls(model) == 1, "the turn's model call")
     await asyncio.sleep(2.0)  # the scenario itself: the kill lands 2 s into the turn
     await first.kill()
     model.delay = 0.0
@@ -191,7 +178,7 @@ async def test_host_and_box_killed_the_run_is_abandoned_and_a_new_run_answers_on
                                                                                   model: ModelServer) -> None:  # fmt: skip
     model.delay = 10.0
     first = await Host.start(tmp_path, model, "send", 1, "first")
-    await wait_for(lambda: model_calls(model) == 1, what="the turn's model call")
+    await until(lambda: model_calls(model) == 1, "the turn's model call")
     await first.kill()
     [run] = ledger(tmp_path)
     assert run.box is not None
@@ -209,7 +196,7 @@ async def test_host_and_box_killed_the_run_is_abandoned_and_a_new_run_answers_on
 async def test_a_superseded_copys_late_final_is_refused(tmp_path: Path, model: ModelServer) -> None:
     model.delay = 6.0
     first = await Host.start(tmp_path, model, "send", 0, "first")
-    await wait_for(lambda: model_calls(model) == 1, what="the turn's model call")
+    await until(lambda: model_calls(model) == 1, "the turn's model call")
     first.proc.send_signal(signal.SIGSTOP)  # paused, not dead: its lease is still held
     try:
         [run] = ledger(tmp_path)
@@ -232,7 +219,7 @@ async def test_with_adoption_off_a_live_box_is_reaped_and_the_message_runs_again
                                                                                 model: ModelServer) -> None:  # fmt: skip
     model.delay = 10.0
     first = await Host.start(tmp_path, model, "send", 1, "first", AGENTLITE_ADOPT_RUNS="0")
-    await wait_for(lambda: model_calls(model) == 1, what="the turn's model call")
+    await until(lambda: model_calls(model) == 1, "the turn's model call")
     await first.kill()
     model.delay = 0.0
     second = await Host.start(tmp_path, model, "wait", 1, "second", AGENTLITE_ADOPT_RUNS="0")
@@ -247,7 +234,7 @@ async def test_a_message_arriving_while_the_adopted_box_runs_waits_for_it(tmp_pa
                                                                           model: ModelServer) -> None:  # fmt: skip
     model.delay = 6.0
     first = await Host.start(tmp_path, model, "send", 1, "first")
-    await wait_for(lambda: model_calls(model) == 1, what="the turn's model call")
+    await until(lambda: model_calls(model) == 1, "the turn's model call")
     await first.kill()
     second = await Host.start(tmp_path, model, "late", 2, "second")  # says a second message at once
     model.delay = 0.0

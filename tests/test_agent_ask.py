@@ -5,7 +5,6 @@ Real SQLite files, real sandbox boxes, the real codex against the built-in model
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from agentlite.box.sandbox import SandboxRuntime
 from agentlite.core.errors import BoxError
 from agentlite.platform.app import AgentLite
 from agentlite.testing.model_server import ModelServer
-from conftest import needs_codex
+from conftest import needs_codex, until
 
 pytestmark = needs_codex
 
@@ -60,12 +59,10 @@ async def test_stop_settles_a_running_ask_and_leaves_no_box_and_no_task(
 ) -> None:
     platform, agent = await started_agent(tmp_path / "data", model)
     asking = asyncio.create_task(agent.ask("q:one", "wait [scenario:hang]"))
-    deadline = time.monotonic() + 120
-    while not any(r.scenario == "hang" for r in model.requests):
-        assert time.monotonic() < deadline and not asking.done(), "the turn never reached the model"
-        await asyncio.sleep(0.1)
+    await until(lambda: asking.done() or any(r.scenario == "hang" for r in model.requests), "the model call")
+    assert not asking.done(), asking.result()
     queued = asyncio.create_task(agent.ask("q:one", "never runs"))
-    await asyncio.sleep(0)
+    await until(lambda: agent.queued_turns("q:one") == 1, "the second ask in the group's queue")
     await agent.stop(reason="shutting down", grace=0)
     running, waiting = await asyncio.wait_for(asyncio.gather(asking, queued), 60)
     assert (running.status, running.error) == ("error", "shutting down")

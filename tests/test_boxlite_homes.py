@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from agentlite.box.boxlite import BoxliteRuntime
 from agentlite.box.lifecycle import cleanup_orphans, run_in_box
 from agentlite.box.ownership import OwnerRecord, RecordStore, ownership_for
 from agentlite.box.probe import boxlite_checks
+from conftest import until_sync
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -106,13 +106,6 @@ def agentlite(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
         env=env,
         timeout=120,
     )
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def test_two_hosts_on_one_home_then_one_dies_and_the_other_sweeps_its_home(
@@ -199,7 +192,7 @@ def test_a_removal_request_stays_pending_while_the_host_cannot_act(
         assert decisions[0].reason.startswith("pending: asked its host to remove it")
     finally:
         os.kill(host.pid, signal.SIGCONT)
-    wait_for(lambda: not homes.request_path(host.box_home, host.boxes[0]).exists(), "the host to act")
+    until_sync(lambda: not homes.request_path(host.box_home, host.boxes[0]).exists(), "the host to act")
     assert host.ask("list") == []
 
 

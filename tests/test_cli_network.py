@@ -109,14 +109,10 @@ async def test_an_agents_network_reaches_its_boxes(tmp_path: Path) -> None:
     import json
 
     import agentlite
+    from agentlite.testing.channels import RecordingChannels
     from agentlite.testing.model_server import ModelServer
-    from test_platform import RecordingChannel
 
-    holder: dict[str, RecordingChannel] = {}
-
-    def factory(config: object) -> RecordingChannel:
-        holder["channel"] = RecordingChannel(config)
-        return holder["channel"]
+    channels = RecordingChannels()
 
     async with (
         ModelServer(scenario="text") as model,
@@ -125,12 +121,12 @@ async def test_an_agents_network_reaches_its_boxes(tmp_path: Path) -> None:
         ) as platform,
     ):
         backend = {"type": "codex", "base_url": model.openai_base_url, "max_retries": 0}
-        agent = await platform.get_or_create_agent("main", backend=backend, channels={"test": factory})
+        agent = await platform.get_or_create_agent("main", backend=backend, channels={"test": channels})
         agent.set_network("none")
         await agent.start()
         agent.register_group("t:main", name="main", folder="main", is_main=True)
-        await holder["channel"].say("t:main", "hello")
-        assert await holder["channel"].wait_sent(1) == [("t:main", "hi from the offline model")]
+        await channels.channel.say("t:main", "hello")
+        assert await channels.channel.wait_sent(1) == [("t:main", "hi from the offline model")]
         await agent.stop()
         logs = sorted((platform.box_home / "logs").glob("*.log"))
     assert logs, "no run log"

@@ -420,6 +420,40 @@ def test_cli_list_inspect_rm(image: ImageInfo, tmp_path: Path) -> None:
     assert not (copy_home / "images" / image.key).exists()
 
 
+def _small_tree(root: Path, order: list[str], mtime: float) -> Path:
+    """A tree with folders, files, an executable and a symlink, made in ``order``, all at ``mtime``."""
+    contents = {
+        "etc/hostname": b"agentlite\n",
+        "usr/bin/tool": b"#!/bin/sh\necho hi\n",
+        "home/a/notes": b"x" * 5000,
+    }
+    for name in order:
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(contents[name])
+    (root / "usr/bin/tool").chmod(0o755)
+    (root / "usr/bin/alias").symlink_to("tool")
+    for path in [*root.rglob("*"), root]:
+        os.utime(path, (mtime, mtime), follow_symlinks=False)
+    return root
+
+
+def test_packing_the_same_tree_twice_gives_the_same_digest(tmp_path: Path) -> None:
+    """The small version of the reproducibility check (two full builds are ``slow``): the packing
+    step alone, on trees made in another order at other times, gives the same digests."""
+    names = ["etc/hostname", "usr/bin/tool", "home/a/notes"]
+    one = _small_tree(tmp_path / "one", names, time.time())
+    two = _small_tree(tmp_path / "two", list(reversed(names)), time.time() - 3600)
+    packed = [
+        _image._pack(tree, tmp_path / f"{tree.name}-oci", "k", ["codex"], {"node": "v1"})
+        for tree in (one, two)
+    ]
+    assert packed[0].digest == packed[1].digest and packed[0].layer_digest == packed[1].layer_digest
+    (two / "home/a/notes").write_bytes(b"y" * 5000)  # one byte of content more or less is another image
+    changed = _image._pack(two, tmp_path / "changed-oci", "k", ["codex"], {"node": "v1"})
+    assert changed.layer_digest != packed[0].layer_digest
+
+
 @pytest.mark.slow
 @needs_build
 @pytest.mark.timeout(1800)

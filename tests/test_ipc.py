@@ -13,6 +13,7 @@ import pytest
 from pydantic import BaseModel
 
 from agentlite.platform.ipc import IpcWatcher, valid_folder, write_snapshots
+from conftest import until
 
 
 @dataclass
@@ -341,15 +342,13 @@ async def test_watcher_loop_polls_until_stopped(root: Path, watcher: IpcWatcher,
     await watcher.start()  # idempotent
     try:
         drop(root, "team", "messages", message("team@g", "polled"))
-        for _ in range(100):
-            if handler.calls:
-                break
-            await asyncio.sleep(0.02)
+        await until(lambda: handler.calls, "the watcher's poll", 30)
         assert handler.calls == [("send_message", ("team@g", "polled", None))]
     finally:
         await watcher.stop()
+    # Stopped means no loop is left that could poll again (not: nothing happened for a while).
+    assert [t for t in asyncio.all_tasks() if t.get_name() == "agentlite-ipc-watcher"] == []
     drop(root, "team", "messages", message("team@g", "after stop"))
-    await asyncio.sleep(0.15)
     assert len(handler.calls) == 1
     await watcher.stop()
 

@@ -22,11 +22,12 @@ from agentlite.platform.ledger import RUN_STATES
 from agentlite.platform.store import AgentStore
 from agentlite.run.journal import journal_path, read_journal
 from agentlite.run.protocol import ResultEvent, StateEvent
+from agentlite.testing.channels import RecordingChannel
 from agentlite.testing.model_server import ModelServer
 from conftest import needs_agent_clis
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_platform import RecordingChannel, codex
+from test_platform import codex
 
 
 class RunIdChannel(RecordingChannel):

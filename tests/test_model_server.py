@@ -489,13 +489,20 @@ async def test_codex_text_turn(
     assert model_calls[0].headers["authorization"] == "Bearer dummy"
 
 
-async def test_codex_gets_the_demo_reply(
-    server: ModelServer, workspace: Path, base_env: dict[str, str], codex_home: Path
+@pytest.mark.parametrize("cli", ["codex", "claude"])
+async def test_each_cli_gets_the_demo_reply(
+    server: ModelServer, workspace: Path, base_env: dict[str, str], codex_home: Path, cli: str
 ) -> None:
-    run = await run_codex(server, "Please summarise the README", workspace, base_env, codex_home)
+    prompt = "Please summarise the README"
+    if cli == "codex":
+        run = await run_codex(server, prompt, workspace, base_env, codex_home)
+        replies = agent_messages(run)
+    else:
+        run = await run_claude(server, prompt, workspace, base_env)
+        replies = [result_event(run)["result"]]
     assert run.returncode == 0, run.describe()
-    (reply,) = agent_messages(run)
-    assert reply.startswith('[offline demo model] You said: "Please summarise the README".'), run.describe()
+    (reply,) = replies
+    assert reply.startswith(f'[offline demo model] You said: "{prompt}".'), run.describe()
 
 
 async def test_codex_multi_turn_runs_the_shell_tool(
@@ -543,15 +550,6 @@ async def test_claude_text_turn(server: ModelServer, workspace: Path, base_env: 
     assert model_calls[0].headers["x-api-key"] == "dummy"
     # claude warms the connection up with HEAD / before the model call; the server answers 404.
     assert ("HEAD", "/") in [(r.method, r.path) for r in server.requests]
-
-
-async def test_claude_gets_the_demo_reply(
-    server: ModelServer, workspace: Path, base_env: dict[str, str]
-) -> None:
-    run = await run_claude(server, "Please summarise the README", workspace, base_env)
-    assert run.returncode == 0, run.describe()
-    reply = result_event(run)["result"]
-    assert reply.startswith('[offline demo model] You said: "Please summarise the README".'), run.describe()
 
 
 async def test_claude_tool_turn_runs_bash(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,58 +16,12 @@ import agentlite
 from agentlite.box.ownership import RecordStore
 from agentlite.core.agent_clis import agent_clis_bin
 from agentlite.core.errors import AgentliteError, ConfigError
-from agentlite.platform.store import Message, now_iso
+from agentlite.platform.store import now_iso
+from agentlite.testing.channels import RecordingChannel, RecordingChannels
 from agentlite.testing.model_server import ModelServer
-from conftest import needs_codex
+from conftest import needs_agent_clis, needs_codex, raw_sql, until
 
 pytestmark = needs_codex
-
-
-class RecordingChannel:
-    """A channel driver owning chat ids ``t:...``: tests push messages in and read what was sent."""
-
-    def __init__(self, config: Any) -> None:
-        self.config = config
-        self.name = "test"
-        self.is_connected = False
-        self.sent: list[tuple[str, str]] = []
-        self.changed = asyncio.Event()
-        self._ids = 0
-
-    async def connect(self) -> None:
-        self.is_connected = True
-
-    async def disconnect(self) -> None:
-        self.is_connected = False
-
-    def owns_chat(self, chat_id: str) -> bool:
-        return chat_id.startswith("t:")
-
-    async def set_typing(self, chat_id: str, on: bool) -> None:
-        return None
-
-    async def send_message(self, chat_id: str, text: str) -> None:
-        self.sent.append((chat_id, text))
-        self.changed.set()
-
-    async def say(self, chat_id: str, text: str, sender: str = "u1") -> None:
-        self._ids += 1
-        message = Message(id=f"m{self._ids}-{time.monotonic_ns()}", chat_id=chat_id, sender=sender,
-                          sender_name=sender.upper(), content=text, timestamp=now_iso())  # fmt: skip
-        await self.config.deliver(chat_id, message)
-
-    async def wait_sent(self, count: int, timeout: float = 60) -> list[tuple[str, str]]:
-        deadline = time.monotonic() + timeout
-        while len(self.sent) < count:
-            self.changed.clear()
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"expected {count} replies, got {self.sent}")
-            try:
-                await asyncio.wait_for(self.changed.wait(), left)
-            except TimeoutError:
-                pass
-        return self.sent
 
 
 @pytest.fixture
@@ -87,16 +40,11 @@ def codex(model: ModelServer) -> dict[str, Any]:
 async def started(
     platform: agentlite.AgentLite, model: ModelServer, **options: Any
 ) -> tuple[Any, RecordingChannel]:
-    holder: dict[str, RecordingChannel] = {}
-
-    def factory(config: Any) -> RecordingChannel:
-        holder["channel"] = RecordingChannel(config)
-        return holder["channel"]
-
+    channels = RecordingChannels()
     agent = await platform.get_or_create_agent("main", backend=options.pop("backend", codex(model)),
-                                               channels={"test": factory}, **options)  # fmt: skip
+                                               channels={"test": channels}, **options)  # fmt: skip
     await agent.start()
-    return agent, holder["channel"]
+    return agent, channels.channel
 
 
 def requests_to(model: ModelServer, path: str) -> list[Any]:
@@ -137,7 +85,11 @@ async def test_triggered_message_gets_a_reply_and_advances_the_cursor(platform: 
     seen: list[str] = []
     agent.on("message.out", lambda e: seen.append(e.data["text"]))
     await channel.say("t:team", "an untriggered remark")
-    await asyncio.sleep(2.5)  # a loop pass sees it and leaves it stored
+    (remark,) = agent.store.get_messages_since("t:team", "", "Andy")
+    # The loop marks what it has looked at: once the remark is marked, its pass decided to leave it.
+    await until(
+        lambda: agent.store.get_state("last_timestamp") == remark.timestamp, "a loop pass over the remark"
+    )
     assert channel.sent == [] and requests_to(model, "/v1/responses") == []
     await channel.say("t:team", "@Andy what do you think?")
     sent = await channel.wait_sent(1)
@@ -158,10 +110,7 @@ async def test_failing_run_rolls_back_and_is_retried(
     states: list[str] = []
     agent.on("run.state", lambda e: states.append(f"{e.data['state']}:{e.data.get('reason')}"))
     await channel.say("t:main", "hello")
-    deadline = time.monotonic() + 60
-    while "stopped:error_exit" not in states and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-    assert "stopped:error_exit" in states
+    await until(lambda: "stopped:error_exit" in states, "the failed run's stop", 60)
     assert agent.store.get_json_state("last_agent_timestamp", {}).get("t:main", "") == ""  # rolled back
     model.scenario = "text"
     assert await channel.wait_sent(1) == [("t:main", "hi from the offline model")]  # the retry answered
@@ -210,9 +159,7 @@ async def test_cron_task_fires_and_its_reply_is_delivered(
     assert task.next_run is not None and task.next_run.endswith("T09:00:00.000Z")
     agent.store.update_task(task.id, next_run="2000-01-01T00:00:00.000Z")  # due now
     assert await channel.wait_sent(1) == [("t:main", "hi from the offline model")]
-    deadline = time.monotonic() + 30
-    while "task.run.succeeded" not in events and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
+    await until(lambda: "task.run.succeeded" in events, "the task run's success event", 30)
     assert events[:4] == ["task.created", "task.run.queued", "task.run.started", "task.run.succeeded"]
     details = agent.get_task(task.id)
     assert details.status == "active" and details.runs[0].status == "success"
@@ -226,8 +173,7 @@ async def test_cron_task_fires_and_its_reply_is_delivered(
     await agent.stop()
 
 
-@pytest.mark.skipif(agent_clis_bin() is None or not (agent_clis_bin() / "claude").exists(),  # type: ignore[operator]
-                    reason="agent CLI `claude` not installed")  # fmt: skip
+@needs_agent_clis("claude")
 async def test_agent_uses_mcp_tools_and_custom_actions_from_inside_the_box(platform: agentlite.AgentLite,
                                                                            model: ModelServer) -> None:  # fmt: skip
     claude = {"type": "claude_code", "base_url": model.anthropic_base_url, "max_retries": 0}
@@ -248,9 +194,7 @@ async def test_agent_uses_mcp_tools_and_custom_actions_from_inside_the_box(platf
     model.tool = ("mcp__agentlite__schedule_task",
                   {"prompt": "check in", "schedule_type": "interval", "schedule_value": "3600000"})  # fmt: skip
     await channel.say("t:main", "schedule something")
-    deadline = time.monotonic() + 60
-    while not agent.list_tasks() and time.monotonic() < deadline:
-        await asyncio.sleep(0.2)
+    await until(agent.list_tasks, "the task the box scheduled", 60)
     assert [(t.prompt, t.schedule_type, t.group_folder) for t in agent.list_tasks()] == [
         ("check in", "interval", "main")
     ]
@@ -310,16 +254,15 @@ async def test_non_main_group_cannot_message_another_group(
     await channel.say("t:team", "try it")
     await channel.wait_sent(1)
     errors = agent.ipc_root / "errors"
-    deadline = time.monotonic() + 10
-    while not (errors.is_dir() and list(errors.iterdir())) and time.monotonic() < deadline:
-        await asyncio.sleep(0.2)
+    await until(
+        lambda: errors.is_dir() and list(errors.iterdir()), "the forged request in the errors folder", 30
+    )
     assert [p.name for p in errors.iterdir()] == ["team-1-forged.json"]
     assert ("t:main", "forged") not in channel.sent
     await agent.stop()
 
 
-@pytest.mark.skipif(agent_clis_bin() is None or not (agent_clis_bin() / "claude").exists(),  # type: ignore[operator]
-                    reason="agent CLI `claude` not installed")  # fmt: skip
+@needs_agent_clis("claude")
 async def test_switching_backend_hands_off_to_the_next_turn(
     platform: agentlite.AgentLite, model: ModelServer
 ) -> None:
@@ -386,9 +329,7 @@ def _service_script(workdir: Path, base_url: str) -> str:
     return f"""
 import asyncio, sys
 import agentlite
-from agentlite.platform.store import Message, now_iso
-sys.path.insert(0, {str(Path(__file__).parent)!r})
-from test_platform import RecordingChannel
+from agentlite.testing.channels import RecordingChannel
 
 async def main():
     platform = await agentlite.create(workdir={str(workdir)!r}, runtime="sandbox", idle_timeout=20)
@@ -427,9 +368,9 @@ async def test_sigkill_mid_run_then_restart_recovers_the_message_and_reaps_the_b
         sys.executable, str(script), "send", stdout=asyncio.subprocess.PIPE, env=env
     )
     assert first.stdout is not None and await asyncio.wait_for(first.stdout.readline(), 60) == b"ready\n"
-    deadline = time.monotonic() + 60
-    while not requests_to(model, "/v1/responses") and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)  # the run is in its box, waiting on the model
+    await until(
+        lambda: requests_to(model, "/v1/responses"), "the run's model call", 60
+    )  # it waits on the model
     boxes = RecordStore(workdir / ".boxlite").record_names()
     assert len(boxes) == 1
     first.kill()
@@ -480,12 +421,10 @@ async def test_an_old_backend_turn_does_not_repopulate_sessions_after_a_switch(p
     states: list[str] = []
     agent.on("run.state", lambda e: states.append(e.data["state"]))
     await channel.say("t:main", "a slow question")
-    deadline = time.monotonic() + 30
-    while "active" not in states and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+    await until(lambda: "active" in states, "the codex turn to be active", 30)
     await agent.set_backend({"type": "claude_code", "base_url": model.anthropic_base_url}, context="fresh")
     await channel.wait_sent(1)  # the codex turn still answers...
-    await asyncio.sleep(0.5)
-    assert agent.store.get_session("main", "codex") is None  # ...but its session is not saved
     assert agent.session("main") is None
-    await agent.stop()
+    await agent.stop()  # its box ends here: the last moment the old turn could save a session
+    sessions = raw_sql(agent.workdir / "store" / "messages.db", "SELECT backend_type FROM sessions")
+    assert sessions == []  # ...but its session was never saved

@@ -1,19 +1,64 @@
-"""The public surface: everything exported is listed, nothing private leaks, the list stays sorted."""
+"""The public surface: exactly the names a user is promised, each importable, documented and ours."""
 
 from __future__ import annotations
 
+import ast
+import inspect
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import agentlite
 
+#: The public API, written out: adding or dropping a name is a decision, so it changes this list.
+EXPECTED = [
+    "Agent", "AgentEvent", "AgentLite", "AgentliteError", "BackendConfig", "BoxError", "BoxExecFailed",
+    "BoxExists", "BoxInfo", "BoxNotFound", "BoxProcess", "BoxRemoveFailed", "BoxRuntime", "BoxSpec",
+    "BoxStartFailed", "BoxState", "CleanupDecision", "CommandResult", "ConfigError", "Deadline", "Message",
+    "RegisteredGroup", "RunError", "RunOutcome", "RunTimeout", "RuntimeChoice", "RuntimeUnavailable", "Task",
+    "Verdict", "Volume", "box_name", "choose_runtime", "cleanup_orphans", "create", "open_runtime",
+    "run_agent", "run_in_box",
+]  # fmt: skip
 
-def test_all_is_complete_sorted_and_public() -> None:
-    assert agentlite.__all__ == sorted(agentlite.__all__)
-    assert not [name for name in agentlite.__all__ if name.startswith("_")]
-    for name in agentlite.__all__:
-        assert getattr(agentlite, name).__module__.startswith("agentlite"), name
-    assert dir(agentlite) == agentlite.__all__
+
+def test_all_is_the_expected_list_in_order() -> None:
+    assert agentlite.__all__ == EXPECTED
+    assert dir(agentlite) == EXPECTED
+
+
+def test_every_public_name_resolves_in_a_fresh_interpreter_and_is_documented_where_it_is_defined() -> None:
+    # A fresh process: names another test already pulled in must not hide one that fails to load.
+    code = (
+        "import agentlite, inspect, json\n"
+        "print(json.dumps({n: [getattr(agentlite, n).__module__, bool(getattr(agentlite, n).__dict__.get('__doc__')"
+        " if inspect.isclass(getattr(agentlite, n)) else getattr(agentlite, n).__doc__)] for n in agentlite.__all__}))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert sorted(found) == sorted(EXPECTED)
+    assert [n for n, (module, _doc) in found.items() if not module.startswith("agentlite.")] == []
+    assert [n for n, (_module, documented) in found.items() if not documented] == [], "undocumented"
+
+
+def test_an_unknown_name_is_an_attribute_error() -> None:
+    assert not hasattr(agentlite, "_EXPORTS_NOT_A_NAME")
+    try:
+        agentlite.NoSuchThing  # type: ignore[attr-defined]  # noqa: B018
+    except AttributeError as exc:
+        assert "NoSuchThing" in str(exc)
+    else:
+        raise AssertionError("agentlite.NoSuchThing resolved")
+
+
+def test_the_type_checking_imports_name_the_same_objects_as_the_lazy_table() -> None:
+    """Type checkers read the ``TYPE_CHECKING`` block, users get the lazy table: they must agree."""
+    tree = ast.parse(Path(inspect.getfile(agentlite)).read_text())
+    guarded = next(n for n in tree.body if isinstance(n, ast.If) and ast.unparse(n.test) == "TYPE_CHECKING")
+    static = {alias.asname or alias.name: node.module for node in ast.walk(guarded)
+              if isinstance(node, ast.ImportFrom) for alias in node.names}  # fmt: skip
+    assert static == agentlite._EXPORTS
 
 
 def test_the_runner_does_not_import_the_host_side() -> None:

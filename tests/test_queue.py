@@ -19,14 +19,7 @@ import pytest
 from agentlite.core.errors import ConfigError
 from agentlite.core.safefs import UnsafePath
 from agentlite.platform.queue import GroupQueue
-
-
-async def until(cond: Callable[[], bool], timeout: float = 1.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.002)
+from conftest import until
 
 
 async def settle() -> None:
@@ -166,10 +159,13 @@ async def test_tasks_drain_before_messages(ipc: Path) -> None:
     q.enqueue_message_check("a")  # pending messages
     assert q.enqueue_task("a", "t1", g.task("a", "t1"))
     assert q.enqueue_task("a", "t2", g.task("a", "t2"))
+    assert (q.queued_tasks("a"), q.queued_tasks("elsewhere")) == (2, 0)
     g.release("msg:a")
     await until(lambda: "task:t1" in g.running)
+    assert q.queued_tasks("a") == 1
     g.release("task:t1")
     await until(lambda: "task:t2" in g.running)
+    assert q.queued_tasks("a") == 0
     g.release("task:t2")
     await until(lambda: "msg:a" in g.running)
     g.release("msg:a")

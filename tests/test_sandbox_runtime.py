@@ -22,6 +22,7 @@ from agentlite.core.errors import (
     BoxRemoveFailed,
     ConfigError,
 )
+from conftest import until
 
 
 async def run(rt: SandboxRuntime, name: str, argv: list[str], stdin: bytes = b"") -> tuple[int, str, str]:
@@ -147,14 +148,28 @@ async def test_box_outlives_the_host_that_made_it(home: Path, sandbox: SandboxRu
 async def test_kill_stops_the_command_and_what_it_started(sandbox: SandboxRuntime, home: Path) -> None:
     await sandbox.create("agentlite-t-kill-1", BoxSpec())
     try:
-        proc = await sandbox.exec("agentlite-t-kill-1", ["sh", "-c", "sleep 300 & sleep 301; echo never"])
-        await asyncio.sleep(0.3)
+        # Durations no other test uses: the command's sleeps can be told apart on the host.
+        seconds = ("3007", "3011")
+        command = f"sleep {seconds[0]} & echo started; sleep {seconds[1]}; echo never"
+        proc = await sandbox.exec("agentlite-t-kill-1", ["sh", "-c", command])
+
+        def command_sleeps() -> list[int]:
+            found = []
+            for p in psutil.process_iter(["cmdline"]):
+                if (p.info["cmdline"] or [])[-1:] in ([seconds[0]], [seconds[1]]) and "sleep" in p.info[
+                    "cmdline"
+                ][0]:
+                    found.append(p.pid)
+            return found
+
+        assert await anext(proc.stdout_lines()) == b"started\n"
+        await until(lambda: len(command_sleeps()) == 2, "the command's two sleeps to start", 30)
         await proc.kill()
         assert await proc.wait() < 0
-        await asyncio.sleep(0.1)
+        await until(lambda: command_sleeps() == [], "the command's sleeps to go", 30)
         names = [psutil.Process(p).name() for p in box_pids(home, "agentlite-t-kill-1")]
         names = [n for n in names if n != "socat"]  # the init's network bridge stays, by design
-        assert "sleep" in names  # the box's own init sleeps; the command's sleeps are gone
+        assert "sleep" in names  # the box's own init sleeps: it is not the command's
         assert len(names) == 2, names  # bwrap's pid 1 and the init
     finally:
         await sandbox.remove("agentlite-t-kill-1", force=True)

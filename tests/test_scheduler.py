@@ -19,6 +19,7 @@ from agentlite.core.errors import ConfigError
 from agentlite.platform.queue import GroupQueue
 from agentlite.platform.scheduler import Scheduler, compute_next_run, iso_utc, validate_schedule
 from agentlite.platform.store import RegisteredGroup, Task, TaskRun
+from conftest import until
 
 TZ = "America/New_York"
 T0 = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)  # 07:00 in New York (EST, UTC-5)
@@ -447,8 +448,8 @@ async def test_due_task_running_long_is_not_queued_again(tmp_path: Path) -> None
     )
     env.clock.advance(seconds=1)
     assert env.scheduler.poll_once() == [task.id]
-    await asyncio.sleep(0.01)
-    assert env.scheduler.poll_once() == []
+    await until(lambda: env.runner.tasks, "the task run to start", 30, interval=0.001)
+    assert env.scheduler.poll_once() == []  # while it runs (0.05 s)
     await env.run_due()
     assert env.names().count("task.run.queued") == 1
     assert len(env.runner.tasks) == 1

@@ -21,7 +21,6 @@ from tests.conftest import needs_sandbox
 import agentlite
 from agentlite.box.base import BoxRuntime, BoxSpec, Volume
 from agentlite.box.lifecycle import run_in_box
-from agentlite.core.agent_clis import agent_clis_bin
 from agentlite.core.safefs import BoxDir, UnsafePath
 from agentlite.platform.agent import Agent
 from agentlite.platform.events import AgentEvent
@@ -31,7 +30,7 @@ from agentlite.run.box_run import run_agent
 from agentlite.run.protocol import BackendConfig, RunnerInput
 from agentlite.run.runner_input import request_close, write_follow_up
 from agentlite.testing.model_server import ModelServer
-from conftest import until
+from conftest import needs_agent_clis, until
 
 pytestmark = needs_sandbox
 SECRET = "host secret: never show this to a model\n"
@@ -152,24 +151,19 @@ async def test_the_handoff_never_reads_memory_through_a_symlink(
     assert sorted(Path(e.path).name for e in refused) == ["AGENTS.md", "CLAUDE.md"]
 
 
-@pytest.mark.skipif(agent_clis_bin() is None or not (agent_clis_bin() / "claude").exists(),  # type: ignore[operator]
-                    reason="agent CLI `claude` not installed")  # fmt: skip
+@needs_agent_clis("codex", "claude")
 async def test_a_backend_switch_sends_no_host_file_to_the_model(
     platform: agentlite.AgentLite, host_files: Path
 ) -> None:
-    from tests.test_platform import RecordingChannel
+    from agentlite.testing.channels import RecordingChannels
 
     async with ModelServer(scenario="text") as model:
-        holder: dict[str, RecordingChannel] = {}
-
-        def factory(config: Any) -> RecordingChannel:
-            holder["channel"] = RecordingChannel(config)
-            return holder["channel"]
+        channels = RecordingChannels()
 
         agent = await started_agent(platform, backend={"type": "codex", "base_url": model.openai_base_url,
-                                                       "max_retries": 0}, channels={"test": factory})  # fmt: skip
+                                                       "max_retries": 0}, channels={"test": channels})  # fmt: skip
         events = recorder(agent)
-        channel = holder["channel"]
+        channel = channels.channel
         agent.register_group("t:main", name="main", folder="main", is_main=True)
         await channel.say("t:main", "first, on codex")
         await channel.wait_sent(1)

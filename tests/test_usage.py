@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 import agentlite
-from agentlite.core.agent_clis import agent_clis_bin
 from agentlite.core.errors import ConfigError
 from agentlite.platform.budgets import Budget, BudgetExceeded, Budgets
 from agentlite.platform.events import AgentEvent
@@ -25,17 +24,9 @@ from agentlite.platform.usage import UsageLedger, UsageTally
 from agentlite.run.protocol import Event, SdkMessageEvent, UsageEvent
 from agentlite.run.retry import RetryPolicy, classify, retry_class
 from agentlite.run.turn import TurnResult
+from agentlite.testing.channels import RecordingChannel, RecordingChannels
 from agentlite.testing.model_server import ModelServer, ScriptedUsage
-from conftest import until
-from test_platform import RecordingChannel
-
-BIN = agent_clis_bin()
-
-
-def needs_cli(name: str) -> pytest.MarkDecorator:
-    return pytest.mark.skipif(BIN is None or not (BIN / name).exists(),
-                              reason=f"agent CLI `{name}` not installed (run scripts/install.sh)")  # fmt: skip
-
+from conftest import needs_agent_clis, until
 
 # -- price table, retry policy: plain rules --------------------------------------------------------
 
@@ -205,19 +196,14 @@ async def platform(tmp_path: Path) -> AsyncIterator[agentlite.AgentLite]:
 async def started(
     platform: agentlite.AgentLite, backend: dict[str, Any]
 ) -> tuple[Any, RecordingChannel, list[AgentEvent]]:
-    holder: dict[str, RecordingChannel] = {}
-
-    def factory(config: Any) -> RecordingChannel:
-        holder["channel"] = RecordingChannel(config)
-        return holder["channel"]
-
-    agent = await platform.get_or_create_agent("main", backend=backend, channels={"test": factory})
+    channels = RecordingChannels()
+    agent = await platform.get_or_create_agent("main", backend=backend, channels={"test": channels})
     await agent.start()
     agent.retry_policy = RetryPolicy(base_s=0.05, cap_s=0.5)
     agent.register_group("t:main", name="main", folder="main", is_main=True)
     events: list[AgentEvent] = []
     agent.on("*", events.append)
-    return agent, holder["channel"], events
+    return agent, channels.channel, events
 
 
 def codex(model: ModelServer, name: str = "gpt-5-mini") -> dict[str, Any]:
@@ -228,7 +214,7 @@ def claude(model: ModelServer, name: str = "offline-priced") -> dict[str, Any]:
     return {"type": "claude_code", "base_url": model.anthropic_base_url, "model": name, "max_retries": 0}
 
 
-@needs_cli("codex")
+@needs_agent_clis("codex")
 async def test_codex_turn_records_the_servers_usage_and_the_price_table_cost(platform: agentlite.AgentLite,
                                                                              model: ModelServer) -> None:  # fmt: skip
     agent, _channel, events = await started(platform, codex(model))
@@ -256,7 +242,7 @@ async def test_codex_turn_records_the_servers_usage_and_the_price_table_cost(pla
     await agent.stop()
 
 
-@needs_cli("claude")
+@needs_agent_clis("claude")
 async def test_claude_turn_records_the_servers_usage_and_the_cost_claude_reports(platform: agentlite.AgentLite,
                                                                                  model: ModelServer) -> None:  # fmt: skip
     agent, _channel, _events = await started(platform, claude(model, "claude-sonnet-4-6"))
@@ -280,7 +266,7 @@ async def test_claude_turn_records_the_servers_usage_and_the_cost_claude_reports
     await agent.stop()
 
 
-@needs_cli("claude")
+@needs_agent_clis("claude")
 async def test_budget_stops_the_third_call_mid_stream_pauses_and_resume_runs_again(platform: agentlite.AgentLite,
                                                                                    model: ModelServer) -> None:  # fmt: skip
     agent, channel, events = await started(platform, claude(model))
@@ -319,8 +305,8 @@ async def test_budget_stops_the_third_call_mid_stream_pauses_and_resume_runs_aga
     await agent.stop()
 
 
-@pytest.mark.parametrize("kind", [pytest.param("codex", marks=needs_cli("codex")),
-                                  pytest.param("claude", marks=needs_cli("claude"))])  # fmt: skip
+@pytest.mark.parametrize("kind", [pytest.param("codex", marks=needs_agent_clis("codex")),
+                                  pytest.param("claude", marks=needs_agent_clis("claude"))])  # fmt: skip
 async def test_a_rate_limit_twice_is_retried_and_counted_once(platform: agentlite.AgentLite, model: ModelServer,
                                                               kind: str) -> None:  # fmt: skip
     agent, _channel, events = await started(platform, codex(model) if kind == "codex" else claude(model))
@@ -338,7 +324,7 @@ async def test_a_rate_limit_twice_is_retried_and_counted_once(platform: agentlit
     await agent.stop()
 
 
-@needs_cli("codex")
+@needs_agent_clis("codex")
 async def test_other_errors_are_not_retried(platform: agentlite.AgentLite, model: ModelServer) -> None:
     agent, _channel, events = await started(platform, codex(model))
     model.fail_next = [400, 400]  # a bad request is not worth a retry
@@ -363,7 +349,7 @@ def test_usage_since_filters_by_time(tmp_path: Path) -> None:
         assert [r.run_id for r in ledger.rows(since=now - timedelta(days=1))] == ["new"]
 
 
-@needs_cli("codex")
+@needs_agent_clis("codex")
 async def test_the_agent_reads_its_budget_through_the_mcp_server(platform: agentlite.AgentLite,
                                                                  model: ModelServer) -> None:  # fmt: skip
     agent, _channel, _events = await started(platform, codex(model))
@@ -377,7 +363,7 @@ async def test_the_agent_reads_its_budget_through_the_mcp_server(platform: agent
     await agent.stop()
 
 
-@needs_cli("codex")
+@needs_agent_clis("codex")
 async def test_scheduled_tasks_of_a_paused_group_are_skipped_not_queued(
     tmp_path: Path, model: ModelServer
 ) -> None:
@@ -406,7 +392,7 @@ async def test_scheduled_tasks_of_a_paused_group_are_skipped_not_queued(
         await agent.stop()
 
 
-@needs_cli("codex")
+@needs_agent_clis("codex")
 async def test_a_final_redelivered_from_the_run_ledger_does_not_double_the_usage(platform: agentlite.AgentLite,
                                                                                   model: ModelServer) -> None:  # fmt: skip
     agent, _channel, _events = await started(platform, codex(model))
@@ -430,14 +416,14 @@ async def _no_notice(jid: str, text: str) -> None:
     return None
 
 
-@needs_cli("codex")
+@needs_agent_clis("codex")
 async def test_an_adopted_runs_usage_counts_once(tmp_path: Path, model: ModelServer) -> None:
-    from tests.test_adoption import REPLY, Host, ledger, model_calls, wait_for
+    from tests.test_adoption import REPLY, Host, ledger, model_calls
 
     model.usage = ScriptedUsage(input_tokens=700, output_tokens=70)
     model.delay = 10.0  # the host is killed 2 s into this turn; the box runs on
     first = await Host.start(tmp_path, model, "send", 1, "first")
-    await wait_for(lambda: model_calls(model) == 1, what="the turn's model call")
+    await until(lambda: model_calls(model) == 1, "the turn's model call")
     await asyncio.sleep(2.0)  # the scenario itself: the kill lands mid-turn
     await first.kill()
     model.delay = 0.0
@@ -456,7 +442,7 @@ async def test_an_adopted_runs_usage_counts_once(tmp_path: Path, model: ModelSer
         assert len(UsageLedger(store).rows()) == 1
 
 
-@needs_cli("claude-agent-acp")
+@needs_agent_clis("claude-agent-acp")
 async def test_acp_turn_records_the_usage_the_agent_sends(
     platform: agentlite.AgentLite, model: ModelServer
 ) -> None:

@@ -137,6 +137,10 @@ class Agent:
             return False
         return self._loop.has_unanswered(jid) or (self._queue.is_active(jid) and not self._queue.is_idle(jid))
 
+    def queued_turns(self, jid: str) -> int:
+        """How many turns (asked for or scheduled) wait in the group's queue behind its live run."""
+        return 0 if self._queue is None else self._queue.queued_tasks(jid)
+
     @property
     def started(self) -> bool:
         return self._started

@@ -136,6 +136,11 @@ class GroupQueue:
         group = self._groups.get(jid)
         return bool(group and group.active and group.idle_waiting)
 
+    def queued_tasks(self, jid: str) -> int:
+        """How many tasks (turns asked for, scheduled runs) wait for the group's current run to end."""
+        group = self._groups.get(jid)
+        return len(group.pending_tasks) if group else 0
+
     def _group(self, jid: str) -> _Group:
         group = self._groups.get(jid)
         if group is None:

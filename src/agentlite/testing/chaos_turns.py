@@ -30,65 +30,34 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 REPLY = "hi from the offline model"
 CHAT = "t:main"
-
-
-class _FileChannel:
-    """A channel owning ``t:`` chats that appends every reply it sends to a file (one JSON line)."""
-
-    def __init__(self, config: Any, replies: Path, kill_on_send: bool) -> None:
-        self.config = config
-        self.name = "chaos"
-        self.is_connected = False
-        self.sent = 0
-        self._replies = replies
-        self._kill_on_send = kill_on_send
-
-    async def connect(self) -> None:
-        self.is_connected = True
-
-    async def disconnect(self) -> None:
-        self.is_connected = False
-
-    def owns_chat(self, chat_id: str) -> bool:
-        return chat_id.startswith("t:")
-
-    async def set_typing(self, chat_id: str, on: bool) -> None:
-        return None
-
-    async def send_message(self, chat_id: str, text: str) -> None:
-        if self._kill_on_send:
-            os.kill(os.getpid(), signal.SIGKILL)
-        with self._replies.open("a") as out:
-            out.write(json.dumps({"chat": chat_id, "text": text, "pid": os.getpid()}) + "\n")
-        self.sent += 1
 
 
 async def _host(args: argparse.Namespace) -> int:
     import agentlite
     from agentlite.box.ownership import RecordStore
     from agentlite.platform.store import Message, now_iso
+    from agentlite.testing.channels import RecordingChannels
 
-    holder: dict[str, _FileChannel] = {}
+    def kill_self(_chat_id: str, _text: str) -> None:
+        os.kill(os.getpid(), signal.SIGKILL)  # between the run ledger and the chat
 
-    def factory(config: Any) -> _FileChannel:
-        holder["c"] = _FileChannel(config, Path(args.replies), args.kill_on_send)
-        return holder["c"]
+    channels = RecordingChannels(name="chaos", replies_file=Path(args.replies),
+                                 before_send=kill_self if args.kill_on_send else None)  # fmt: skip
 
     workdir = Path(args.workdir)
     async with await agentlite.create(workdir=workdir, runtime="sandbox", idle_timeout=30) as platform:
         backend = {"type": "codex", "base_url": args.base_url, "max_retries": 0}
-        agent = await platform.get_or_create_agent("chaos", backend=backend, channels={"chaos": factory})
+        agent = await platform.get_or_create_agent("chaos", backend=backend, channels={"chaos": channels})
         await agent.start()
         if CHAT not in agent.registered_groups():
             agent.register_group(CHAT, name="main", folder="main", is_main=True)
         if args.send:
             message = Message(id=f"m-{time.time_ns()}", chat_id=CHAT, sender="u1", sender_name="U1",
                               content="please answer", timestamp=now_iso())  # fmt: skip
-            await holder["c"].config.deliver(CHAT, message)
+            await channels.channel.config.deliver(CHAT, message)
         print("ready", flush=True)
         records = RecordStore(workdir / ".boxlite")
         deadline = time.monotonic() + args.timeout
