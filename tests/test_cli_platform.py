@@ -155,8 +155,7 @@ def test_chat_refuses_a_bad_backend_option_before_making_anything(tmp_path: Path
     assert json.loads(cli(tmp_path, "agents", "list", "--json").stdout) == []
 
 
-@pytest.mark.skipif(agent_clis_bin() is None or not (agent_clis_bin() / "codex").exists(),  # type: ignore[operator]
-                    reason="agent CLI `codex` not installed (run scripts/install.sh)")  # fmt: skip
+@needs_agent_clis("codex")
 async def test_chat_takes_backend_model_and_base_url(tmp_path: Path) -> None:
     from agentlite.testing.model_server import ModelServer
 

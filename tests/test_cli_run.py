@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from agentlite.box.ownership import RecordStore
-from agentlite.core.agent_clis import agent_clis_bin
-from conftest import needs_codex
+from conftest import needs_agent_clis, needs_codex
 
 
 def run(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -32,10 +31,8 @@ def test_run_without_a_key_uses_the_offline_demo_model_and_says_so(home: Path, t
 
 
 @needs_codex
-@pytest.mark.parametrize("backend", ["codex", "claude_code"])
+@pytest.mark.parametrize("backend", ["codex", pytest.param("claude_code", marks=needs_agent_clis("claude"))])
 def test_run_json_streams_events_then_one_final(home: Path, tmp_path: Path, backend: str) -> None:
-    if backend == "claude_code" and not (agent_clis_bin() / "claude").exists():  # type: ignore[operator]
-        pytest.skip("agent CLI `claude` not installed")
     result = run(home, "--json", "--backend", backend, "--workspace", str(tmp_path), "hi")
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert result.returncode == 0, result.stderr

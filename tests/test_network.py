@@ -27,6 +27,7 @@ from agentlite.box.network import (
 )
 from agentlite.box.sandbox import SandboxRuntime
 from agentlite.core.errors import ConfigError
+from conftest import needs_agent_clis
 from net_box import host_http_server, run_probes
 
 
@@ -282,18 +283,20 @@ def test_loopback_ports_of_urls() -> None:
 # -- real agent turns through the bridges ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["codex", "claude_code"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        pytest.param("codex", marks=needs_agent_clis("codex")),
+        pytest.param("claude_code", marks=needs_agent_clis("claude")),
+    ],
+)
 async def test_a_full_agent_turn_in_egress_mode_gives_one_final(
     sandbox: SandboxRuntime, home: Path, tmp_path: Path, kind: str
 ) -> None:
-    from agentlite.core.agent_clis import agent_clis_bin
     from agentlite.run.box_run import run_agent
     from agentlite.run.protocol import BackendConfig, ResultEvent, RunnerInput, StateEvent
     from agentlite.testing.model_server import ModelServer
 
-    cli = "claude" if kind == "claude_code" else "codex"
-    if (bin_dir := agent_clis_bin()) is None or not (bin_dir / cli).exists():
-        pytest.skip(f"agent CLI `{cli}` not installed in agent-clis/ (run scripts/install.sh)")
     events: list[object] = []
     async with ModelServer(scenario="text") as model:
         base = model.anthropic_base_url if kind == "claude_code" else model.openai_base_url

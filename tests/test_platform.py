@@ -14,7 +14,6 @@ import pytest
 
 import agentlite
 from agentlite.box.ownership import RecordStore
-from agentlite.core.agent_clis import agent_clis_bin
 from agentlite.core.errors import AgentliteError, ConfigError
 from agentlite.platform.store import now_iso
 from agentlite.testing.channels import RecordingChannel, RecordingChannels
@@ -218,13 +217,11 @@ async def test_agent_uses_mcp_tools_and_custom_actions_from_inside_the_box(platf
     await agent.stop()
 
 
-@pytest.mark.parametrize("kind", ["codex", "claude_code"])
+@pytest.mark.parametrize("kind", ["codex", pytest.param("claude_code", marks=needs_agent_clis("claude"))])
 async def test_first_model_call_can_already_send_a_message(platform: agentlite.AgentLite, model: ModelServer,
                                                            kind: str) -> None:  # fmt: skip
     """The in-box MCP server is up before the agent's first model call: a turn that opens with
     send_message reaches the chat, and the tool answered "Message sent." (not "unsupported call")."""
-    if kind == "claude_code" and not (agent_clis_bin() / "claude").exists():  # type: ignore[operator]
-        pytest.skip("claude CLI not installed in agent-clis/")
     backend = {"type": kind, "max_retries": 0,
                "base_url": model.anthropic_base_url if kind == "claude_code" else model.openai_base_url}  # fmt: skip
     agent, channel = await started(platform, model, backend=backend)

@@ -3,11 +3,9 @@ platform (SQLite store, sandbox boxes, the real codex CLI against the offline mo
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,11 +15,12 @@ import pytest
 import agentlite
 from agentlite.box.ownership import RecordStore
 from agentlite.run.retry import RetryPolicy
+from agentlite.testing.channels import RecordingChannel
 from agentlite.testing.model_server import ModelServer
-from conftest import needs_codex
+from conftest import needs_codex, until
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_platform import RecordingChannel, codex, started
+from test_platform import codex, started
 
 pytestmark = needs_codex
 
@@ -35,15 +34,6 @@ async def platform(tmp_path: Path) -> AsyncIterator[agentlite.AgentLite]:
     assert RecordStore(tmp_path / "data" / ".boxlite").record_names() == []  # no box left
 
 
-async def wait_for(condition: Any, what: str, timeout: float = 60.0) -> None:
-    """Poll ``condition()`` until it is true or ``timeout`` passes (then fail naming ``what``)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 async def test_a_failed_run_emits_run_error_with_the_error_text(
     platform: agentlite.AgentLite, model: ModelServer
 ) -> None:
@@ -55,7 +45,7 @@ async def test_a_failed_run_emits_run_error_with_the_error_text(
     agent.on("run.error", lambda e: errors.append(e.data))
     result = await agent.ask("t:main", "hello")
     assert result.status == "error" and result.error
-    await wait_for(lambda: errors, "a run.error event")
+    await until(lambda: errors, "a run.error event")
     assert errors[0]["jid"] == "t:main" and errors[0]["folder"] == "main"
     assert errors[0]["error"] == result.error and "Codex exited with code 1" in errors[0]["error"]
     assert errors[0]["run_id"]
@@ -73,11 +63,11 @@ async def test_a_task_scheduled_from_the_box_keeps_the_id_the_tool_gave_so_pausi
     assert (await agent.ask("t:main", "schedule something")).status == "success"
     told = re.findall(r"Task (task-\d+-[a-z0-9]+) scheduled", json.dumps(model.requests[-1].body))
     assert told, "the tool's answer names the task's id"
-    await wait_for(agent.list_tasks, "the task from the box")
+    await until(agent.list_tasks, "the task from the box")
     assert [t.id for t in agent.list_tasks()] == [told[0]]  # the id the box was told is the task's
     model.tool = ("mcp__agentlite__pause_task", {"task_id": told[0]})
     assert (await agent.ask("t:main", "pause it")).status == "success"
-    await wait_for(lambda: agent.list_tasks()[0].status == "paused", "the task paused from the box")
+    await until(lambda: agent.list_tasks()[0].status == "paused", "the task paused from the box")
     assert not (agent.ipc_root / "errors").exists()  # nothing refused
     await agent.stop()
 
@@ -113,7 +103,7 @@ async def test_a_message_sent_from_the_box_keeps_its_sender(
     model.tool = ("mcp__agentlite__send_message", {"text": "progress report", "sender": "Researcher"})
     await channel.say("t:main", "report progress")
     await channel.wait_sent(2)
-    await wait_for(lambda: len(outgoing) >= 2, "two message.out events")
+    await until(lambda: len(outgoing) >= 2, "two message.out events")
     by_text = dict(zip([text for _, text in channel.sent], channel.senders, strict=True))
     assert by_text["progress report"] == "Researcher" and by_text["Called the tool."] is None
     assert {"text": "progress report", "sender": "Researcher"}.items() <= next(

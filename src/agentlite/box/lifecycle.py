@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agentlite.box.base import BoxProcess, BoxRuntime, BoxSpec
-from agentlite.box.ownership import Judgement, LeaseState, RecordStore, Verdict, ownership_for
+from agentlite.box.ownership import STALE_AFTER, Judgement, LeaseState, RecordStore, Verdict, ownership_for
 from agentlite.core.errors import (
     AgentliteError,
     BoxExecFailed,
@@ -335,15 +335,17 @@ async def cleanup_orphans(
     include_live: bool = False,
     dry_run: bool = False,
     only: str | None = None,
+    stale_after: float = STALE_AFTER,
 ) -> list[CleanupDecision]:
     """Remove this agent's boxes whose owner is gone; keep those of live owners. Never raises.
 
     ``include_live`` removes every box of the agent (agent deletion). Stopped boxes and records
     without a box are removed too when their owner is gone, so nothing is left behind. ``only``:
     decide for that one box name (and its record) alone, by the same rules (the dashboard's remove).
+    ``stale_after``: the heartbeat age that makes a record old (see :class:`RecordStore`).
     """
     try:
-        return await _cleanup(runtime, home, agent_id, include_live, dry_run, only)
+        return await _cleanup(runtime, home, agent_id, include_live, dry_run, only, stale_after)
     except Exception as exc:
         log.warning("orphan cleanup failed agent=%s error=%s", agent_id, exc)
         return []
@@ -357,14 +359,14 @@ def _adoptable_run(home: Path, box: str) -> str | None:
 
 async def _cleanup(
     runtime: BoxRuntime, home: Path, agent_id: str | None, include_live: bool, dry_run: bool,
-    only: str | None = None,
+    only: str | None = None, stale_after: float = STALE_AFTER,
 ) -> list[CleanupDecision]:  # fmt: skip
     prefix = box_prefix(agent_id)
 
     def wanted(name: str) -> bool:
         return name.startswith(prefix) and (only is None or name == only)
 
-    store = RecordStore(home)
+    store = RecordStore(home, stale_after=stale_after)
     ownership = ownership_for(home)
     decisions: list[CleanupDecision] = []
     leases: dict[str, LeaseState] = {}

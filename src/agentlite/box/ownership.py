@@ -156,9 +156,12 @@ LeaseState = bool | Literal["missing"] | None
 class RecordStore:
     """The ownership records and leases under one home folder."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, *, stale_after: float = STALE_AFTER) -> None:
         self.dir = Path(home).resolve() / RECORDS_DIR
         self.lease_dir = self.dir / "leases"
+        #: Seconds after which a heartbeat is old: a live lease holder's box is then ``stale``
+        #: (kept), a record without a lease ``dead`` (tests shorten it instead of waiting 30 s).
+        self.stale_after = stale_after
 
     def path(self, box_name: str) -> Path:
         return self.dir / f"{safe_record_name(box_name)}.json"
@@ -252,16 +255,15 @@ class RecordStore:
                 return Judgement(fallback.verdict, f"lease file missing; {fallback.reason}", record, age)
             if not held:
                 return Judgement(Verdict.DEAD, f"owner pid {record.pid} gone (lease released)", record, age)
-            if age > STALE_AFTER:
+            if age > self.stale_after:
                 return Judgement(
                     Verdict.STALE, f"owner pid {record.pid} alive (lease held), {ago}", record, age
                 )
             return Judgement(Verdict.LIVE, f"owner pid {record.pid} alive, {ago}", record, age)
         return self._judge_without_lease(record, age)
 
-    @staticmethod
-    def _judge_without_lease(record: OwnerRecord, age: float) -> Judgement:
-        if age > STALE_AFTER:
+    def _judge_without_lease(self, record: OwnerRecord, age: float) -> Judgement:
+        if age > self.stale_after:
             return Judgement(Verdict.DEAD, f"heartbeat {age:.0f} s old (no lease)", record, age)
         pid_text, _, start_text = record.boot_id.partition(":")
         if (
