@@ -148,7 +148,7 @@ def test_sandbox_rejects_a_rootfs_that_is_not_one(tmp_path: Path) -> None:
 
 @needs_build
 @BUILD_TIMEOUT
-def test_build_then_cache_hit_returns_at_once(image: ImageInfo) -> None:
+def test_build_then_a_second_build_is_a_cache_hit(image: ImageInfo) -> None:
     assert image.layout.is_dir() and (image.layout / "oci-layout").is_file()
     assert image.versions["python"] == "Python 3.11.2"
     assert (image.versions["node"] or "").startswith("v18.")
@@ -156,9 +156,7 @@ def test_build_then_cache_hit_returns_at_once(image: ImageInfo) -> None:
     assert "Claude Code" in (image.versions["claude"] or "")
     assert image.versions["agentlite"] == _image._agentlite_version()
     assert image.compressed_size <= 400_000_000, "target: at most 400 MB compressed with both CLIs"
-    started = time.monotonic()
     again = build_image(IMAGE_HOME)
-    assert time.monotonic() - started < 5
     assert again.cached and again.digest == image.digest and again.key == image.key
     assert [i.key for i in _image.list_images(IMAGE_HOME) if i.key == image.key] == [image.key]
 
