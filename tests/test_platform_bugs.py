@@ -17,7 +17,7 @@ from agentlite.box.ownership import RecordStore
 from agentlite.run.retry import RetryPolicy
 from agentlite.testing.channels import RecordingChannel
 from agentlite.testing.model_server import ModelServer
-from conftest import needs_codex, until
+from conftest import needs_agent_clis, needs_codex, until
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_platform import codex, started
@@ -125,3 +125,29 @@ async def test_messages_the_agent_sends_during_a_turn_reach_the_chat_before_its_
         await channel.say("t:main", "do something")
         assert await channel.wait_sent(2) == [("t:main", "working on it"), ("t:main", "Called the tool.")]
         await agent.stop()
+
+
+def _handoff_of(body: Any) -> tuple[str, str]:
+    """The handoff block of a model request and what follows it (the current message)."""
+    text = json.dumps(body)
+    start, end = text.index("<backend_handoff"), text.index("</backend_handoff>")
+    return text[start:end], text[end:]
+
+
+@needs_agent_clis("claude")
+async def test_the_handoff_after_a_switch_has_both_sides_and_not_the_current_message(
+    platform: agentlite.AgentLite, model: ModelServer
+) -> None:
+    agent, channel = await started(platform, model)
+    agent.register_group("t:main", name="main", folder="main", is_main=True)
+    await channel.say("t:main", "first, on codex")
+    await channel.wait_sent(1)
+    await agent.set_backend({"type": "claude_code", "base_url": model.anthropic_base_url, "max_retries": 0})
+    await channel.say("t:main", "second, on claude")
+    await channel.wait_sent(2)
+    claude_calls = [r for r in model.requests if r.path == "/v1/messages"]
+    block, after = _handoff_of(claude_calls[0].body)
+    assert "first, on codex" in block  # the chat's side
+    assert "Andy (assistant): hi from the offline model" in block  # the previous backend's answer
+    assert "second, on claude" not in block and "second, on claude" in after  # only as the prompt
+    await agent.stop()

@@ -213,7 +213,7 @@ async def test_messages_sharing_a_millisecond_are_all_answered(tmp_path: Path) -
         agent = await platform.create_agent("a", backend={"type": "codex"},
                                             channels={"q": lambda c: holder.setdefault("q", Quiet(c))})  # fmt: skip
 
-        async def trivial_turn(group, prompt, deliver, *, task=None):  # type: ignore[no-untyped-def]
+        async def trivial_turn(group, prompt, deliver, **_):  # type: ignore[no-untyped-def]
             import re
 
             from agentlite.run.turn import TurnResult

@@ -17,7 +17,7 @@ import logging
 import secrets
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -202,7 +202,7 @@ class Agent:
         self._loop = MessageLoop(book=self._book, queue=self._queue, channels=self._channels,
                                  groups=lambda: self._groups, assistant_name=lambda: self.assistant_name,
                                  timezone=self._platform.timezone, allowlist=self._allowlist,
-                                 run_turn=lambda group, prompt, deliver: self._run_turn(group, prompt, deliver),
+                                 run_turn=self._run_message_turn,
                                  send_message=self.send_message, agent_id=self.id)  # fmt: skip
         self._queue.set_process_messages(self._loop.process_group)
         self._started = True
@@ -381,7 +381,13 @@ class Agent:
         name for it (a driver whose ``send_message`` takes ``sender`` gets it; events carry it)."""
         if not await self._channels.send(jid, text, sender=sender):
             return
-        self._hub.emit("message.out", jid=jid, text=strip_internal(text), sender=sender)
+        visible = strip_internal(text)
+        if self._store is not None:  # the agent's side of the chat, for a later backend's handoff
+            self._store.store_message(Message(id=f"out-{time.time_ns()}-{secrets.token_hex(3)}", chat_id=jid,
+                                              sender=sender or self.assistant_name,
+                                              sender_name=sender or self.assistant_name, content=visible,
+                                              timestamp=now_iso(), is_from_me=True, is_bot_message=True))  # fmt: skip
+        self._hub.emit("message.out", jid=jid, text=visible, sender=sender)
 
     async def _on_message(self, chat_id: str, message: Message) -> None:
         if chat_id in self._groups and not message.is_from_me:
@@ -735,15 +741,21 @@ class Agent:
             self._hub.emit("budget.resumed", jid=jid)
         return resumed
 
+    async def _run_message_turn(self, group: RegisteredGroup, prompt: str, deliver: Callable[[str], Any], *,
+                                answering: Sequence[Message] = ()) -> TurnResult:  # fmt: skip
+        """The message loop's turn: the prompt is made of the stored messages ``answering``."""
+        return await self._run_turn(group, prompt, deliver, answering=answering)
+
     async def _run_turn(self, group: RegisteredGroup, prompt: str, deliver: Callable[[str], Any] | None, *,
                         task: Task | None = None, backend: BackendConfig | None = None,
                         observer: TurnEventHandler | None = None, single_turn: bool = False,
                         request_id: str | int | None = None, accepted_at: float | None = None,
-                        errors_as_results: bool = True) -> TurnResult:  # fmt: skip
+                        errors_as_results: bool = True, answering: Sequence[Message] = ()) -> TurnResult:  # fmt: skip
         """One run of the group's box through the turn pipeline (:func:`agentlite.run.turn.run_turn`).
 
         ``deliver`` gets each answer for the chat (``None``: the answer is only the result);
-        ``observer`` sees every runner event.
+        ``observer`` sees every runner event; ``answering`` are the stored messages the prompt is
+        made of (a handoff block leaves them out: they follow it as the prompt).
         """
         backend = (backend or self._record.backend).model_copy()
         if self.endpoint_override and backend.base_url is None:
@@ -755,6 +767,7 @@ class Agent:
         if pending_handoff and pending_handoff.get("to_backend_type") == backend.type:
             block = handoff_block(self.store, self.groups_dir / group.folder, group.jid,
                                   pending_handoff["from_backend_type"], backend.type, self.assistant_name,
+                                  current_ids=[m.id for m in answering],
                                   on_refused=lambda exc: self._refused(exc, "handoff", jid=group.jid,
                                                                        folder=group.folder))  # fmt: skip
             prompt = with_handoff(block, prompt, scheduled=task is not None)

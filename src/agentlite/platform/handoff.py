@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from agentlite.core.safefs import BoxDir, UnsafePath
 from agentlite.platform.mounts import MEMORY_ALIAS, MEMORY_FILE
-from agentlite.platform.store import AgentStore
+from agentlite.platform.store import AgentStore, Message
 
 MEMORY_LIMIT = 4000
 MESSAGE_LIMIT = 500
@@ -50,19 +50,27 @@ def _memory(group_dir: Path, on_refused: Callable[[UnsafePath], None] | None) ->
     return "\n\n".join(parts) or "No group memory file was readable."
 
 
+def _speaker(message: Message, assistant_name: str) -> str:
+    if message.is_bot_message:  # the previous backend's own answers: said as such
+        return f"{message.sender_name or assistant_name} (assistant)"
+    return message.sender_name or message.sender or "User"
+
+
 def handoff_block(store: AgentStore, group_dir: Path, chat_id: str, from_type: str, to_type: str,
-                  assistant_name: str, *, on_refused: Callable[[UnsafePath], None] | None = None) -> str:  # fmt: skip
+                  assistant_name: str, *, current_ids: Iterable[str] = (),
+                  on_refused: Callable[[UnsafePath], None] | None = None) -> str:  # fmt: skip
     """The ``<backend_handoff>`` block, ``status="partial"`` when the summary could not be built.
 
-    A memory file the host refuses to read (a symlink, a special file) is named as refused, never
-    shown, and handed to ``on_refused``.
+    Its recent messages are both sides of the chat (the previous backend's answers too), without
+    ``current_ids``: the messages the turn answers, which follow the block as the prompt. A memory
+    file the host refuses to read (a symlink, a special file) is named as refused, never shown, and
+    handed to ``on_refused``.
     """
     head = f'<backend_handoff from="{from_type}" to="{to_type}" status="{{status}}">'
     try:
-        recent = store.get_messages_since(chat_id, "", assistant_name, limit=MESSAGE_COUNT)
+        recent = store.recent_messages(chat_id, MESSAGE_COUNT, exclude_ids=current_ids)
         lines = [
-            f"- {m.timestamp} {m.sender_name or m.sender or 'User'}: {_cap(m.content, MESSAGE_LIMIT)}"
-            for m in recent
+            f"- {m.timestamp} {_speaker(m, assistant_name)}: {_cap(m.content, MESSAGE_LIMIT)}" for m in recent
         ]
         body = "\n".join(
             [

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Protocol
 
 from agentlite.platform.queue import GroupQueue
@@ -24,8 +24,13 @@ log = logging.getLogger("agentlite.agent")
 
 POLL_INTERVAL = 2.0
 
-#: One turn of a group's box on a prompt; ``deliver`` gets each answer for the chat.
-RunTurn = Callable[[RegisteredGroup, str, Callable[[str], Awaitable[None]]], Awaitable[TurnResult]]
+
+class RunTurn(Protocol):
+    """One turn of a group's box on a prompt; ``deliver`` gets each answer for the chat, and
+    ``answering`` are the stored messages the prompt is made of."""
+
+    def __call__(self, group: RegisteredGroup, prompt: str, deliver: Callable[[str], Awaitable[None]], *,
+                 answering: Sequence[Message] = ()) -> Awaitable[TurnResult]: ...  # fmt: skip
 
 
 class Channels(Protocol):
@@ -154,7 +159,7 @@ class MessageLoop:
                 self._book.set_inflight(jid, None)
 
         try:
-            status = (await self._run_turn(group, prompt, deliver)).status
+            status = (await self._run_turn(group, prompt, deliver, answering=pending)).status
         finally:
             await self._channels.set_typing(jid, False)
         self._book.set_inflight(jid, None)

@@ -24,7 +24,7 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -561,6 +561,20 @@ class AgentStore:
     ) -> list[Message]:
         """The pending messages of one chat after ``since``, same filter and limit as above."""
         return self._pending_query([chat_id], since, assistant_name, limit)
+
+    def recent_messages(self, chat_id: str, limit: int, *, exclude_ids: Iterable[str] = ()) -> list[Message]:
+        """The newest ``limit`` messages of one chat from both sides (the chat's and the agent's own,
+        ``is_bot_message``), leaving out ``exclude_ids``, in chronological order."""
+        if limit <= 0:
+            return []
+        with self._db.read() as conn:
+            rows = conn.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE chat_id = ? AND content IS NOT NULL"
+                " AND content != '' AND id NOT IN (SELECT value FROM json_each(?))"
+                " ORDER BY timestamp DESC, rowid DESC LIMIT ?",
+                (chat_id, json.dumps(sorted(set(exclude_ids))), limit),
+            ).fetchall()
+        return [m for m in (self._row_to_message(r) for r in reversed(rows)) if m is not None]
 
     def list_chats(self) -> list[dict[str, Any]]:
         """Every known chat, most recently active first: jid, name, last_message_time, channel, is_group."""
