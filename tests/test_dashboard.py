@@ -357,7 +357,7 @@ async def test_a_codex_turn_streams_on_its_run_page_with_one_final_and_its_token
     tmp_path: Path, browser: Any
 ) -> None:
     # The model waits before it answers, so the run page is open while the turn still runs.
-    async with ModelServer(scenario="text", delay=2.0) as model:
+    async with ModelServer(scenario="text", delay=4.0) as model:
         model.usage = ScriptedUsage(input_tokens=1234, output_tokens=567)
         backend = {
             "type": "codex",
@@ -452,3 +452,13 @@ async def test_a_codex_turn_streams_on_its_run_page_with_one_final_and_its_token
                     .wait_for()
                 )
                 assert agent.store.get_task(task.id).status == "active"  # type: ignore[union-attr]
+
+                # The Runs page filters as `agentlite runs` does (a plain form; a bad state is refused).
+                await page.goto(login.replace("/?token=", "/runs?state=failed&token="))
+                assert "No runs." in await page.locator("main").inner_text()
+                await page.goto(login.replace("/?token=", "/runs?agent=main&state=delivered&token="))
+                assert run.run_id in await page.locator("main").inner_text()
+                await shot(page, "runs")
+                refused = await page.goto(login.replace("/?token=", "/runs?state=lost&token="))
+                assert refused is not None and refused.status == 400
+                assert "state `lost` is not a run state" in await page.locator("main").inner_text()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from starlette.applications import Starlette
@@ -25,7 +25,7 @@ from agentlite.core.errors import AgentliteError
 from agentlite.dashboard import pages
 from agentlite.dashboard.auth import TokenGate, form_key
 from agentlite.dashboard.html import SCRIPT, STYLE, esc, live, page
-from agentlite.dashboard.source import FINISHED_STATES, DashboardSource
+from agentlite.dashboard.source import FINISHED_STATES, DashboardSource, RunFilter
 from agentlite.run.journal import is_final, read_journal
 
 log = logging.getLogger("agentlite.dashboard")
@@ -44,7 +44,7 @@ class Dashboard:
         #: Seconds between looks of a list page's stream: one heartbeat (at most 1 s).
         self.refresh = refresh if refresh is not None else min(1.0, heartbeat_interval())
         self.stopping = asyncio.Event()
-        self._fragments: dict[str, Callable[[], Awaitable[str]]] = {
+        self._fragments: dict[str, Callable[[Mapping[str, str]], Awaitable[str]]] = {
             "boxes": self._boxes, "agents": self._agents, "runs": self._runs, "tasks": self._tasks,
             "usage": self._usage,
         }  # fmt: skip
@@ -53,39 +53,51 @@ class Dashboard:
 
     # -- fragments --------------------------------------------------------------------------------
 
-    async def _boxes(self) -> str:
+    async def _boxes(self, query: Mapping[str, str]) -> str:
         return pages.boxes_fragment(await self.source.boxes())
 
-    async def _agents(self) -> str:
+    async def _agents(self, query: Mapping[str, str]) -> str:
         return pages.agents_fragment(self.source.agent_rows())
 
-    async def _runs(self) -> str:
-        return pages.runs_fragment(self.source.runs())
+    async def _runs(self, query: Mapping[str, str]) -> str:
+        wanted = RunFilter.of(query)
+        return pages.runs_fragment(
+            self.source.runs(agent=wanted.agent, group=wanted.group, state=wanted.state)
+        )
 
-    async def _tasks(self) -> str:
+    async def _tasks(self, query: Mapping[str, str]) -> str:
         return pages.tasks_fragment(self.source.tasks(), self.form_key)
 
-    async def _usage(self) -> str:
+    async def _usage(self, query: Mapping[str, str]) -> str:
         return pages.usage_fragment(self.source.usage())
 
     # -- list pages and their streams -------------------------------------------------------------
 
     async def list_page(self, request: Request) -> Response:
         name = request.url.path.strip("/")
-        fragment = await self._fragments[name]()
-        return HTMLResponse(page(self._titles[name], live(f"/stream/{name}", fragment), current=f"/{name}"))
+        query = request.query_params
+        fragment = await self._fragments[name](query)
+        stream = f"/stream/{name}" + (f"?{request.url.query}" if request.url.query else "")
+        above = (
+            pages.runs_filter(RunFilter.of(query), [a.name for a in self.source.agents()])
+            if name == "runs"
+            else ""
+        )
+        return HTMLResponse(page(self._titles[name], above + live(stream, fragment), current=f"/{name}"))
 
     async def list_stream(self, request: Request) -> Response:
         name = request.path_params["page"]
         build = self._fragments.get(name)
         if build is None:
             return PlainTextResponse(f"no stream `{name}`", status_code=404)
+        query = request.query_params
+        await build(query)  # a bad filter is refused before the stream starts
 
         async def changes() -> AsyncIterator[str]:
             last = None
             while not self.stopping.is_set():
                 try:
-                    fragment = await build()
+                    fragment = await build(query)
                 except AgentliteError as exc:
                     fragment = f'<p role="alert">Could not read: {esc(exc)}</p>'
                 if fragment != last:

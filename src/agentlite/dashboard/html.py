@@ -51,6 +51,7 @@ button, .button { font: inherit; padding: .25rem .7rem; border: 1px solid var(--
   background: transparent; color: var(--accent); cursor: pointer; text-decoration: none; display: inline-block; }
 button.danger { color: var(--dead); border-color: var(--dead); }
 form.inline { display: inline; margin: 0; }
+form.filters { display: flex; flex-wrap: wrap; gap: .4rem; align-items: center; margin: 0 0 .75rem; }
 dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: .25rem 1rem; }
 dl.facts dt { color: var(--muted); } dl.facts dd { margin: 0; overflow-wrap: anywhere; }
 ol.events { padding-left: 2.5rem; } ol.events li { margin: .2rem 0; }

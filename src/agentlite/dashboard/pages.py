@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 from agentlite.dashboard.chart import Bar, Limit, bar_chart
 from agentlite.dashboard.html import esc, facts, hidden, table
 from agentlite.platform.box_listing import row_verdict
-from agentlite.platform.ledger import RunRecord
+from agentlite.platform.ledger import RUN_STATES, RunRecord
 from agentlite.run.protocol import ErrorEvent, Event, ResultEvent
 
 _TOKEN_FIELDS = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens")
@@ -178,7 +178,24 @@ def runs_fragment(runs: list[tuple[str, RunRecord]]) -> str:
         for agent, r in runs
     ]  # fmt: skip
     return table("The run ledger, newest first", ["run", "agent", "group", "backend", "state", "started",
-                 "duration", "box", "final"], body, empty="No runs yet.", numeric=(6,))  # fmt: skip
+                 "duration", "box", "final"], body, empty="No runs.", numeric=(6,))  # fmt: skip
+
+
+def runs_filter(current: Any, agents: list[str]) -> str:
+    """A plain GET form over the ledger's own filters (agent, group folder, state)."""
+
+    def options(values: list[str], chosen: str | None, blank: str) -> str:
+        return f'<option value="">{esc(blank)}</option>' + "".join(
+            f'<option value="{esc(v)}"{" selected" if v == chosen else ""}>{esc(v)}</option>' for v in values
+        )
+
+    return (
+        '<form method="get" action="/runs" class="filters" aria-label="Filter runs">'
+        f'<label for="f-agent">agent</label> <select id="f-agent" name="agent">{options(agents, current.agent, "all")}</select> '
+        f'<label for="f-group">group</label> <input id="f-group" name="group" size="12" value="{esc(current.group or "")}"> '
+        f'<label for="f-state">state</label> <select id="f-state" name="state">{options(list(RUN_STATES), current.state, "any")}</select> '
+        '<button type="submit">Filter</button></form>'
+    )
 
 
 def run_summary(agent: str, record: RunRecord) -> str:

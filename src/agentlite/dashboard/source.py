@@ -10,7 +10,8 @@ for each look, beside the service that writes them, as the CLI does.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from agentlite.platform.agent import Agent
 from agentlite.platform.app import AgentLite
 from agentlite.platform.box_listing import list_boxes
 from agentlite.platform.budgets import Budgets, budget_statuses
-from agentlite.platform.ledger import RunRecord
+from agentlite.platform.ledger import RUN_STATES, RunRecord
 from agentlite.platform.scheduler import store_scheduler
 from agentlite.platform.store import AgentStore
 from agentlite.platform.turn_book import TurnBook
@@ -32,6 +33,22 @@ from agentlite.run.journal import journal_of
 FINISHED_STATES = frozenset({"delivered", "failed", "abandoned"})
 #: How many runs of each agent the Runs page lists (newest first).
 RUNS_SHOWN = 200
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    """The Runs page's filter, from its query (empty fields: no filter)."""
+
+    agent: str | None = None
+    group: str | None = None
+    state: str | None = None
+
+    @classmethod
+    def of(cls, query: Mapping[str, str]) -> RunFilter:
+        state = query.get("state") or None
+        if state is not None and state not in RUN_STATES:
+            raise ConfigError(f"state `{state}` is not a run state ({', '.join(RUN_STATES)})")
+        return cls(query.get("agent") or None, query.get("group") or None, state)
 
 
 class DashboardSource:
@@ -134,13 +151,19 @@ class DashboardSource:
 
     # -- runs -----------------------------------------------------------------------------------
 
-    def runs(self) -> list[tuple[str, RunRecord]]:
-        """(agent name, run) of every agent, newest first."""
+    def runs(self, *, agent: str | None = None, group: str | None = None,
+             state: str | None = None) -> list[tuple[str, RunRecord]]:  # fmt: skip
+        """(agent name, run) of every agent (or one), newest first, filtered as ``agentlite runs``."""
         found: list[tuple[str, RunRecord]] = []
-        for agent in self.agents():
-            with self.store(agent) as store:
+        for each in self.agents():
+            if agent is not None and each.name != agent:
+                continue
+            with self.store(each) as store:
                 if store is not None:
-                    found += [(agent.name, r) for r in store.runs.list(limit=RUNS_SHOWN)]
+                    records = store.runs.list(
+                        group=group, states=(state,) if state else None, limit=RUNS_SHOWN
+                    )
+                    found += [(each.name, r) for r in records]
         return sorted(found, key=lambda item: (item[1].created_at, item[1].run_id), reverse=True)
 
     def run(self, agent_name: str, run_id: str) -> tuple[RunRecord, Path] | None:

@@ -705,16 +705,11 @@ class Agent:
     def usage(self, *, jid: str | None = None, since: Any = None, by: str = "model") -> list[dict[str, Any]]:
         """Usage summed ``by`` model, group or day (the platform's days), optionally of one group and
         from ``since`` (a datetime); ``cost_usd`` ``None`` where a part is unknown."""
-        from agentlite.platform.usage import summarize
+        from agentlite.platform.usage import usage_summary
 
         if by not in ("model", "group", "day"):
             raise ConfigError(f"usage by `{by}`: choose model, group or day")
-        spending = self._spending
-        tz = spending.budgets.tz
-        rows = spending.ledger.rows(chat_id=jid, since=since)
-        from agentlite.core.clock import parse_iso
-
-        return summarize(rows, by, day_of=lambda at: parse_iso(at).astimezone(tz).date().isoformat())  # type: ignore[arg-type]
+        return usage_summary(self.store, timezone=self._platform.timezone, by=by, chat_id=jid, since=since)  # type: ignore[arg-type]
 
     def _task_blocked(self, task: Task) -> str | None:
         paused = self._spending.budgets.paused(task.chat_id)
