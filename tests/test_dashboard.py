@@ -312,6 +312,41 @@ async def test_the_boxes_page_shows_a_live_owner_then_dead_within_a_heartbeat_an
             await SandboxRuntime(home).remove(leftover.name, force=True)
 
 
+@needs_browser
+@needs_sandbox
+async def test_removing_a_live_owners_box_asks_for_the_include_live_box_and_works_without_javascript(
+    tmp_path: Path, browser: Any, hosts: list[HostProcess]
+) -> None:
+    workdir = tmp_path / "data"
+    home = workdir / ".boxlite"
+    home.mkdir(parents=True)
+    host = HostProcess(home, "live", hold=120, cleanup_first=False)
+    hosts.append(host)
+    host.wait_for("during_exec")
+    box = host.box
+    assert box is not None
+    try:
+        with dashboard_process(workdir) as dash:
+            plain = await browser.new_context(java_script_enabled=False)
+            page = await plain.new_page()
+            await page.goto(dash.login.replace("/?token=", f"/boxes/remove?name={box}&token="))
+            assert "kept: owner pid" in await page.locator("main").inner_text()
+            await page.get_by_role("button", name="Remove box").click()  # the box left unticked
+            assert f"kept: owner pid {host.proc.pid} alive" in await page.locator("main").inner_text()
+            assert [b.name for b in await SandboxRuntime(home).list() if b.running] == [box]
+            await page.goto(f"{dash.base}/boxes/remove?name={box}")
+            await page.get_by_label("Remove it although its owner is alive", exact=False).check()
+            await shot(page, "boxes-remove-live-confirm")
+            await page.get_by_role("button", name="Remove box").click()
+            done = await page.locator("main").inner_text()
+            assert f"removed: operator request (owner pid {host.proc.pid} alive" in done
+            assert await SandboxRuntime(home).list() == []
+            await plain.close()
+    finally:
+        for leftover in await SandboxRuntime(home).list():
+            await SandboxRuntime(home).remove(leftover.name, force=True)
+
+
 async def _live_status(page: Any) -> bool:
     return await page.locator("#live-status").inner_text() == "live"
 

@@ -28,7 +28,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -377,7 +377,8 @@ async def _cleanup(
     for box in boxes:
         judgement = store.judge(box.name, lease_cache=leases)
         if include_live:
-            reason = f"agent deleted ({judgement.reason})"
+            # One box named by an operator (the dashboard), else every box of a deleted agent.
+            reason = f"{'operator request' if only else 'agent deleted'} ({judgement.reason})"
         elif judgement.verdict.keeps_box:
             decisions.append(
                 CleanupDecision(box.name, "keep", f"kept: {judgement.reason}", verdict=judgement.verdict)
@@ -445,9 +446,14 @@ async def _sweep_other_homes(
     if only is None:
         return list(await sweep(prefix, include_live=include_live, dry_run=dry_run))
     # The other homes' sweep matches a prefix: act only when the one name prefixes no other box.
-    planned = await sweep(only, include_live=include_live, dry_run=True)
-    if dry_run or any(d.name != only for d in planned):
+    planned = [
+        d for d in await sweep(only, include_live=include_live, dry_run=True) if d.name.startswith(only)
+    ]
+    if dry_run:
         return [d for d in planned if d.name == only]
+    if any(d.name != only for d in planned):
+        why = "not removed: other boxes' names start with this one (remove it with `agentlite cleanup`)"
+        return [replace(d, action="keep", reason=why) for d in planned if d.name == only]
     return list(await sweep(only, include_live=include_live, dry_run=False))
 
 

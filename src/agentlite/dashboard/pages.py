@@ -52,7 +52,8 @@ def boxes_fragment(rows: list[dict[str, Any]]) -> str:
                 esc(_age(owner.get("heartbeat_age"))),
                 f'<span class="mono">{esc(Path(lease).name)}</span>' if lease else "-",
                 _verdict(row_verdict(row)),
-                esc(row["reason"]),
+                esc(row["reason"])
+                + (f" (run {esc(row['adoptable_run'])} adopts it)" if row.get("adoptable_run") else ""),
                 esc(cleanup.get("reason", "-")),
                 remove,
             ]
