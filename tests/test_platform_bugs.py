@@ -3,7 +3,9 @@ platform (SQLite store, sandbox boxes, the real codex CLI against the offline mo
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import re
 import sys
 from collections.abc import AsyncIterator
@@ -151,3 +153,23 @@ async def test_the_handoff_after_a_switch_has_both_sides_and_not_the_current_mes
     assert "Andy (assistant): hi from the offline model" in block  # the previous backend's answer
     assert "second, on claude" not in block and "second, on claude" in after  # only as the prompt
     await agent.stop()
+
+
+async def test_deleting_an_agent_during_a_run_settles_the_run_without_a_traceback(
+    platform: agentlite.AgentLite, model: ModelServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    agent, channel = await started(platform, model)
+    agent.register_group("t:main", name="main", folder="main", is_main=True)
+    states: list[str] = []
+    agent.on("run.state", lambda e: states.append(e.data["state"]))
+    model.scenario = "hang"  # the turn is mid-model-call when the agent goes
+    caplog.set_level(logging.DEBUG, logger="agentlite")
+    await channel.say("t:main", "take your time")
+    await until(lambda: model.requests, "the turn's model call")
+    assert await platform.delete_agent("main")
+    assert await platform.runtime.list() == []
+    # Settled before the store closed: nothing the agent started is still running to write to it.
+    left = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith(f"agent-{agent.id}:")]
+    assert left == []
+    troubles = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert troubles == [], [f"{r.name}: {r.getMessage()}" for r in troubles]
