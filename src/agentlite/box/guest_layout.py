@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
+from agentlite.core.box_env import ENV_ACTIONS_URL
+
 if TYPE_CHECKING:
     from agentlite.run.protocol import RunnerInput
 
@@ -25,7 +27,7 @@ if TYPE_CHECKING:
 BOXLITE_HOST_IP = "192.168.127.254"
 _LOOPBACK_NAMES = ("127.0.0.1", "localhost")
 #: MCP server environment variables that carry a host URL the guest must reach.
-_URL_ENV = ("AGENTLITE_ACTIONS_URL",)
+_URL_ENV = (ENV_ACTIONS_URL,)
 
 
 @dataclass(frozen=True)

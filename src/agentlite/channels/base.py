@@ -18,7 +18,6 @@ import contextvars
 import inspect
 import io
 import logging
-import re
 import threading
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
@@ -27,18 +26,12 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO, runtime_checkable
 
 from agentlite.core.clock import now_iso
 from agentlite.core.errors import ConfigError
+from agentlite.platform.router import strip_internal
 
 if TYPE_CHECKING:
     from agentlite.platform.store import Message
 
 log = logging.getLogger("agentlite.channels")
-
-_INTERNAL = re.compile(r"<internal>.*?</internal>", re.DOTALL)
-
-
-def strip_internal(text: str) -> str:
-    """Drop the agent's ``<internal>...</internal>`` notes to itself and trim what is left."""
-    return _INTERNAL.sub("", text).strip()
 
 
 def new_message_id(prefix: str) -> str:

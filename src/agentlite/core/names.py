@@ -58,6 +58,14 @@ class NameRule:
             raise InvalidName(self.kind, value, "is reserved")
         return value
 
+    def accepts(self, value: object) -> bool:
+        """:meth:`check` as a predicate, for a door that skips what it refuses."""
+        try:
+            self.check(value)
+        except InvalidName:
+            return False
+        return True
+
 
 def _rule(kind: str, first: str, rest: str, max_length: int, description: str,
           reserved: frozenset[str] = frozenset()) -> NameRule:  # fmt: skip
@@ -110,6 +118,12 @@ def check_group_folder(folder: object) -> str:
     'family-chat'
     """
     return GROUP_FOLDER.check(folder)
+
+
+def valid_group_folder(folder: object) -> bool:
+    """Whether :func:`check_group_folder` accepts ``folder`` (the IPC watcher and the MCP server
+    skip what it refuses)."""
+    return GROUP_FOLDER.accepts(folder)
 
 
 def check_box_name(name: object) -> str:

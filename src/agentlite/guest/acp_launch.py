@@ -13,10 +13,11 @@ import os
 import sys
 from pathlib import Path
 
+from agentlite.core.box_env import ENV_ACP_INPUT, ENV_WORKSPACE
 from agentlite.guest.backends.base import BackendContext
 from agentlite.guest.runner._input import InputError, parse_input
 
-INPUT_ENV = "AGENTLITE_ACP_INPUT"
+INPUT_ENV = ENV_ACP_INPUT
 
 
 def main() -> int:
@@ -29,7 +30,7 @@ def main() -> int:
     if not command:
         print("[agentlite-acp] the input names no ACP adapter command", file=sys.stderr)
         return 2
-    workspace = Path(os.environ.get("AGENTLITE_WORKSPACE") or os.getcwd())
+    workspace = Path(os.environ.get(ENV_WORKSPACE) or os.getcwd())
     home = Path(os.environ.get("HOME", "/home/agent"))
     context = BackendContext(run_input, lambda _event: None, workspace, home)
     context.write_codex_config()  # codex-acp reads the codex config; other adapters ignore it

@@ -53,6 +53,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from agentlite.core.box_env import (
+    ENV_ACTIONS_TOKEN,
+    ENV_ACTIONS_URL,
+    ENV_CHAT_JID,
+    ENV_GROUP_FOLDER,
+    ENV_IPC_DIR,
+    ENV_IS_MAIN,
+)
 from agentlite.core.clock import now_iso
 from agentlite.core.errors import AgentliteError
 
@@ -95,12 +103,12 @@ class BoxConfig:
     def from_env(cls, env: dict[str, str] | None = None) -> BoxConfig:
         env = dict(os.environ if env is None else env)
         return cls(
-            chat_jid=env.get("AGENTLITE_CHAT_JID", ""),
-            group_folder=env.get("AGENTLITE_GROUP_FOLDER", ""),
-            is_main=env.get("AGENTLITE_IS_MAIN", "0") == "1",
-            ipc_dir=Path(env.get("AGENTLITE_IPC_DIR") or DEFAULT_IPC_DIR),
-            actions_url=(env.get("AGENTLITE_ACTIONS_URL") or "").rstrip("/") or None,
-            actions_token=env.get("AGENTLITE_ACTIONS_TOKEN") or None,
+            chat_jid=env.get(ENV_CHAT_JID, ""),
+            group_folder=env.get(ENV_GROUP_FOLDER, ""),
+            is_main=env.get(ENV_IS_MAIN, "0") == "1",
+            ipc_dir=Path(env.get(ENV_IPC_DIR) or DEFAULT_IPC_DIR),
+            actions_url=(env.get(ENV_ACTIONS_URL) or "").rstrip("/") or None,
+            actions_token=env.get(ENV_ACTIONS_TOKEN) or None,
         )
 
 
@@ -148,15 +156,11 @@ def validate_schedule(schedule_type: str, schedule_value: str) -> None:
 
 
 def valid_folder(folder: str) -> bool:
-    """The group-folder rule (:data:`agentlite.core.names.GROUP_FOLDER`, the one every door uses),
-    imported when a group is registered, not at start-up."""
-    from agentlite.core.names import InvalidName, check_group_folder
+    """The group-folder rule (:func:`agentlite.core.names.valid_group_folder`, the one every door
+    uses), imported when a group is registered, not at start-up."""
+    from agentlite.core.names import valid_group_folder
 
-    try:
-        check_group_folder(folder)
-    except InvalidName:
-        return False
-    return True
+    return valid_group_folder(folder)
 
 
 def _post(url: str, token: str | None, body: dict[str, Any]) -> tuple[int, Any]:

@@ -37,6 +37,7 @@ from acp import schema
 
 from agentlite.box.base import BoxRuntime, BoxSpec
 from agentlite.core.agent_clis import agent_clis_bin
+from agentlite.core.box_env import ANTHROPIC_KEY_ENV
 from agentlite.core.clock import now_iso as iso_utc
 from agentlite.core.errors import ConfigError
 from agentlite.core.safefs import BoxDir, UnsafePath
@@ -278,7 +279,7 @@ class AcpDelegation:
         own = self._backend()
         return BackendConfig(type="acp", command=peer.command, base_url=peer.base_url or own.base_url,
                              model=peer.model or own.model, max_retries=own.max_retries,
-                             api_key_env="ANTHROPIC_API_KEY" if peer.command[:1] == ["claude-agent-acp"] else None)  # fmt: skip
+                             api_key_env=ANTHROPIC_KEY_ENV if peer.command[:1] == ["claude-agent-acp"] else None)  # fmt: skip
 
     def spec(self, peer: AcpPeer) -> BoxSpec:
         base = self._box_spec()

@@ -25,6 +25,14 @@ from typing import TYPE_CHECKING, Any, Literal
 from agentlite.box.base import BoxSpec
 from agentlite.box.lifecycle import cleanup_orphans
 from agentlite.channels.base import ChannelConfig, ChannelManager
+from agentlite.core.box_env import (
+    ENV_ACTIONS_TOKEN,
+    ENV_ACTIONS_URL,
+    ENV_CHAT_JID,
+    ENV_GROUP_FOLDER,
+    ENV_IPC_DIR,
+    ENV_IS_MAIN,
+)
 from agentlite.core.errors import AgentliteError, ConfigError
 from agentlite.core.safefs import BoxDir, UnsafePath
 from agentlite.core.supervisor import Supervisor
@@ -616,13 +624,13 @@ class Agent:
 
     def _mcp_servers(self, group: RegisteredGroup, auth: Any) -> dict[str, McpServer]:
         env = {
-            "AGENTLITE_CHAT_JID": group.jid,
-            "AGENTLITE_GROUP_FOLDER": group.folder,
-            "AGENTLITE_IS_MAIN": "1" if group.is_main else "0",
-            "AGENTLITE_IPC_DIR": "/workspace/ipc",
+            ENV_CHAT_JID: group.jid,
+            ENV_GROUP_FOLDER: group.folder,
+            ENV_IS_MAIN: "1" if group.is_main else "0",
+            ENV_IPC_DIR: "/workspace/ipc",
         }
         if auth is not None:
-            env |= {"AGENTLITE_ACTIONS_URL": auth.url, "AGENTLITE_ACTIONS_TOKEN": auth.token}
+            env |= {ENV_ACTIONS_URL: auth.url, ENV_ACTIONS_TOKEN: auth.token}
         servers = {
             "agentlite": McpServer(command=sys.executable, args=["-m", "agentlite.guest.mcp_server"], env=env)
         }

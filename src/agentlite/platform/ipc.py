@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 from agentlite.core.clock import now_iso
 from agentlite.core.errors import AgentliteError
-from agentlite.core.names import InvalidName, check_group_folder, check_task_id
+from agentlite.core.names import InvalidName, check_group_folder, check_task_id, valid_group_folder
 from agentlite.core.safefs import BoxDir, UnsafePath
 
 log = logging.getLogger("agentlite.ipc")
@@ -53,13 +53,8 @@ DRAIN_PASSES = 4
 MAX_QUARANTINED = 1000
 
 
-def valid_folder(folder: str) -> bool:
-    """The group-folder rule of :func:`agentlite.core.names.check_group_folder`, as a predicate."""
-    try:
-        check_group_folder(folder)
-    except InvalidName:
-        return False
-    return True
+#: The group-folder rule as a predicate (the one definition lives in core.names).
+valid_folder = valid_group_folder
 
 
 class GroupLike(Protocol):

@@ -14,12 +14,13 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+from agentlite.core.box_env import ENV_JOURNAL
 from agentlite.platform.ledger import RunLedger, RunRecord
 from agentlite.run.journal import guest_journal_path
 
 log = logging.getLogger("agentlite.ledger")
 
-JOURNAL_ENV = "AGENTLITE_JOURNAL"
+JOURNAL_ENV = ENV_JOURNAL
 
 
 def add_usage(total: dict[str, Any] | None, event: Any) -> dict[str, Any]:

@@ -49,6 +49,8 @@ def format_messages(messages: list[Message], tz: str) -> str:
 
 
 def strip_internal(text: str) -> str:
+    """Drop the agent's ``<internal>...</internal>`` notes to itself and trim what is left (the one
+    definition: the message loop, the agent's outbound path and every channel use it)."""
     return _INTERNAL.sub("", text).strip()
 
 

@@ -24,6 +24,7 @@ from agentlite.box.base import BoxProcess, BoxRuntime, BoxSpec, Volume
 from agentlite.box.lifecycle import _claim_name, _shielded, _teardown
 from agentlite.box.network import NetworkMode, loopback_ports, model_endpoint_entries
 from agentlite.box.ownership import ownership_for
+from agentlite.core.box_env import ANTHROPIC_KEY_ENV, ENV_ACP_INPUT, OPENAI_KEY_ENV
 from agentlite.core.errors import UnknownBackend
 from agentlite.guest.runner import bytecode as box_bytecode
 from agentlite.run.box_run import GUEST_WORKSPACE, runner_env
@@ -41,10 +42,10 @@ def adapter_backend(backend: str, model: str | None, base_url: str | None) -> Ba
 
     if backend == "codex":
         return BackendConfig(type="acp", command=["codex-acp"], model=model, base_url=base_url,
-                             api_key_env="OPENAI_API_KEY")  # fmt: skip
+                             api_key_env=OPENAI_KEY_ENV)  # fmt: skip
     if backend == "claude_code":
         return BackendConfig(type="acp", command=["claude-agent-acp"], model=model, base_url=base_url,
-                             api_key_env="ANTHROPIC_API_KEY")  # fmt: skip
+                             api_key_env=ANTHROPIC_KEY_ENV)  # fmt: skip
     if backend.startswith("acp:") and shlex.split(backend[4:]):
         return BackendConfig(type="acp", command=shlex.split(backend[4:]), model=model, base_url=base_url)
     raise UnknownBackend(backend, ("codex", "claude_code", "acp:<command>"))
@@ -140,7 +141,7 @@ class AdapterBox:
             RunnerInput(prompt="", group_folder=self.group, chat_id="acp", is_main=True, backend=self.backend)
         )
         env = layout.box_env(runner_env(self.backend, single_turn=False, layout=layout))
-        env["AGENTLITE_ACP_INPUT"] = run_input.model_dump_json()
+        env[ENV_ACP_INPUT] = run_input.model_dump_json()
         base = self.spec
         allowlist = base.net_mode is NetworkMode.ALLOWLIST
         spec = dataclasses.replace(

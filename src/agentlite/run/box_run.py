@@ -26,6 +26,7 @@ from agentlite.box.guest_layout import GuestLayout, host_layout
 from agentlite.box.lifecycle import Deadline, run_in_box
 from agentlite.box.network import HOST_MODE_WARNING, NetworkMode, loopback_ports, model_endpoint_entries
 from agentlite.core.agent_clis import agent_clis_bin
+from agentlite.core.box_env import ENV_IPC_INPUT, ENV_SINGLE_TURN, ENV_WORKSPACE
 from agentlite.guest.runner import bytecode as box_bytecode
 from agentlite.run.protocol import (
     BackendConfig,
@@ -89,13 +90,13 @@ def runner_env(
     layout = layout or host_layout()
     env = {
         "PATH": ":".join(p for p in (str(agent_clis_bin() or ""), layout.base_path) if p),
-        "AGENTLITE_IPC_INPUT": f"{GUEST_IPC}/input",
-        "AGENTLITE_WORKSPACE": GUEST_WORKSPACE,
+        ENV_IPC_INPUT: f"{GUEST_IPC}/input",
+        ENV_WORKSPACE: GUEST_WORKSPACE,
         "PYTHONUNBUFFERED": "1",
         "PYTHONDONTWRITEBYTECODE": "1",
     }
     if single_turn:
-        env["AGENTLITE_SINGLE_TURN"] = "1"
+        env[ENV_SINGLE_TURN] = "1"
     key_env = backend.key_env()
     if os.environ.get(key_env):
         env[key_env] = os.environ[key_env]

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
+from agentlite.core.box_env import ANTHROPIC_KEY_ENV, OPENAI_KEY_ENV
+
 OUTPUT_START = "---AGENTLITE_OUTPUT_START---"
 OUTPUT_END = "---AGENTLITE_OUTPUT_END---"
 BACKEND_TYPES = ("codex", "claude_code", "acp")
@@ -26,7 +28,7 @@ def default_key_env(backend_type: str, api_key_env: str | None) -> str:
     """The environment variable holding the backend's API key: the configured one, else the vendor's."""
     if api_key_env:
         return api_key_env
-    return "ANTHROPIC_API_KEY" if backend_type == "claude_code" else "OPENAI_API_KEY"
+    return ANTHROPIC_KEY_ENV if backend_type == "claude_code" else OPENAI_KEY_ENV
 
 
 def frame(event: Event) -> str:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from agentlite.core.box_env import ANTHROPIC_KEY_ENV
 from agentlite.core.errors import RunError
 from agentlite.guest.runner._input import BackendSettings, TurnInput
 from agentlite.run.wire import Event
@@ -70,7 +71,7 @@ class BackendContext:
 
     def claude_env(self) -> dict[str, str]:
         env = {
-            "ANTHROPIC_API_KEY": self.api_key(),
+            ANTHROPIC_KEY_ENV: self.api_key(),
             "CLAUDE_CONFIG_DIR": str(self.home / ".claude"),
             "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
             "CLAUDE_CODE_MAX_RETRIES": str(self.config.max_retries),

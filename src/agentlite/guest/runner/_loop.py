@@ -19,11 +19,17 @@ import os
 import sys
 from pathlib import Path
 
+from agentlite.core.box_env import ENV_IPC_INPUT, ENV_JOURNAL, ENV_SINGLE_TURN, ENV_WORKSPACE
 from agentlite.guest.backends.base import BackendContext, TurnFailed
 from agentlite.guest.backends.registry import make_backend
 from agentlite.guest.runner._inbox import CLOSE_SENTINEL, Inbox, diag
 from agentlite.guest.runner._input import InputError, parse_input
-from agentlite.run.wire import Event, error_event, frame, state_event
+from agentlite.run.wire import (
+    Event,
+    error_event,
+    frame,
+    state_event,
+)
 
 SCHEDULED_PREFIX = (
     "[SCHEDULED TASK - The following message was sent automatically and is not coming directly "
@@ -91,13 +97,13 @@ def main() -> int:
     except InputError as exc:
         emit(error_event(f"Failed to parse input: {exc}"))
         return 1
-    if journal := os.environ.get("AGENTLITE_JOURNAL"):
+    if journal := os.environ.get(ENV_JOURNAL):
         OUTPUT.open_journal(journal)
-    inbox = Inbox(Path(os.environ.get("AGENTLITE_IPC_INPUT", "/workspace/ipc/input")))
-    workspace = Path(os.environ.get("AGENTLITE_WORKSPACE") or os.getcwd())
+    inbox = Inbox(Path(os.environ.get(ENV_IPC_INPUT, "/workspace/ipc/input")))
+    workspace = Path(os.environ.get(ENV_WORKSPACE) or os.getcwd())
     home = Path(os.environ.get("HOME", "/home/agent"))
     # A one-turn run (``agentlite run``) ends right after its turn instead of waiting for ``_close``.
-    single_turn = os.environ.get("AGENTLITE_SINGLE_TURN") == "1"
+    single_turn = os.environ.get(ENV_SINGLE_TURN) == "1"
     inbox.folder.mkdir(parents=True, exist_ok=True)
     (inbox.folder / CLOSE_SENTINEL).unlink(missing_ok=True)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 _BOX_MODULES = (
     "__init__.py",
     "core/__init__.py",
+    "core/box_env.py",
     "core/errors.py",
     "core/names.py",
     "core/schedules.py",
