@@ -460,6 +460,11 @@ async def test_a_codex_turn_streams_on_its_run_page_with_one_final_and_its_token
                 assert await budget.get_attribute("data-value") == "5000"
                 assert "budget main * daily" in (await budget.text_content() or "")
                 await shot(page, "usage")
+                await page.goto(login.replace("/?token=", "/usage?since=1h&token="))
+                assert await bar.get_attribute("data-value") == str(tokens)  # this turn is within the hour
+                bad = await page.goto(login.replace("/?token=", "/usage?since=lately&token="))
+                assert bad is not None and bad.status == 400
+                assert "since `lately`: use 7d, 24h, 30m" in await page.locator("main").inner_text()
 
                 # Agents and groups: backend, the session the next turn resumes, last run.
                 await page.goto(login.replace("/?token=", "/agents?token="))

@@ -9,38 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import typer
 
 from agentlite.cli._common import JsonOption, RuntimeOption, out, print_json, table
 from agentlite.cli._platform_opts import WorkdirOption, need_agent, opened
+from agentlite.core.clock import parse_since
 from agentlite.core.errors import ConfigError
 
 budgets_app = typer.Typer(help="Budgets per agent and group: list, set, resume.", no_args_is_help=True)
 AgentName = Annotated[str, typer.Option("--agent", help="Agent name.")]
 GroupOption = Annotated[str, typer.Option("--group", help="A group's chat id, or `*` for the whole agent.")]
-
-_RELATIVE = re.compile(r"(\d+)([mhd])")
-
-
-def parse_since(text: str | None, now: datetime | None = None) -> datetime | None:
-    """``7d``, ``24h``, ``30m`` (ago), or an ISO date or time (UTC unless it says otherwise)."""
-    if text is None:
-        return None
-    now = now or datetime.now(UTC)
-    match = _RELATIVE.fullmatch(text.strip())
-    if match:
-        amount, unit = int(match.group(1)), match.group(2)
-        return now - timedelta(**{{"m": "minutes", "h": "hours", "d": "days"}[unit]: amount})
-    try:
-        when = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise ConfigError(f"--since `{text}`: use 7d, 24h, 30m or an ISO date such as 2026-01-31") from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 @contextlib.asynccontextmanager

@@ -21,6 +21,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 
 from agentlite.box.ownership import heartbeat_interval
+from agentlite.core.clock import parse_since
 from agentlite.core.errors import AgentliteError
 from agentlite.dashboard import pages
 from agentlite.dashboard.auth import TokenGate, form_key
@@ -69,7 +70,8 @@ class Dashboard:
         return pages.tasks_fragment(self.source.tasks(), self.form_key)
 
     async def _usage(self, query: Mapping[str, str]) -> str:
-        return pages.usage_fragment(self.source.usage())
+        since = parse_since(query.get("since") or None, what="since")
+        return pages.usage_fragment(self.source.usage(since))
 
     # -- list pages and their streams -------------------------------------------------------------
 
@@ -78,11 +80,11 @@ class Dashboard:
         query = request.query_params
         fragment = await self._fragments[name](query)
         stream = f"/stream/{name}" + (f"?{request.url.query}" if request.url.query else "")
-        above = (
-            pages.runs_filter(RunFilter.of(query), [a.name for a in self.source.agents()])
-            if name == "runs"
-            else ""
-        )
+        above = ""
+        if name == "runs":
+            above = pages.runs_filter(RunFilter.of(query), [a.name for a in self.source.agents()])
+        elif name == "usage":
+            above = pages.usage_filter(query.get("since", ""))
         return HTMLResponse(page(self._titles[name], above + live(stream, fragment), current=f"/{name}"))
 
     async def list_stream(self, request: Request) -> Response:

@@ -271,6 +271,15 @@ def tasks_fragment(tasks: list[tuple[str, Any]], form_key: str) -> str:
 # -- usage ----------------------------------------------------------------------------------------
 
 
+def usage_filter(since: str) -> str:
+    return (
+        '<form method="get" action="/usage" class="filters" aria-label="Usage period">'
+        '<label for="f-since">since</label> '
+        f'<input id="f-since" name="since" size="12" placeholder="7d, 24h or 2026-01-31" value="{esc(since)}"> '
+        '<button type="submit">Show</button> <a href="/usage">all time</a></form>'
+    )
+
+
 def _tokens(row: dict[str, Any]) -> int:
     return sum(int(row[f]) for f in _TOKEN_FIELDS)
 

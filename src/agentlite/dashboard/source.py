@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -204,8 +205,9 @@ class DashboardSource:
 
     # -- usage and budgets ----------------------------------------------------------------------
 
-    def usage(self) -> dict[str, Any]:
-        """Sums per agent, group, model and day (each row names its agent), and every budget."""
+    def usage(self, since: datetime | None = None) -> dict[str, Any]:
+        """Sums per agent, group, model and day from ``since`` (each row names its agent), and
+        every budget (their spend is their own period's, whatever ``since``)."""
         summary: dict[str, Any] = {"agent": [], "group": [], "model": [], "day": [], "budgets": []}
         tz = self.platform.timezone
         for agent in self.agents():
@@ -213,7 +215,7 @@ class DashboardSource:
                 if store is None:
                     continue
                 for by in ("agent", "group", "model", "day"):
-                    rows = usage_summary(store, timezone=tz, by=by, agent=agent.name)  # type: ignore[arg-type]
+                    rows = usage_summary(store, timezone=tz, by=by, agent=agent.name, since=since)  # type: ignore[arg-type]
                     summary[by] += [{**r, "agent": agent.name} for r in rows]
                 summary["budgets"] += [
                     {"agent": agent.name, **s} for s in budget_statuses(store, timezone=tz)
