@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agentlite.box.ownership import RecordStore
-from conftest import needs_agent_clis, needs_codex
+from agentlite.box.sandbox import SandboxRuntime
+from agentlite.platform.oneshot import agent_lock
+from agentlite.testing.model_server import ModelServer
+from conftest import needs_agent_clis, needs_codex, raw_sql, until
 
 
 def run(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -63,9 +69,84 @@ def test_failed_run_exits_1_with_the_cause(home: Path, tmp_path: Path) -> None:
             ["--workspace", "/nonexistent/place", "hi"],
             "error: workspace `/nonexistent/place` is not a folder",
         ),
+        (["--group", "../up", "hi"], "error: group folder `../up` may use only letters"),
     ],
 )
 def test_bad_input_exits_2(home: Path, args: list[str], message: str) -> None:
     result = run(home, *args)
     assert result.returncode == 2
     assert result.stderr.startswith(message)
+
+
+@needs_codex
+def test_the_same_group_resumes_its_session_and_another_group_has_its_own(home: Path, tmp_path: Path) -> None:
+    """`agentlite run` is a client of the platform: the group's session lives in the agent's store."""
+
+    def final(*args: str) -> dict[str, Any]:
+        result = run(home, "--json", "--workspace", str(tmp_path), *args)
+        assert result.returncode == 0, result.stderr
+        line = json.loads(result.stdout.splitlines()[-1])
+        assert line["type"] == "final" and line["status"] == "success", line
+        return line
+
+    first = final("--group", "work", "first question")
+    second = final("--group", "work", "second question")
+    other = final("--group", "other", "unrelated")
+    assert first["session_id"] and second["session_id"] == first["session_id"]
+    assert other["session_id"] and other["session_id"] != first["session_id"]
+    store = home / "run" / "agents" / "cli" / "store" / "messages.db"
+    assert raw_sql(store, "SELECT group_folder, session_id FROM sessions WHERE backend_type = 'codex' "
+                   "ORDER BY group_folder") == [("other", other["session_id"]), ("work", first["session_id"])]  # fmt: skip
+    # Boxes are named by the agent id the command was given, and none is left.
+    runs = raw_sql(store, "SELECT box FROM runs")
+    assert len(runs) == 3 and all(box.startswith("agentlite-cli-") for (box,) in runs), runs
+    assert RecordStore(home).record_names() == []
+    assert asyncio.run(SandboxRuntime(home).list()) == []
+
+
+@needs_codex
+async def test_sigint_during_a_turn_exits_130_and_leaves_no_box(home: Path, tmp_path: Path) -> None:
+    async with ModelServer(scenario="hang") as model:
+        env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")}
+        env.update(AGENTLITE_HOME=str(home), NO_COLOR="1")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "agentlite", "run", "--workspace", str(tmp_path), "--base-url",
+            model.openai_base_url, "wait for it", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )  # fmt: skip
+        try:
+            await until(lambda: proc.returncode is not None or model.requests, "the turn's model call", 120)
+            assert proc.returncode is None, "the command ended before its turn reached the model"
+            proc.send_signal(signal.SIGINT)
+            out, err = await asyncio.wait_for(proc.communicate(), 60)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    assert proc.returncode == 130, err.decode()
+    assert out == b"" and "stopped; box removed" in err.decode()
+    assert RecordStore(home).record_names() == []
+    assert await SandboxRuntime(home).list() == []
+
+
+async def test_a_second_command_for_the_same_agent_waits_for_the_first(tmp_path: Path) -> None:
+    """The agent lock: one process drives an agent at a time (flock, released however it ends)."""
+    waits: list[str] = []
+    order: list[str] = []
+    async with agent_lock(tmp_path, "cli"):
+        second_may_go = asyncio.Event()
+
+        async def second() -> None:
+            async with agent_lock(tmp_path, "cli", on_wait=lambda: waits.append("cli"), poll=0.01):
+                order.append("second")
+            second_may_go.set()
+
+        other_agent_free = agent_lock(tmp_path, "other")
+        async with other_agent_free:  # another agent's lock is its own
+            order.append("other")
+        task = asyncio.create_task(second())
+        await until(lambda: waits, "the second command to wait")
+        order.append("first")
+    await asyncio.wait_for(second_may_go.wait(), 30)
+    await task
+    assert waits == ["cli"] and order == ["other", "first", "second"]

@@ -102,6 +102,19 @@ def test_agent_id_is_drawn_again_on_collision(registry: Registry, monkeypatch: p
     assert make(registry, "bob").agent_id == "BBBBBBBB"
 
 
+def test_a_callers_own_agent_id_is_kept_checked_and_unique(registry: Registry) -> None:
+    assert (
+        registry.create("cli", workdir="/w/cli", assistant_name="Andy", backend=None, agent_id="cli").agent_id
+        == "cli"
+    )
+    assert registry.get("cli").agent_id == "cli"  # type: ignore[union-attr]
+    with pytest.raises(ConfigError, match="agent id `cli` is taken"):
+        registry.create("other", workdir="/w/o", assistant_name="Andy", backend=None, agent_id="cli")
+    with pytest.raises(ConfigError, match=r"agent id `a\.b`"):
+        registry.create("dotted", workdir="/w/d", assistant_name="Andy", backend=None, agent_id="a.b")
+    assert [r.name for r in registry.list()] == ["cli"]
+
+
 def test_agent_ids_are_random_and_well_formed() -> None:
     ids = {_registry.new_agent_id() for _ in range(200)}
     assert len(ids) == 200

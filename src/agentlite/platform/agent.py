@@ -639,7 +639,8 @@ class Agent:
         return servers
 
     async def ask(self, jid: str, prompt: str, *, backend: BackendConfig | None = None,
-                  on_event: TurnEventHandler | None = None, request_id: str | int | None = None) -> TurnResult:  # fmt: skip
+                  on_event: TurnEventHandler | None = None, request_id: str | int | None = None,
+                  workspace: Path | None = None, network: dict[str, Any] | None = None) -> TurnResult:  # fmt: skip
         """Run one turn on ``prompt`` in the group ``jid`` through the group queue; its one result.
 
         The turn waits for the group's earlier turns and for a free slot under the platform's cap,
@@ -649,6 +650,10 @@ class Agent:
         naming why (see :meth:`stop`). A turn that could not run at all (the box layer raised, e.g.
         a box that failed to start) is retried like the queue retries message runs, after
         ``retry_base * 2**(n-1)`` seconds for n = 1..max retries; a turn's own error is its result.
+
+        ``workspace`` is the host folder the box works in for this turn (default: the group's
+        folder, ``groups/<folder>``); ``network`` (``{"mode", "allow_net"}``) replaces the agent's
+        network for this turn. The group's session is the same either way.
         """
         group = self._groups.get(jid)
         if group is None:
@@ -667,7 +672,8 @@ class Agent:
                     try:
                         result = await self._run_turn(group, prompt, None, backend=backend, observer=on_event,
                                                       single_turn=True, request_id=request_id,
-                                                      accepted_at=accepted_at, errors_as_results=False)  # fmt: skip
+                                                      accepted_at=accepted_at, errors_as_results=False,
+                                                      workspace=workspace, network=network)  # fmt: skip
                     except Exception as exc:
                         queue = self._queue
                         if queue is None or queue.shutting_down or retries >= queue.max_retries:
@@ -753,7 +759,8 @@ class Agent:
                         task: Task | None = None, backend: BackendConfig | None = None,
                         observer: TurnEventHandler | None = None, single_turn: bool = False,
                         request_id: str | int | None = None, accepted_at: float | None = None,
-                        errors_as_results: bool = True, answering: Sequence[Message] = ()) -> TurnResult:  # fmt: skip
+                        errors_as_results: bool = True, answering: Sequence[Message] = (),
+                        workspace: Path | None = None, network: dict[str, Any] | None = None) -> TurnResult:  # fmt: skip
         """One run of the group's box through the turn pipeline (:func:`agentlite.run.turn.run_turn`).
 
         ``deliver`` gets each answer for the chat (``None``: the answer is only the result);
@@ -842,7 +849,7 @@ class Agent:
         extra = group_volumes(
             self.workdir, group.folder, is_main=group.is_main, extra=self._extra_mounts(group)
         )
-        network = self.get_network()
+        network = network if network is not None else self.get_network()
         spec = BoxSpec(env={**await self._credential_env(), **turn.journal_env}, volumes=extra, network_mode=network["mode"],
                        allow_net=network["allow_net"])  # fmt: skip
         self._queue.register_box(group.jid, group.folder, is_task=task is not None or single_turn)
@@ -859,7 +866,7 @@ class Agent:
             while True:
                 result = await self._run_turn_once(group, run_input, watch, session_mode, revision, request_id,
                                                    accepted_at, spec, single_turn, tally, errors_as_results,
-                                                   turn.on_box)  # fmt: skip
+                                                   turn.on_box, workspace)  # fmt: skip
                 retry = retry_class(result, emitted_result)
                 if retry is None or attempt >= self.retry_policy.max_retries:
                     break
@@ -911,13 +918,14 @@ class Agent:
     async def _run_turn_once(self, group: RegisteredGroup, run_input: RunnerInput, on_event: TurnEventHandler,
                              session_mode: str, revision: int, request_id: str | int | None,
                              accepted_at: float | None, spec: BoxSpec, single_turn: bool, tally: Any,
-                             errors_as_results: bool, on_box: Callable[[str], None]) -> TurnResult:  # fmt: skip
+                             errors_as_results: bool, on_box: Callable[[str], None],
+                             workspace: Path | None = None) -> TurnResult:  # fmt: skip
         return await run_turn(
             self._platform.runtime, self._platform.box_home, GroupKey(self.id, group.folder), run_input,
             self._book if session_mode != "none" else None, on_event=on_event,
             resume=session_mode == "resume", keep_session=lambda: revision == self.backend_revision,
             request_id=request_id, accepted_at=accepted_at,
-            workspace=self.groups_dir / group.folder, ipc_dir=self.ipc_root / group.folder,
+            workspace=workspace or self.groups_dir / group.folder, ipc_dir=self.ipc_root / group.folder,
             agent_home=self.workdir / "data" / "sessions" / group.folder,
             timeout=self._platform.box_timeout, idle_timeout=self._platform.idle_timeout, spec=spec,
             single_turn=single_turn, errors_as_results=errors_as_results, on_box=on_box, tally=tally,

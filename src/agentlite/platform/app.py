@@ -88,15 +88,18 @@ class AgentLite:
                            workdir: str | Path | None = None, mount_allowlist: dict[str, Any] | None = None,
                            instructions: str | None = None, mcp_servers: dict[str, dict[str, Any]] | None = None,
                            channels: dict[str, Any] | None = None,
-                           credentials: Callable[[], Any] | None = None) -> Agent:  # fmt: skip
-        """Create and persist a new agent (not started). Raises if the name exists or is invalid."""
+                           credentials: Callable[[], Any] | None = None, agent_id: str | None = None) -> Agent:  # fmt: skip
+        """Create and persist a new agent (not started). Raises if the name exists or is invalid.
+
+        ``agent_id`` (what its boxes are named by) is drawn at random unless given."""
         check_agent_name(name)  # before anything is created: the name becomes `agents/<name>`
         if name in self._agents or self.registry.get(name) is not None:
             raise ConfigError(f"Agent `{name}` already exists")
         folder = Path(workdir).resolve() if workdir else child_path(self.workdir / "agents", name, AGENT_NAME)
         record = self.registry.create(name, workdir=str(folder), assistant_name=assistant_name,
                                       backend=normalize_backend(backend), mount_allowlist=mount_allowlist,
-                                      instructions=instructions, mcp_servers=mcp_servers or None)  # fmt: skip
+                                      instructions=instructions, mcp_servers=mcp_servers or None,
+                                      agent_id=agent_id)  # fmt: skip
         try:
             agent = Agent(self, record, channels=channels, credentials=credentials)
         except Exception:

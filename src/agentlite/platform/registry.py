@@ -35,7 +35,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 
 from agentlite.core.errors import ConfigError, describe_validation_error
-from agentlite.core.names import check_agent_name
+from agentlite.core.names import check_agent_id, check_agent_name
 from agentlite.platform.schema import add_column
 from agentlite.platform.store import Database, Migration, now_iso
 from agentlite.run.protocol import BACKEND_TYPES, DEFAULT_BACKEND_TYPE, BackendConfig
@@ -271,13 +271,17 @@ class Registry:
         instructions: str | None = None,
         skills: builtins.list[str] | None = None,
         mcp_servers: dict[str, dict[str, Any]] | None = None,
+        agent_id: str | None = None,
     ) -> AgentRecord:
-        """Register a new agent under a fresh id; :class:`ConfigError` if ``name`` is taken.
+        """Register a new agent under a fresh id (or ``agent_id``, a caller's own such as ``cli``);
+        :class:`ConfigError` if ``name`` or that id is taken.
 
         Nothing is written when a value is invalid. An empty skills list or MCP map is stored as
         none, the same as not giving one.
         """
         check_agent_name(name)
+        if agent_id is not None:
+            check_agent_id(agent_id)
         now = now_iso()
         record = self._validated(
             {
@@ -297,12 +301,16 @@ class Registry:
         with self._db.write() as conn:
             if conn.execute("SELECT 1 FROM agents WHERE name = ?", (name,)).fetchone():
                 raise ConfigError(f"agent `{name}` already exists")
-            for _ in range(100):
-                agent_id = new_agent_id()
-                if not conn.execute("SELECT 1 FROM agents WHERE agent_id = ?", (agent_id,)).fetchone():
-                    break
-            else:  # pragma: no cover - 100 collisions in a 62^8 space means a broken generator
-                raise ConfigError("could not draw an unused agent id")
+            if agent_id is not None:
+                if conn.execute("SELECT 1 FROM agents WHERE agent_id = ?", (agent_id,)).fetchone():
+                    raise ConfigError(f"agent id `{agent_id}` is taken by another agent")
+            else:
+                for _ in range(100):
+                    agent_id = new_agent_id()
+                    if not conn.execute("SELECT 1 FROM agents WHERE agent_id = ?", (agent_id,)).fetchone():
+                        break
+                else:  # pragma: no cover - 100 collisions in a 62^8 space means a broken generator
+                    raise ConfigError("could not draw an unused agent id")
             record = record.model_copy(update={"agent_id": agent_id})
             conn.execute(
                 f"INSERT INTO agents ({_COLUMNS}) VALUES ({', '.join('?' * 13)})", self._row_values(record)
