@@ -215,7 +215,7 @@ def test_validate_schedule_accepts_good_values() -> None:
         ("once", "2026-02-01T15:30:00"),
         ("once", "2026-02-01 15:30"),
     ]:
-        validate_schedule(schedule_type, value)
+        assert validate_schedule(schedule_type, value) is None  # accepted: no ToolError
 
 
 async def test_main_group_tools(tmp_path: Path) -> None:
