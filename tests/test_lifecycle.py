@@ -39,6 +39,8 @@ class Faulty(BoxRuntime):
         return await self.inner.get(name)
 
     async def list(self) -> list[BoxInfo]:
+        if self.fault == "list":
+            raise OSError("box state folder unreadable")
         return await self.inner.list()
 
     async def untracked(self) -> list[str]:
@@ -187,6 +189,21 @@ async def test_failed_teardown_removal_still_clears_the_record_and_cleanup_reaps
     assert [(d.name, d.action, d.reason, d.removed) for d in decisions] == [
         (result.box, "remove", "removed: no record", True)
     ]
+    assert await sandbox.list() == []
+
+
+async def test_cleanup_counts_what_it_could_not_remove_with_the_reason(
+    sandbox: SandboxRuntime, home: Path
+) -> None:
+    result = await run_in_box(Faulty(sandbox, home, "remove"), home, ["true"])  # left running, unowned
+    report = await cleanup_orphans(Faulty(sandbox, home, "remove"), home, "cli")
+    assert report.counts() == {"removed": 0, "kept": 0, "failed": 1}
+    assert report.failures() == [f"{result.box}: BoxRemoveFailed: injected removal failure"]
+    broken = await cleanup_orphans(Faulty(sandbox, home, "list"), home, "cli")  # the sweep itself fails
+    assert (list(broken), broken.error, broken.failed) == ([], "OSError: box state folder unreadable", 1)
+    assert broken.failures() == ["the sweep itself: OSError: box state folder unreadable"]
+    report = await cleanup_orphans(sandbox, home, "cli")
+    assert report.counts() == {"removed": 1, "kept": 0, "failed": 0}
     assert await sandbox.list() == []
 
 

@@ -271,9 +271,10 @@ def join_argv(group: BoxCgroup | None) -> list[str]:
     return ["/bin/sh", "-c", script, "agentlite-cgroup-join", *files, "--"]
 
 
-def sweep(prefix: str, is_present: Callable[[str], bool]) -> list[str]:
+def sweep(prefix: str, is_present: Callable[[str], bool], failed: dict[str, str] | None = None) -> list[str]:
     """Remove the empty cgroups named ``prefix + box`` whose box is not present; return the box
-    names removed. A cgroup with processes in it is never removed (the kernel refuses).
+    names removed. A cgroup with processes in it is never removed (the kernel refuses); each one
+    that could not go is put in ``failed`` with the reason.
 
     ``is_present`` is asked after the cgroup was listed: a box's folder is made before its cgroup,
     so a box being created is always seen as present. Empty cgroups of other homes (a deleted test
@@ -288,11 +289,16 @@ def sweep(prefix: str, is_present: Callable[[str], bool]) -> list[str]:
             continue
         for entry in entries:
             box = entry.name[len(prefix) :]
-            with contextlib.suppress(OSError):
+            try:
                 if not entry.is_dir():
                     continue
                 ours = entry.name.startswith(prefix)
                 if (ours and not is_present(box)) or (not ours and now - entry.stat().st_mtime > STALE_AFTER):
                     entry.rmdir()  # refused while processes are in it
                     removed.append(entry.name)
+            except FileNotFoundError:
+                continue  # gone by itself (another home's sweep, or its box's own remove)
+            except OSError as exc:
+                if failed is not None:
+                    failed[entry.name] = exc.strerror or str(exc)
     return sorted(set(removed))

@@ -327,6 +327,35 @@ class CleanupDecision:
         }
 
 
+class CleanupReport(list[CleanupDecision]):
+    """The decisions of one cleanup (a list of them, as callers always had), the counts a caller
+    logs, and ``error``: why the sweep itself stopped early, if it did (it never raises)."""
+
+    error: str | None = None
+
+    @property
+    def removed(self) -> int:
+        """Boxes or records removed (or, on a dry run, that would be)."""
+        return sum(d.action == "remove" and d.error is None for d in self)
+
+    @property
+    def kept(self) -> int:
+        return sum(d.action == "keep" for d in self)
+
+    @property
+    def failed(self) -> int:
+        """Removals that failed, plus one when the sweep itself failed."""
+        return sum(d.error is not None for d in self) + (self.error is not None)
+
+    def counts(self) -> dict[str, int]:
+        return {"removed": self.removed, "kept": self.kept, "failed": self.failed}
+
+    def failures(self) -> list[str]:
+        """Each failure with its reason, for the log."""
+        found = [f"{d.name}: {d.error}" for d in self if d.error is not None]
+        return [*found, f"the sweep itself: {self.error}"] if self.error is not None else found
+
+
 async def cleanup_orphans(
     runtime: BoxRuntime,
     home: Path,
@@ -336,19 +365,23 @@ async def cleanup_orphans(
     dry_run: bool = False,
     only: str | None = None,
     stale_after: float = STALE_AFTER,
-) -> list[CleanupDecision]:
-    """Remove this agent's boxes whose owner is gone; keep those of live owners. Never raises.
+) -> CleanupReport:
+    """Remove this agent's boxes whose owner is gone; keep those of live owners. Never raises: a
+    failure of the sweep itself is logged with its reason and reported as ``error`` (counted in
+    ``failed``), with the decisions made before it.
 
     ``include_live`` removes every box of the agent (agent deletion). Stopped boxes and records
     without a box are removed too when their owner is gone, so nothing is left behind. ``only``:
     decide for that one box name (and its record) alone, by the same rules (the dashboard's remove).
     ``stale_after``: the heartbeat age that makes a record old (see :class:`RecordStore`).
     """
+    report = CleanupReport()
     try:
-        return await _cleanup(runtime, home, agent_id, include_live, dry_run, only, stale_after)
+        await _cleanup(report, runtime, home, agent_id, include_live, dry_run, only, stale_after)
     except Exception as exc:
-        log.warning("orphan cleanup failed agent=%s error=%s", agent_id, exc)
-        return []
+        report.error = f"{type(exc).__name__}: {exc}"
+        log.warning("orphan cleanup failed agent=%s error=%s", agent_id, report.error)
+    return report
 
 
 def _adoptable_run(home: Path, box: str) -> str | None:
@@ -358,9 +391,9 @@ def _adoptable_run(home: Path, box: str) -> str | None:
 
 
 async def _cleanup(
-    runtime: BoxRuntime, home: Path, agent_id: str | None, include_live: bool, dry_run: bool,
-    only: str | None = None, stale_after: float = STALE_AFTER,
-) -> list[CleanupDecision]:  # fmt: skip
+    decisions: CleanupReport, runtime: BoxRuntime, home: Path, agent_id: str | None, include_live: bool,
+    dry_run: bool, only: str | None = None, stale_after: float = STALE_AFTER,
+) -> None:  # fmt: skip
     prefix = box_prefix(agent_id)
 
     def wanted(name: str) -> bool:
@@ -368,7 +401,6 @@ async def _cleanup(
 
     store = RecordStore(home, stale_after=stale_after)
     ownership = ownership_for(home)
-    decisions: list[CleanupDecision] = []
     leases: dict[str, LeaseState] = {}
     now = time.time()
     boxes = [b for b in await runtime.list() if wanted(b.name)]
@@ -434,10 +466,8 @@ async def _cleanup(
     if not dry_run:
         store.sweep_leases()
         store.sweep_temp_files()
-    removed = sum(d.action == "remove" for d in decisions)
-    kept = sum(d.action == "keep" for d in decisions)
-    log.info("orphan cleanup agent=%s removed=%d kept=%d dry_run=%s", agent_id or "*", removed, kept, dry_run)
-    return decisions
+    log.info("orphan cleanup agent=%s removed=%d kept=%d failed=%d dry_run=%s", agent_id or "*",
+             decisions.removed, decisions.kept, decisions.failed, dry_run)  # fmt: skip
 
 
 async def _sweep_other_homes(

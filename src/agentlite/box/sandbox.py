@@ -406,8 +406,11 @@ class SandboxRuntime(BoxRuntime):
     def _sweep_cgroups(self) -> None:
         """Remove the empty cgroups of this home's boxes whose folder is gone (a box being made
         or still listed keeps its cgroup; remove takes it away)."""
-        if removed := cgroups.sweep(self._cgroup_prefix, lambda box: (self._root / box).exists()):
+        failed: dict[str, str] = {}
+        if removed := cgroups.sweep(self._cgroup_prefix, lambda box: (self._root / box).exists(), failed):
             log.info("swept cgroups of gone boxes: %s", ", ".join(removed))
+        if failed:  # a busy cgroup of a box still being torn down: the next sweep gets it
+            log.debug("%d cgroups not swept: %s", len(failed), failed)
 
     def unenforced_limits(self) -> dict[str, str]:
         return dict(cgroups.probe().missing)

@@ -349,6 +349,8 @@ async def serve_stdio(runtime: BoxRuntime, settings: AcpServerSettings) -> None:
 
 
 async def _sweep(runtime: BoxRuntime, home: Path) -> None:
-    removed = [d for d in await cleanup_orphans(runtime, home, ACP_AGENT_ID) if d.removed]
-    if removed:
+    report = await cleanup_orphans(runtime, home, ACP_AGENT_ID)
+    if removed := [d for d in report if d.removed]:
         log.info("removed %d orphaned ACP session box(es)", len(removed))
+    if report.failed:
+        log.warning("startup sweep: %d failed: %s", report.failed, report.failures())

@@ -197,8 +197,12 @@ class Agent:
                                  enabled=self._platform.adopt_runs)  # fmt: skip
         # The startup sweep: boxes of this agent whose owner died (a crashed earlier run of us).
         decisions = await cleanup_orphans(self._platform.runtime, self._platform.box_home, self.id)
-        if removed := [d.name for d in decisions if d.action == "remove"]:
+        if removed := [d.name for d in decisions if d.action == "remove" and d.error is None]:
             log.info("agent=%s removed orphaned boxes %s", self.id, removed)
+        if decisions.failed:  # swallowed so the agent still starts, but never silently
+            log.warning(
+                "agent=%s startup sweep: %d failed: %s", self.id, decisions.failed, decisions.failures()
+            )
         # Every long-lived task of the agent runs under one supervisor (loops, queue runs, events).
         self._supervisor = Supervisor(f"agent-{self.id}")
         await self._supervisor.start()

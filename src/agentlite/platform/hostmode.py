@@ -109,6 +109,8 @@ class JsonlHost:
         removed = [d.name for d in decisions if d.action == "remove" and not d.error]
         if removed:
             log.info("removed boxes an earlier host left: %s", removed)
+        if decisions.failed:
+            log.warning("startup sweep: %d failed: %s", decisions.failed, decisions.failures())
         return len(removed)
 
     def submit_line(self, line: str) -> None:
