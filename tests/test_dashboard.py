@@ -174,7 +174,12 @@ def test_without_the_token_every_page_and_stream_answers_401(tmp_path: Path) -> 
             if is_stream and status == 200:
                 assert body.startswith(b"event: "), route
         assert fetch(dash.base + "/boxes", headers={"Authorization": f"Bearer {TOKEN}"})[0] == 200
-        assert fetch(dash.base + "/boxes", headers={"X-Agentlite-Token": TOKEN})[0] == 200
+        status, headers, _ = fetch(dash.base + "/boxes", headers={"X-Agentlite-Token": TOKEN})
+        assert status == 200
+        # Never framed, no referrer (the first address carries the token), only its own scripts.
+        for answer in (headers, fetch(dash.base + "/boxes")[1]):
+            assert "frame-ancestors 'none'" in answer["content-security-policy"]
+            assert answer["referrer-policy"] == "no-referrer" and answer["x-frame-options"] == "DENY"
         # A form posted with the cookie alone must carry the form key (no cross-site posts).
         posted = fetch(dash.base + "/boxes/remove", headers=jar, data=b"name=agentlite-x-g-1")
         assert posted[0] == 403
@@ -317,16 +322,16 @@ async def test_the_boxes_page_shows_a_live_owner_then_dead_within_a_heartbeat_an
 async def test_removing_a_live_owners_box_asks_for_the_include_live_box_and_works_without_javascript(
     tmp_path: Path, browser: Any, hosts: list[HostProcess]
 ) -> None:
-    workdir = tmp_path / "data"
-    home = workdir / ".boxlite"
-    home.mkdir(parents=True)
+    # Boxes of another home than the platform's (`agentlite run` and `exec` use the default home).
+    home = tmp_path / "home"
+    home.mkdir()
     host = HostProcess(home, "live", hold=120, cleanup_first=False)
     hosts.append(host)
     host.wait_for("during_exec")
     box = host.box
     assert box is not None
     try:
-        with dashboard_process(workdir) as dash:
+        with dashboard_process(tmp_path / "data", "--home", str(home)) as dash:
             plain = await browser.new_context(java_script_enabled=False)
             page = await plain.new_page()
             await page.goto(dash.login.replace("/?token=", f"/boxes/remove?name={box}&token="))

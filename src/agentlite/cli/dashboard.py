@@ -28,6 +28,12 @@ def dashboard_command(
     host: HostOption = "127.0.0.1",
     port: PortOption = 8765,
     allow_remote: AllowRemoteOption = False,
+    home: Annotated[
+        Path | None,
+        typer.Option(
+            "--home", help="List this box home's boxes (default: the platform's <workdir>/.boxlite)."
+        ),
+    ] = None,
     runtime: RuntimeOption = None,
 ) -> None:
     """Serve the web dashboard (boxes, agents, runs, tasks, usage); prints its login address."""
@@ -35,11 +41,11 @@ def dashboard_command(
 
     check_bind(host, port, allow_remote=allow_remote)  # before anything is opened
     token = resolve_token()
-    asyncio.run(_serve(workdir, host, port, allow_remote, runtime, token))
+    asyncio.run(_serve(workdir, host, port, allow_remote, runtime, token, home))
 
 
 async def _serve(workdir: Path | None, host: str, port: int, allow_remote: bool, runtime: str | None,
-                 token: str) -> None:  # fmt: skip
+                 token: str, home: Path | None) -> None:  # fmt: skip
     import agentlite
     from agentlite.dashboard.server import serve_dashboard
 
@@ -47,7 +53,17 @@ async def _serve(workdir: Path | None, host: str, port: int, allow_remote: bool,
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    async with await agentlite.create(workdir=workdir_path(workdir), runtime=runtime) as platform:
-        await serve_dashboard(
-            platform, host=host, port=port, allow_remote=allow_remote, token=token, stop=stop
-        )
+    box_home, box_runtime = None, None
+    if home is not None:
+        from agentlite.box import open_runtime
+        from agentlite.core.config import resolve_home
+
+        box_home = resolve_home(home)
+        box_runtime, _ = open_runtime(box_home, runtime, boot=False)  # lists and removes only
+    try:
+        async with await agentlite.create(workdir=workdir_path(workdir), runtime=runtime) as platform:
+            await serve_dashboard(platform, host=host, port=port, allow_remote=allow_remote, token=token,
+                                  stop=stop, box_home=box_home, box_runtime=box_runtime)  # fmt: skip
+    finally:
+        if box_runtime is not None:
+            await box_runtime.aclose()

@@ -23,6 +23,18 @@ HEADER = "x-agentlite-token"
 TOKEN_ENV = "AGENTLITE_DASHBOARD_TOKEN"
 MIN_TOKEN_LENGTH = 16
 
+#: On every answer: only this origin's own scripts and styles, never in a frame, no referrer (the
+#: first address carries the token), nothing cached.
+GUARD_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'",
+    ),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-content-type-options", b"nosniff"),
+]
+
 Scope = dict[str, Any]
 Receive = Any
 Send = Any
@@ -94,7 +106,13 @@ class TokenGate:
             return
         # Forms posted with only the cookie must also carry the form key (see module doc).
         scope.setdefault("state", {})["needs_form_key"] = not by_header
-        await self.app(scope, receive, send)
+
+        async def send_guarded(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *GUARD_HEADERS]}
+            await send(message)
+
+        await self.app(scope, receive, send_guarded)
 
     def _cookie(self) -> bytes:
         return f"{COOKIE}={self.token}; HttpOnly; SameSite=Strict; Path=/".encode()
@@ -102,5 +120,6 @@ class TokenGate:
 
 async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
     await send({"type": "http.response.start", "status": status,
-                "headers": [*headers, (b"content-length", str(len(body)).encode()), (b"cache-control", b"no-store")]})  # fmt: skip
+                "headers": [*headers, (b"content-length", str(len(body)).encode()), (b"cache-control", b"no-store"),
+                            *GUARD_HEADERS]})  # fmt: skip
     await send({"type": "http.response.body", "body": body})

@@ -15,8 +15,10 @@ import os
 import socket
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+from agentlite.box.base import BoxRuntime
 from agentlite.core.errors import ConfigError
 from agentlite.dashboard.app import Dashboard, create_app
 from agentlite.dashboard.auth import TOKEN_ENV, check_token, new_token
@@ -99,12 +101,15 @@ class _Server:
 async def serve_dashboard(platform: AgentLite, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
                           allow_remote: bool = False, token: str | None = None, stop: asyncio.Event,
                           announce: Callable[[str], None] | None = None,
-                          refresh: float | None = None) -> None:  # fmt: skip
-    """Serve the dashboard of ``platform`` until ``stop`` is set; ``announce`` gets the login line."""
+                          refresh: float | None = None, box_home: Path | None = None,
+                          box_runtime: BoxRuntime | None = None) -> None:  # fmt: skip
+    """Serve the dashboard of ``platform`` until ``stop`` is set; ``announce`` gets the login line.
+    ``box_home`` (with its ``box_runtime``): list that home's boxes instead of the platform's."""
     check_bind(host, port, allow_remote=allow_remote)
     secret = resolve_token(token)
     sock = listen(host, port)
-    dashboard = Dashboard(DashboardSource(platform), secret, refresh=refresh)
+    source = DashboardSource(platform, box_home=box_home, box_runtime=box_runtime)
+    dashboard = Dashboard(source, secret, refresh=refresh)
     dashboard.stopping = stop  # open streams end as soon as the server is asked to stop
     url = login_url(sock, secret)
     (announce or _print)(f"dashboard: {url}")

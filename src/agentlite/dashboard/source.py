@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from agentlite.box.base import BoxRuntime
 from agentlite.box.lifecycle import CleanupDecision, cleanup_orphans
 from agentlite.core.errors import ConfigError
 from agentlite.core.names import check_agent_name, check_task_id
@@ -55,8 +56,13 @@ class RunFilter:
 class DashboardSource:
     """The dashboard's one door to the platform."""
 
-    def __init__(self, platform: AgentLite) -> None:
+    def __init__(
+        self, platform: AgentLite, *, box_home: Path | None = None, box_runtime: BoxRuntime | None = None
+    ) -> None:
         self.platform = platform
+        #: Whose boxes the Boxes page lists: the platform's home unless another is given.
+        self.box_home = box_home or platform.box_home
+        self.box_runtime = box_runtime or platform.runtime
 
     # -- stores ---------------------------------------------------------------------------------
 
@@ -98,7 +104,7 @@ class DashboardSource:
 
     async def boxes(self) -> list[dict[str, Any]]:
         """`agentlite boxes` rows, each with what `cleanup --dry-run` would do with it and why."""
-        rows = await list_boxes(self.platform.runtime, self.platform.box_home)
+        rows = await list_boxes(self.box_runtime, self.box_home)
         plans = {d.name: d for d in await self.cleanup_plan()}
         for row in rows:
             plan = plans.get(row["name"])
@@ -106,14 +112,12 @@ class DashboardSource:
         return rows
 
     async def cleanup_plan(self, name: str | None = None) -> list[CleanupDecision]:
-        return await cleanup_orphans(self.platform.runtime, self.platform.box_home, dry_run=True, only=name)
+        return await cleanup_orphans(self.box_runtime, self.box_home, dry_run=True, only=name)
 
     async def remove_box(self, name: str, *, include_live: bool) -> list[CleanupDecision]:
         """The cleanup of this one box, by cleanup's own rules (a live owner's box only with
         ``include_live``, as ``cleanup --include-live``)."""
-        return await cleanup_orphans(
-            self.platform.runtime, self.platform.box_home, include_live=include_live, only=name
-        )
+        return await cleanup_orphans(self.box_runtime, self.box_home, include_live=include_live, only=name)
 
     # -- agents and groups ----------------------------------------------------------------------
 
