@@ -194,7 +194,7 @@ class Dashboard:
         name = str(form.get("name", ""))
         decisions = await self.source.remove_box(name, include_live=form.get("include_live") == "1")
         log.info("dashboard remove box=%s decisions=%s", name, [(d.action, d.reason) for d in decisions])
-        body = pages.remove_result([d.as_json() for d in decisions])
+        body = pages.remove_result([d.as_json() for d in decisions], decisions.error)
         return HTMLResponse(page("Remove a box", body, current="/boxes"))
 
     async def change_task(self, request: Request) -> Response:

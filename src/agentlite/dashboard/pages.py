@@ -113,12 +113,13 @@ def remove_confirm(row: dict[str, Any] | None, name: str, plan: list[dict[str, A
     )
 
 
-def remove_result(decisions: list[dict[str, Any]]) -> str:
+def remove_result(decisions: list[dict[str, Any]], error: str | None = None) -> str:
     body = [
         [f"<code>{esc(d['name'])}</code>", esc(d["action"]), esc(d["reason"]), esc(d["error"] or "")]
         for d in decisions
     ]
-    return table("What cleanup did", ["box", "action", "reason", "error"], body,
+    failed = f'<p role="alert">The cleanup itself failed: {esc(error)}</p>' if error else ""
+    return failed + table("What cleanup did", ["box", "action", "reason", "error"], body,
                  empty="Cleanup found no such box.") + '<p><a href="/boxes">Back to boxes</a></p>'  # fmt: skip
 
 

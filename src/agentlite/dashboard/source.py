@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from agentlite.box.base import BoxRuntime
-from agentlite.box.lifecycle import CleanupDecision, cleanup_orphans
+from agentlite.box.lifecycle import CleanupReport, cleanup_orphans
 from agentlite.core.errors import ConfigError
 from agentlite.core.names import check_agent_name, check_task_id
 from agentlite.platform.agent import Agent
@@ -111,10 +111,10 @@ class DashboardSource:
             row["cleanup"] = None if plan is None else plan.as_json()
         return rows
 
-    async def cleanup_plan(self, name: str | None = None) -> list[CleanupDecision]:
+    async def cleanup_plan(self, name: str | None = None) -> CleanupReport:
         return await cleanup_orphans(self.box_runtime, self.box_home, dry_run=True, only=name)
 
-    async def remove_box(self, name: str, *, include_live: bool) -> list[CleanupDecision]:
+    async def remove_box(self, name: str, *, include_live: bool) -> CleanupReport:
         """The cleanup of this one box, by cleanup's own rules (a live owner's box only with
         ``include_live``, as ``cleanup --include-live``)."""
         return await cleanup_orphans(self.box_runtime, self.box_home, include_live=include_live, only=name)
