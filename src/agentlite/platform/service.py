@@ -28,7 +28,8 @@ Example ``agentlite.toml``::
 
 Environment overrides (the reference's variables): ``TZ``, ``MAX_CONCURRENT_CONTAINERS``,
 ``CONTAINER_TIMEOUT`` and ``IDLE_TIMEOUT`` (milliseconds), ``AGENTLITE_RUNTIME``.
-A bad file is refused before anything starts, with one error naming the file and the key.
+A bad file is refused before anything starts, with one error naming the file and the key. Every
+key is documented in ``docs/config.md``, generated from these models (:mod:`agentlite.platform.config_doc`).
 """
 
 from __future__ import annotations
@@ -54,23 +55,37 @@ log = logging.getLogger("agentlite.service")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Each field's docstring is its description: docs/config.md is generated from them
+    # (agentlite.platform.config_doc), so the documented keys are the model's keys.
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
 class ChannelConfig(_Strict):
+    """A channel the agent talks through (`[[agents.channels]]`)."""
+
     type: Literal["telegram", "terminal", "jsonl"]
-    #: Telegram: the variable holding the bot token (never put the token itself in the file).
+    """`telegram` (a bot), `terminal` (stdin/stdout of `serve`) or `jsonl` (JSON lines on stdin/stdout)."""
     token_env: str | None = None
+    """Telegram: the environment variable holding the bot token, never the token itself (unset: `TELEGRAM_BOT_TOKEN`)."""
     base_url: str | None = None
+    """Telegram: the Bot API's base URL (unset: Telegram's own)."""
 
 
 class GroupConfig(_Strict):
+    """A chat the agent answers in (`[[agents.groups]]`); registered at start when new."""
+
     jid: str
+    """The chat's id in its channel, for example `tg:123456`."""
     name: str
+    """A display name for the group."""
     folder: str
+    """The group's folder under the agent's `groups/` (letters, digits, `_`, `-`; 1 to 64): its files and memory."""
     trigger: str | None = None
+    """The word that wakes the agent in this group (unset: `@<assistant_name>`)."""
     is_main: bool = False
+    """The main group: needs no trigger and may message any chat, manage every task and register groups."""
     requires_trigger: bool = True
+    """Whether a non-main group needs the trigger word to wake the agent."""
 
     @field_validator("folder")
     @classmethod
@@ -79,18 +94,28 @@ class GroupConfig(_Strict):
 
 
 class AgentConfig(_Strict):
+    """One agent (`[[agents]]`): created at the first start, updated to match the file at each."""
+
     name: str
+    """The agent's name (letters, digits, `_`, `-`, `.`; 1 to 64)."""
     assistant_name: str = "Andy"
+    """The assistant's name in chats, and its trigger word (`@Andy`)."""
     backend: BackendConfig = Field(default_factory=BackendConfig)
+    """Which agent CLI runs its turns and how it reaches its model (the table below)."""
     instructions: str | None = None
-    #: The agent's box network (none, egress, allowlist, host); unset keeps what the agent has.
+    """Instructions every box of the agent gets (its `CLAUDE.md` / `AGENTS.md`)."""
     network: Literal["none", "egress", "allowlist", "host"] | None = None
+    """The agent's box network (unset: what the agent has, `egress` for a new one)."""
     allow_net: list[str] = []
-    #: Peer ACP agents the agent's boxes may delegate to (see :mod:`agentlite.platform.acp_peers`).
+    """With `network = "allowlist"`: `example.com`, `*.example.com` or `HOST:PORT` entries."""
     acp_peers: list[str | dict[str, Any]] = []
+    """Peer ACP agents its boxes may delegate to, each run in its own box: `"codex"`, `"claude-code"`, `"auto"` or `{name, command, args, env, description, base_url, model}`."""
     acp_permissions: Literal["deny", "allow"] = "deny"
+    """Whether the peers' permission requests are denied or allowed (inside their box)."""
     channels: list[ChannelConfig] = []
+    """The agent's channels (`[[agents.channels]]`)."""
     groups: list[GroupConfig] = []
+    """The agent's groups (`[[agents.groups]]`)."""
 
     @field_validator("name")
     @classmethod
@@ -99,25 +124,34 @@ class AgentConfig(_Strict):
 
 
 class ServiceConfig(_Strict):
-    #: Relative paths are taken from the config file's folder; unset means $AGENTLITE_WORKDIR or
-    #: ~/.local/share/agentlite/platform, the folder the other CLI commands use.
+    """The file's top level."""
+
     workdir: str | None = None
+    """The platform's folder, relative to the config file's (unset: `$AGENTLITE_WORKDIR`, else `~/.local/share/agentlite/platform`, the folder the other commands use)."""
     timezone: str | None = None
+    """The IANA time zone of cron tasks and budget days (unset: `$TZ`, else the machine's, else UTC)."""
     runtime: Literal["auto", "boxlite", "sandbox"] | None = None
+    """The box runtime (unset: `$AGENTLITE_RUNTIME`, else `auto`)."""
     max_concurrent: int = Field(default=5, ge=1)
+    """Boxes running at once, over all groups."""
     box_timeout: float = Field(default=1800.0, gt=0)
+    """Seconds a box may run before it is stopped."""
     idle_timeout: float = Field(default=1800.0, gt=0)
-    #: Adopt the live boxes of turns a crashed earlier service left (unset: $AGENTLITE_ADOPT_RUNS, else on).
+    """Seconds a box waits for a follow-up message after a turn before it ends."""
     adopt_runs: bool | None = None
+    """Adopt the live boxes of turns a crashed earlier service left (unset: `$AGENTLITE_ADOPT_RUNS`, else on); `false` reaps them and runs the message again."""
     agents: list[AgentConfig] = []
+    """The agents (`[[agents]]`)."""
 
 
-_ENV_OVERRIDES = {
-    "TZ": ("timezone", str),
-    "MAX_CONCURRENT_CONTAINERS": ("max_concurrent", int),
-    "CONTAINER_TIMEOUT": ("box_timeout", lambda v: int(v) / 1000),
-    "IDLE_TIMEOUT": ("idle_timeout", lambda v: int(v) / 1000),
-    "AGENTLITE_RUNTIME": ("runtime", str),
+#: Environment variables (the reference's names) that win over the file: ``{variable: (key, convert,
+#: what the value is)}``.
+ENV_OVERRIDES: dict[str, tuple[str, Callable[[str], Any], str]] = {
+    "TZ": ("timezone", str, "an IANA time zone name"),
+    "MAX_CONCURRENT_CONTAINERS": ("max_concurrent", int, "a count"),
+    "CONTAINER_TIMEOUT": ("box_timeout", lambda v: int(v) / 1000, "milliseconds"),
+    "IDLE_TIMEOUT": ("idle_timeout", lambda v: int(v) / 1000, "milliseconds"),
+    "AGENTLITE_RUNTIME": ("runtime", str, "`auto`, `boxlite` or `sandbox`"),
 }
 
 
@@ -130,7 +164,7 @@ def load_config(path: Path, env: dict[str, str] | None = None) -> ServiceConfig:
         raise ConfigError(f"config file `{path}` does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file `{path}` is not valid TOML: {exc}") from None
-    for var, (key, convert) in _ENV_OVERRIDES.items():
+    for var, (key, convert, _what) in ENV_OVERRIDES.items():
         if env.get(var):
             try:
                 data[key] = convert(env[var])

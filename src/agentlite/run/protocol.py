@@ -32,17 +32,21 @@ class _Model(BaseModel):
 class BackendConfig(_Model):
     """Which agent drives a run and how it reaches its model."""
 
+    # The field docstrings are the descriptions in docs/config.md (agentlite.platform.config_doc).
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
     type: Literal["codex", "claude_code", "acp"] = DEFAULT_BACKEND_TYPE
-    #: Model name passed to the CLI; blank means the CLI's default.
+    """`codex` (Codex CLI), `claude_code` (Claude Code) or `acp` (any Agent Client Protocol agent)."""
     model: str | None = None
-    #: Model endpoint (a proxy, a self-hosted model, the offline demo model); None = the vendor's.
+    """Model name passed to the CLI; blank means the CLI's default."""
     base_url: str | None = None
-    #: Name of the environment variable holding the API key (default per backend type).
+    """Model endpoint (a proxy, a self-hosted model, the offline demo model); unset means the vendor's."""
     api_key_env: str | None = None
-    #: ACP only: the agent command line, for example ["codex-acp"].
+    """Name of the environment variable holding the API key (unset: `OPENAI_API_KEY` for codex, `ANTHROPIC_API_KEY` for claude_code)."""
     command: list[str] | None = None
-    #: Retries of a failed model request inside the CLI (bounded: never retry forever).
+    """ACP only: the agent command line, for example `["codex-acp"]`."""
     max_retries: int = Field(default=2, ge=0, le=10)
+    """Retries of a failed model request inside the CLI (0 to 10: never retry forever)."""
 
     @field_validator("model")
     @classmethod
