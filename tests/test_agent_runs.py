@@ -13,6 +13,7 @@ import pytest
 
 from agentlite.box.ownership import RecordStore
 from agentlite.box.sandbox import SandboxRuntime
+from agentlite.core.errors import RunTimeout
 from agentlite.run import box_run as _run
 from agentlite.run.box_run import RunOutcome, run_agent
 from agentlite.run.protocol import (
@@ -213,6 +214,9 @@ async def test_hanging_backend_is_killed_by_the_hard_timeout(sandbox: SandboxRun
                                 timeout=3, idle_timeout=0.5)  # fmt: skip
     assert (outcome.status, outcome.reason) == ("error", "timeout")
     assert outcome.error == "Box timed out after 3 s"
+    with pytest.raises(RunTimeout) as timed_out:  # the same outcome, as an exception
+        outcome.raise_for_status()
+    assert (timed_out.value.box, timed_out.value.timeout) == (outcome.box, 3)
     assert events[-1].reason == "timeout"  # type: ignore[union-attr]
     assert time.monotonic() - started < 30
 

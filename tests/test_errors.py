@@ -220,3 +220,21 @@ def test_validation_problems_have_one_wording() -> None:
         " `name`: must not be empty"
     )
     assert describe_validation_error(caught.value, first_only=True).startswith("`items[0].n`: ")
+
+
+def test_a_failed_turn_raises_run_error_on_request_and_a_timed_out_one_run_timeout() -> None:
+    from agentlite.core.errors import RunError, RunTimeout
+    from agentlite.run.box_run import RunOutcome
+    from agentlite.run.turn import TurnResult
+
+    ok = TurnResult(status="success", result="hi")
+    assert ok.raise_for_status() is ok
+    with pytest.raises(RunError, match=r"^model said no$") as failed:
+        TurnResult(status="error", error="model said no").raise_for_status()
+    assert not isinstance(failed.value, RunTimeout)
+    outcome = RunOutcome(
+        "error", "timeout", None, "Box timed out after 2 s", None, -9, "agentlite-x-g-1", timeout=2
+    )
+    with pytest.raises(RunTimeout, match="box `agentlite-x-g-1` timed out after 2 s"):
+        outcome.raise_for_status()
+    assert TurnResult(status="error", error="x").line()["error"] == "x"  # the final line has no extra key

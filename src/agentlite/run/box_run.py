@@ -27,6 +27,7 @@ from agentlite.box.lifecycle import Deadline, run_in_box
 from agentlite.box.network import HOST_MODE_WARNING, NetworkMode, loopback_ports, model_endpoint_entries
 from agentlite.core.agent_clis import agent_clis_bin
 from agentlite.core.box_env import ENV_IPC_INPUT, ENV_SINGLE_TURN, ENV_WORKSPACE
+from agentlite.core.errors import RunError, RunTimeout
 from agentlite.guest.runner import bytecode as box_bytecode
 from agentlite.run.protocol import (
     BackendConfig,
@@ -65,6 +66,17 @@ class RunOutcome:
     exit_code: int
     box: str
     log_path: Path | None = None
+    #: The hard timeout in seconds, when that is what ended the run (``reason`` ``timeout``).
+    timeout: float | None = None
+
+    def raise_for_status(self) -> RunOutcome:
+        """This outcome if the run succeeded; else :class:`RunTimeout` (the hard timeout ended it)
+        or :class:`RunError` with the run's error, for a caller that wants an exception."""
+        if self.status == "success":
+            return self
+        if self.reason == "timeout" and self.timeout is not None:
+            raise RunTimeout(self.box, self.timeout)
+        raise RunError(self.error or f"the run in box `{self.box}` failed (exit {self.exit_code})")
 
 
 @dataclass
@@ -267,7 +279,14 @@ def _classify(exit_code: int, timed_out: bool, last_state: str | None, result: s
         return RunOutcome("success", "idle_timeout", result, None, session_id, exit_code, box)
     if timed_out:
         return RunOutcome(
-            "error", "timeout", None, f"Box timed out after {timeout:g} s", session_id, exit_code, box
+            "error",
+            "timeout",
+            None,
+            f"Box timed out after {timeout:g} s",
+            session_id,
+            exit_code,
+            box,
+            timeout=timeout,
         )
     if oom_mib is not None:  # a result reached after the kernel killed part of the box is not trusted
         return RunOutcome("error", "error_exit", None, f"box ran out of memory ({oom_mib} MiB)", session_id,

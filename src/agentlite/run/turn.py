@@ -19,10 +19,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from agentlite.box.base import BoxRuntime
 from agentlite.core.clock import iso_utc
+from agentlite.core.errors import RunError, RunTimeout
 from agentlite.core.safefs import UnsafePath
 from agentlite.platform.usage import Counts, RunStopped, UsageTally
 from agentlite.run.box_run import RunOutcome, run_agent
@@ -86,6 +87,8 @@ class TurnResult(BaseModel):
     timings: TurnTimings | None = None
     #: Set when the answer came from the built-in offline demo model (no API key was found).
     offline_demo_model: bool | None = None
+    #: (box, seconds) when the box's hard timeout ended the turn; not part of the ``final`` line.
+    _timed_out: tuple[str, float] | None = PrivateAttr(default=None)
 
     @classmethod
     def failed(
@@ -93,6 +96,16 @@ class TurnResult(BaseModel):
     ) -> TurnResult:
         """A final for a request that never ran (bad input, a stopped host)."""
         return cls(id=request_id, status="error", error=error, session_id=session_id)
+
+    def raise_for_status(self) -> TurnResult:
+        """This result if the turn succeeded; else raise :class:`RunTimeout` (the box's hard timeout
+        ended it) or :class:`RunError` naming the turn's error, for a caller that wants exceptions
+        rather than checking ``status``."""
+        if self.status == "success":
+            return self
+        if self._timed_out is not None:
+            raise RunTimeout(*self._timed_out)
+        raise RunError(self.error or "the turn failed")
 
     def line(self) -> dict[str, Any]:
         """The JSON object written as the ``final`` line."""
@@ -197,5 +210,8 @@ async def run_turn(
     if outcome.status == "success" and errored is None:
         return TurnResult(id=request_id, status="success", result=outcome.result, session_id=last_session,
                           usage=usage(), timings=timings())  # fmt: skip
-    return TurnResult(id=request_id, status="error", error=outcome.error or errored, session_id=last_session,
-                      usage=usage(), timings=timings())  # fmt: skip
+    failed = TurnResult(id=request_id, status="error", error=outcome.error or errored, session_id=last_session,
+                        usage=usage(), timings=timings())  # fmt: skip
+    if outcome.reason == "timeout" and outcome.timeout is not None:
+        failed._timed_out = (outcome.box, outcome.timeout)
+    return failed
