@@ -233,6 +233,7 @@ async def test_schedule_task_authorization(root: Path, watcher: IpcWatcher, hand
         drop(root, "main", "tasks", schedule("unregistered@g")),  # even main needs a registered target
         drop(root, "team", "tasks", schedule("team@g", prompt="")),
         drop(root, "team", "tasks", {**schedule("team@g"), "task_id": None}),
+        drop(root, "team", "tasks", schedule("team@g", task_id="t-other")),  # the id is another task's
     ]
     await watcher.process_once()
     base = {

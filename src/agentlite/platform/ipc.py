@@ -8,7 +8,8 @@ formats are documented in :mod:`agentlite.guest.mcp_server`, which writes them.
 Authorization (reference section 8), enforced before the handler sees anything:
 
 * ``message``: main may send to any chat; other groups only to chats registered to their own folder.
-* ``schedule_task``: the target chat must be registered; a non-main group may only target its own.
+* ``schedule_task``: the target chat must be registered; a non-main group may only target its own;
+  the request's ``task_id`` becomes the task's id (the box told its agent that id), so a taken one is refused.
 * ``pause_task`` / ``resume_task`` / ``cancel_task`` / ``update_task``: main, or the folder owning the task.
 * ``register_group`` / ``refresh_groups``: main only; ``is_main`` can never be set over IPC.
 
@@ -306,9 +307,12 @@ class IpcWatcher:
             raise IpcRejected(f"schedule_task target {target_jid!r} is not a registered group")
         if not is_main and target.folder != folder:
             raise IpcRejected(f"group {folder!r} may not schedule tasks for {target.folder!r}")
+        task_id = _task_id(request)
+        if self._task_owner(task_id) is not None:  # the box's id becomes the task's: never a taken one
+            raise IpcRejected(f"task id {task_id!r} is taken")
         mode = request.get("context_mode")
         await self._handler.schedule_task(
-            task_id=_task_id(request),
+            task_id=task_id,
             group_folder=target.folder,
             chat_id=target_jid,
             prompt=_text(request, "prompt"),
