@@ -21,11 +21,20 @@ from tests.oci import make_oci_layout
 from agentlite.box import sandbox
 from agentlite.box.base import BoxRuntime, BoxSpec
 from agentlite.box.boxlite import BoxliteRuntime
-from agentlite.box.guest_layout import BOXLITE_HOST_IP, GuestLayout, host_layout, image_layout
+from agentlite.box.guest_layout import (
+    BOXLITE_HOST_IP,
+    GUEST_HOME,
+    GUEST_PATH,
+    GUEST_PYTHON,
+    GUEST_UID,
+    GuestLayout,
+    host_layout,
+    image_layout,
+)
 from agentlite.box.probe import boxlite_checks
 from agentlite.box.sandbox import SandboxRuntime
-from agentlite.image.builder import GUEST_HOME, GUEST_PATH, GUEST_PYTHON, GUEST_UID
 from agentlite.run.box_run import run_agent
+from agentlite.run.guest_input import guest_runner_input
 from agentlite.run.protocol import ActionsAuth, BackendConfig, McpServer, RunnerInput
 from agentlite.run.turn import GroupKey, run_turn
 
@@ -127,7 +136,7 @@ async def test_a_boxlite_turn_runs_the_image_python_and_reaches_the_host_at_boxl
 def test_host_root_sandbox_keeps_the_host_python_and_urls(tmp_path: Path) -> None:
     layout = SandboxRuntime(tmp_path / "home").guest_layout()
     assert layout == host_layout()
-    sent = layout.runner_input(turn_input())
+    sent = guest_runner_input(layout, turn_input())
     assert sent == turn_input()
     assert layout.runner_argv() == [sys.executable, "-m", "agentlite.guest.runner"]
     # The host's own user, the sandbox's agent home, the host's system PATH folders.
@@ -144,7 +153,7 @@ def test_image_sandbox_uses_the_image_python_and_keeps_loopback_urls(tmp_path: P
     (rootfs / "etc").mkdir(parents=True)
     (rootfs / "etc" / "passwd").write_text("agent:x:1000:1000::/home/agent:/bin/sh\n")
     layout = SandboxRuntime(tmp_path / "home", rootfs=rootfs).guest_layout()
-    sent = layout.runner_input(turn_input())
+    sent = guest_runner_input(layout, turn_input())
     assert layout.runner_argv()[0] == GUEST_PYTHON and sent.mcp_servers["agentlite"].command == GUEST_PYTHON
     # The sandbox bridges the host's loopback ports a run needs, so the URLs stay as they are.
     assert sent.actions_auth == turn_input().actions_auth and sent.backend.base_url == MODEL

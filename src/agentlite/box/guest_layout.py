@@ -10,24 +10,39 @@ at :data:`BOXLITE_HOST_IP`, so loopback URLs the run hands to the box are rewrit
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
-from agentlite.core.box_env import ENV_ACTIONS_URL
+# The guest image's layout (what :mod:`agentlite.image.builder` puts where): the box layer runs
+# boxes on it, the builder makes it.
+GUEST_USER = "agent"
+GUEST_UID = 1000
+GUEST_HOME = "/home/agent"
+GUEST_VENV = "/opt/agentlite"
+GUEST_CLIS = "/opt/agent-clis"
+GUEST_PYTHON = f"{GUEST_VENV}/bin/python"
+GUEST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+GUEST_PATH = (
+    f"{GUEST_VENV}/bin:{GUEST_CLIS}/node_modules/.bin:"
+    "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
+)
+#: The environment every box on the image gets (no host values).
+GUEST_ENV = {
+    "PATH": GUEST_PATH,
+    "HOME": GUEST_HOME,
+    "LANG": "C.UTF-8",
+    "AGENTLITE_AGENT_CLIS": GUEST_CLIS,
+    "SSL_CERT_FILE": GUEST_CA_BUNDLE,
+    "NODE_EXTRA_CA_CERTS": GUEST_CA_BUNDLE,
+}
 
-if TYPE_CHECKING:
-    from agentlite.run.protocol import RunnerInput
 
 #: The address at which BoxLite's user-mode network (gvproxy) NATs guest traffic to the host's
 #: 127.0.0.1 (also ``host.boxlite.internal``; the number needs no DNS inside the guest).
 BOXLITE_HOST_IP = "192.168.127.254"
 _LOOPBACK_NAMES = ("127.0.0.1", "localhost")
-#: MCP server environment variables that carry a host URL the guest must reach.
-_URL_ENV = (ENV_ACTIONS_URL,)
 
 
 @dataclass(frozen=True)
@@ -76,23 +91,6 @@ class GuestLayout:
             netloc = f"{parts.netloc.rpartition('@')[0]}@{netloc}"
         return urlunsplit(parts._replace(netloc=netloc))
 
-    def runner_input(self, run_input: RunnerInput) -> RunnerInput:
-        """The run input as the box must see it: guest Python for MCP servers the host started with
-        its own Python, host URLs as the guest reaches them. The per-run token is unchanged."""
-        host_pythons = {sys.executable, os.path.realpath(sys.executable)}
-        servers = {}
-        for name, server in run_input.mcp_servers.items():
-            command = self.python if server.command in host_pythons else server.command
-            env = {k: self.guest_url(v) if k in _URL_ENV else v for k, v in server.env.items()}
-            servers[name] = server.model_copy(update={"command": command, "env": env})
-        backend = run_input.backend
-        if backend.base_url is not None:
-            backend = backend.model_copy(update={"base_url": self.guest_url(backend.base_url)})
-        auth = run_input.actions_auth
-        if auth is not None:
-            auth = auth.model_copy(update={"url": self.guest_url(auth.url)})
-        return run_input.model_copy(update={"mcp_servers": servers, "backend": backend, "actions_auth": auth})
-
 
 def host_layout() -> GuestLayout:
     """A host-root box: the host's own Python at its own path, as uid 0 of the box (the home and
@@ -103,7 +101,5 @@ def host_layout() -> GuestLayout:
 def image_layout(host_loopback: str | None = None) -> GuestLayout:
     """A box on the guest image (:mod:`agentlite.image.builder`): the image's venv Python, environment,
     home and user."""
-    from agentlite.image.builder import GUEST_ENV, GUEST_HOME, GUEST_PYTHON, GUEST_UID
-
     return GuestLayout(python=GUEST_PYTHON, env=dict(GUEST_ENV), home=GUEST_HOME, uid=GUEST_UID,
                        host_loopback=host_loopback)  # fmt: skip

@@ -45,6 +45,7 @@ import psutil
 from agentlite.box import box_user, cgroups, seccomp
 from agentlite.box.base import BoxInfo, BoxRuntime, BoxSpec, BoxState
 from agentlite.box.boxnet import BoxNetwork, helper_process
+from agentlite.box.guest_layout import GUEST_ENV, GUEST_PYTHON, GUEST_UID
 from agentlite.box.procs import (
     BOX_MARKER_ENV,
     is_same_process,
@@ -794,8 +795,6 @@ def _box_env(env: Mapping[str, str], *, image: bool = False) -> dict[str, str]:
     if not image:
         base = {"PATH": BASE_PATH, "HOME": BOX_HOME, "LANG": "C.UTF-8"}
         return {**base, **{str(k): str(v) for k, v in env.items()}}
-    from agentlite.image.builder import GUEST_ENV
-
     merged = {**GUEST_ENV, **{str(k): str(v) for k, v in env.items()}}
     # The image's own folders come first; a PATH given for host-root boxes keeps only what is left.
     own = GUEST_ENV["PATH"].split(":")
@@ -806,7 +805,7 @@ def _box_env(env: Mapping[str, str], *, image: bool = False) -> dict[str, str]:
 
 # Image mode: the image's user, which top-level folders of the image are shown, which host files are
 # bound over the image's placeholders at start.
-IMAGE_UID = 1000
+IMAGE_UID = GUEST_UID
 _IMAGE_SKIP = frozenset(
     {"dev", "proc", "sys", "tmp", "run", "home", "root", "mnt", "media", "srv", "workspace"}
 )
@@ -832,8 +831,6 @@ def _image_root_argv(rootfs: Path) -> list[str]:
 
 def _image_argv(argv: Sequence[str]) -> list[str]:
     """Host-root commands that name the host's Python run the image's venv Python instead."""
-    from agentlite.image.builder import GUEST_PYTHON
-
     first = argv[0]
     host_pythons = {sys.executable, os.path.realpath(sys.executable)}
     if first in host_pythons:
@@ -928,8 +925,6 @@ def _wait_exit(pid: int, timeout: float) -> None:
 
 
 def _guest_python() -> str:
-    from agentlite.image.builder import GUEST_PYTHON
-
     return GUEST_PYTHON
 
 

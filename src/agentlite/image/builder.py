@@ -48,6 +48,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from agentlite.box.guest_layout import (
+    GUEST_CLIS,
+    GUEST_ENV,
+    GUEST_HOME,
+    GUEST_PATH,
+    GUEST_PYTHON,
+    GUEST_UID,
+    GUEST_USER,
+    GUEST_VENV,
+)
 from agentlite.core.errors import ConfigError, ImageBuildFailed, UnknownBackend
 
 log = logging.getLogger("agentlite.image")
@@ -85,27 +95,6 @@ BACKEND_PACKAGES: dict[str, tuple[str, ...]] = {
     "acp": ("@zed-industries/codex-acp", "@agentclientprotocol/claude-agent-acp"),
 }
 DEFAULT_BACKENDS = ("codex", "claude_code")
-
-GUEST_USER = "agent"
-GUEST_UID = 1000
-GUEST_HOME = "/home/agent"
-GUEST_VENV = "/opt/agentlite"
-GUEST_CLIS = "/opt/agent-clis"
-GUEST_PYTHON = f"{GUEST_VENV}/bin/python"
-GUEST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
-GUEST_PATH = (
-    f"{GUEST_VENV}/bin:{GUEST_CLIS}/node_modules/.bin:"
-    "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
-)
-#: The environment every box on the image gets (no host values).
-GUEST_ENV = {
-    "PATH": GUEST_PATH,
-    "HOME": GUEST_HOME,
-    "LANG": "C.UTF-8",
-    "AGENTLITE_AGENT_CLIS": GUEST_CLIS,
-    "SSL_CERT_FILE": GUEST_CA_BUNDLE,
-    "NODE_EXTRA_CA_CERTS": GUEST_CA_BUNDLE,
-}
 
 ENV_SANDBOX_ROOTFS = "AGENTLITE_SANDBOX_ROOTFS"
 LAYOUT_DIR = "oci"

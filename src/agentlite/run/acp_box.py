@@ -28,6 +28,7 @@ from agentlite.core.box_env import ANTHROPIC_KEY_ENV, ENV_ACP_INPUT, OPENAI_KEY_
 from agentlite.core.errors import UnknownBackend
 from agentlite.guest.runner import bytecode as box_bytecode
 from agentlite.run.box_run import GUEST_WORKSPACE, runner_env
+from agentlite.run.guest_input import guest_runner_input
 from agentlite.run.protocol import BackendConfig, RunnerInput
 
 log = logging.getLogger("agentlite.acp")
@@ -137,8 +138,11 @@ class AdapterBox:
         """Make the box, start the adapter and ``initialize`` it; returns the adapter's answer."""
         layout = self.runtime.guest_layout()
         self.agent_home.mkdir(parents=True, exist_ok=True)
-        run_input = layout.runner_input(
-            RunnerInput(prompt="", group_folder=self.group, chat_id="acp", is_main=True, backend=self.backend)
+        run_input = guest_runner_input(
+            layout,
+            RunnerInput(
+                prompt="", group_folder=self.group, chat_id="acp", is_main=True, backend=self.backend
+            ),
         )
         env = layout.box_env(runner_env(self.backend, single_turn=False, layout=layout))
         env[ENV_ACP_INPUT] = run_input.model_dump_json()

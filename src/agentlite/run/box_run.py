@@ -29,6 +29,7 @@ from agentlite.core.agent_clis import agent_clis_bin
 from agentlite.core.box_env import ENV_IPC_INPUT, ENV_SINGLE_TURN, ENV_WORKSPACE
 from agentlite.core.errors import RunError, RunTimeout
 from agentlite.guest.runner import bytecode as box_bytecode
+from agentlite.run.guest_input import guest_runner_input
 from agentlite.run.protocol import (
     BackendConfig,
     ErrorEvent,
@@ -151,7 +152,7 @@ async def run_agent(
     # The box's own Python, environment and view of the host (a VM reaches the host elsewhere).
     layout = runtime.guest_layout()
     env = layout.box_env(runner_env(run_input.backend, single_turn=single_turn, layout=layout))
-    guest_input = layout.runner_input(run_input)
+    guest_input = guest_runner_input(layout, run_input)
     base = spec or BoxSpec()
     # In allowlist mode the run's own remote model endpoint is always allowed (its host and port).
     allowlist = base.net_mode is NetworkMode.ALLOWLIST
