@@ -33,10 +33,10 @@ import acp
 from acp import schema
 
 from agentlite.core.agent_clis import agent_clis_bin
+from agentlite.offline.model_server import ModelServer
 from agentlite.run.acp_box import adapter_backend
 from agentlite.run.acp_client import AcpClientBase
 from agentlite.run.protocol import RunnerInput
-from agentlite.testing.model_server import ModelServer
 
 
 class _Client(AcpClientBase):

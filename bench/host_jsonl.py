@@ -2,7 +2,7 @@
 
 Starts ``.venv/bin/agentlite host --jsonl --backend codex --base-url <model server>`` as a
 subprocess (``AGENTLITE_HOME`` a temporary folder, ``AGENTLITE_RUNTIME=sandbox``, no API key) with an
-in-process offline :class:`~agentlite.testing.model_server.ModelServer` (scenario ``text``: one model
+in-process offline :class:`~agentlite.offline.model_server.ModelServer` (scenario ``text``: one model
 call per turn, no delay). All request lines (default 100, spread round-robin over 5 groups) are
 written at once, stdin is closed, and stdout is read until every final has come and the host exited.
 Each id must get exactly one final, with status ``success`` and the scenario's text; anything else
@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from agentlite.box.sandbox import SandboxRuntime
+from agentlite.offline.model_server import ModelServer
 from agentlite.platform.hostmode import DEFAULT_MAX_CONCURRENT
-from agentlite.testing.model_server import ModelServer
 from run_overhead import EXPECTED, BareCodex, BenchFailure, TimedSandbox, codex_path
 
 SCENARIO = "text"

@@ -30,10 +30,10 @@ from typing import Any
 import agentlite
 import agentlite.platform.agent as agent_module
 from agentlite.core.agent_clis import agent_clis_bin
+from agentlite.offline.model_server import ModelServer
 from agentlite.platform.ledger import RunRecord
 from agentlite.platform.ledger_turn import LedgerTurn
 from agentlite.platform.store import AgentStore
-from agentlite.testing.model_server import ModelServer
 
 
 def ledger_writes(folder: Path, turns: int) -> list[float]:

@@ -50,8 +50,8 @@ from agentlite.box.base import BoxInfo, BoxSpec
 from agentlite.box.ownership import ownership_for
 from agentlite.box.sandbox import SandboxProcess, SandboxRuntime
 from agentlite.core.agent_clis import agent_clis_bin
+from agentlite.offline.model_server import ModelServer
 from agentlite.platform.store import Message, now_iso
-from agentlite.testing.model_server import ModelServer
 
 TARGET_PCT = 10.0
 WARMUP = 2

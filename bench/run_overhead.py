@@ -1,7 +1,7 @@
 """Host overhead per agent turn: ``run_agent`` end to end against the bare agent CLI in the same box.
 
 Variant A is :func:`agentlite.run.box_run.run_agent` (``single_turn=True``, backend codex) against an
-in-process :class:`~agentlite.testing.model_server.ModelServer`: ownership record, box create, the
+in-process :class:`~agentlite.offline.model_server.ModelServer`: ownership record, box create, the
 in-box runner (``python -m agentlite.guest.runner``) which writes the codex config and runs ``codex exec``,
 event framing and parsing on the host, box removal and the run log. Variant B ("bare") makes the
 same kind of box by hand (same volumes, same box env, a ``config.toml`` written by
@@ -60,10 +60,10 @@ from agentlite.box.sandbox import BOX_HOME, SandboxProcess, SandboxRuntime
 from agentlite.core.agent_clis import agent_clis_bin
 from agentlite.guest.backends.base import BackendContext
 from agentlite.guest.backends.codex import codex_args
+from agentlite.offline.model_server import ModelServer
 from agentlite.run.box_run import GUEST_IPC, GUEST_WORKSPACE, run_agent, runner_env
 from agentlite.run.protocol import BackendConfig, Event, ResultEvent, RunnerInput, SdkMessageEvent, StateEvent
 from agentlite.run.runner_input import request_close, write_follow_up
-from agentlite.testing.model_server import ModelServer
 
 #: Targets (issue 12): overhead of a 3-call 1-s turn, of an instant-model turn, of a follow-up turn in a
 #: live box; runner start (exec -> runner up) and MCP server start -> first answer at p50; CPU in the

@@ -21,8 +21,8 @@ import pytest
 from agentlite.box.probe import sandbox_checks
 from agentlite.box.sandbox import SandboxRuntime
 from agentlite.core.agent_clis import agent_clis_bin
+from agentlite.testing import ModelServer
 from agentlite.testing.chaos import host_argv
-from agentlite.testing.model_server import ModelServer
 
 _missing = [c for c in sandbox_checks() if not c.ok]
 SANDBOX_REASON = "; ".join(f"{c.name}: {c.detail} (fix: {c.fix})" for c in _missing)

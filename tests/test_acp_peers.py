@@ -22,8 +22,8 @@ from agentlite.box.ownership import RecordStore
 from agentlite.box.sandbox import SandboxRuntime
 from agentlite.core.errors import ConfigError
 from agentlite.platform.acp_peers import AcpPeer, _PeerBox, _PeerClient, resolve_peers
+from agentlite.testing import ModelServer
 from agentlite.testing.channels import RecordingChannel, RecordingChannels
-from agentlite.testing.model_server import ModelServer
 from conftest import needs_agent_clis, until
 
 needs_codex = needs_agent_clis("codex", "codex-acp")

@@ -19,7 +19,7 @@ from acp import schema
 from agentlite.box.ownership import RecordStore
 from agentlite.box.sandbox import SandboxRuntime
 from agentlite.run.acp_client import AcpClientBase
-from agentlite.testing.model_server import ModelServer
+from agentlite.testing import ModelServer
 from conftest import needs_agent_clis, until
 
 

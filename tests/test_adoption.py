@@ -19,7 +19,7 @@ import pytest
 from agentlite.box.ownership import RecordStore
 from agentlite.box.sandbox import SandboxRuntime
 from agentlite.platform.store import AgentStore
-from agentlite.testing.model_server import ModelServer
+from agentlite.testing import ModelServer
 from conftest import needs_agent_clis, until
 
 pytestmark = needs_agent_clis("codex")

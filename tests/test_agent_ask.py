@@ -15,7 +15,7 @@ from agentlite.box.ownership import RecordStore
 from agentlite.box.sandbox import SandboxRuntime
 from agentlite.core.errors import BoxError
 from agentlite.platform.app import AgentLite
-from agentlite.testing.model_server import ModelServer
+from agentlite.testing import ModelServer
 from conftest import needs_codex, until
 
 pytestmark = needs_codex

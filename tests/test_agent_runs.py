@@ -26,7 +26,7 @@ from agentlite.run.protocol import (
     StateEvent,
 )
 from agentlite.run.runner_input import request_close, write_follow_up
-from agentlite.testing.model_server import ModelServer
+from agentlite.testing import ModelServer
 from conftest import needs_agent_clis
 
 

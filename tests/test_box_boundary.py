@@ -294,7 +294,7 @@ async def test_a_run_out_of_memory_ends_in_one_clear_error(
     from agentlite.core.agent_clis import agent_clis_bin
     from agentlite.run.box_run import run_agent
     from agentlite.run.protocol import BackendConfig, ErrorEvent, Event, RunnerInput
-    from agentlite.testing.model_server import ModelServer
+    from agentlite.testing import ModelServer
 
     bin_dir = agent_clis_bin()
     if bin_dir is None or not (bin_dir / "codex").exists():

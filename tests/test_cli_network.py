@@ -109,8 +109,8 @@ async def test_an_agents_network_reaches_its_boxes(tmp_path: Path) -> None:
     import json
 
     import agentlite
+    from agentlite.testing import ModelServer
     from agentlite.testing.channels import RecordingChannels
-    from agentlite.testing.model_server import ModelServer
 
     channels = RecordingChannels()
 

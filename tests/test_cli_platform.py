@@ -157,7 +157,7 @@ def test_chat_refuses_a_bad_backend_option_before_making_anything(tmp_path: Path
 
 @needs_agent_clis("codex")
 async def test_chat_takes_backend_model_and_base_url(tmp_path: Path) -> None:
-    from agentlite.testing.model_server import ModelServer
+    from agentlite.testing import ModelServer
 
     async with ModelServer(scenario="text") as model:
         made = await asyncio.to_thread(cli, tmp_path, "chat", "--backend", "codex", "--model", "m-one",

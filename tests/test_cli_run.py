@@ -16,7 +16,7 @@ import pytest
 from agentlite.box.ownership import RecordStore
 from agentlite.box.sandbox import SandboxRuntime
 from agentlite.platform.oneshot import agent_lock
-from agentlite.testing.model_server import ModelServer
+from agentlite.testing import ModelServer
 from conftest import needs_agent_clis, needs_codex, raw_sql, until
 
 

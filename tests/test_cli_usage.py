@@ -10,10 +10,11 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from agentlite.platform.prices import PriceTable
 from agentlite.platform.store import AgentStore
-from agentlite.platform.usage import UsageLedger, UsageTally
+from agentlite.platform.usage import UsageLedger
+from agentlite.run.prices import PriceTable
 from agentlite.run.protocol import UsageEvent
+from agentlite.run.usage_tally import UsageTally
 
 
 def cli(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:

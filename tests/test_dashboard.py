@@ -32,7 +32,7 @@ from agentlite.dashboard.auth import TOKEN_ENV, form_key
 from agentlite.dashboard.server import serve_dashboard
 from agentlite.platform.usage import usage_summary
 from agentlite.run.journal import is_final, journal_of, read_journal
-from agentlite.testing.model_server import ModelServer, ScriptedUsage
+from agentlite.testing import ModelServer, ScriptedUsage
 from conftest import HostProcess, needs_codex, needs_sandbox
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -209,7 +209,7 @@ if not shutil.which("bwrap"):
 async def _mcp_turn(runtime: BoxRuntime, tmp_path: Path) -> None:
     """A real codex turn whose first model call uses the in-box MCP server's send_message, through
     the turn pipeline, as the platform and host mode run a turn."""
-    from agentlite.testing.model_server import ModelServer
+    from agentlite.testing import ModelServer
 
     ipc = tmp_path / "ipc"
     async with ModelServer(scenario="tool_call") as server:

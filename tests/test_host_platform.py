@@ -16,7 +16,7 @@ import pytest
 
 from agentlite.box.ownership import RecordStore
 from agentlite.box.sandbox import SandboxRuntime
-from agentlite.testing.model_server import ModelServer
+from agentlite.testing import ModelServer
 from conftest import needs_codex
 
 pytestmark = needs_codex

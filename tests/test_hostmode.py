@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from agentlite.box.ownership import RecordStore
-from agentlite.testing.model_server import ModelServer
+from agentlite.testing import ModelServer
 from conftest import needs_codex
 
 pytestmark = needs_codex

@@ -13,7 +13,7 @@ from typing import Any
 
 from agentlite.box.ownership import RecordStore
 from agentlite.platform.hostmode import MAX_LINE_BYTES, read_lines
-from agentlite.testing.model_server import ModelServer
+from agentlite.testing import ModelServer
 from conftest import needs_codex
 from test_hostmode import host
 

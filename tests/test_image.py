@@ -339,7 +339,7 @@ async def test_codex_turn_with_a_tool_call_in_image_mode(
 ) -> None:
     from agentlite.box.ownership import RecordStore
     from agentlite.run.box_run import run_agent
-    from agentlite.testing.model_server import ModelServer
+    from agentlite.testing import ModelServer
 
     events: list[Event] = []
     async with ModelServer(scenario="tool") as server:
@@ -465,7 +465,7 @@ def test_open_runtime_uses_the_image_when_asked(
     rootfs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``AGENTLITE_SANDBOX_ROOTFS`` selects image mode through the same door every command uses."""
-    from agentlite.box import open_runtime
+    from agentlite.image.guest_root import open_configured_runtime as open_runtime
 
     monkeypatch.setenv("AGENTLITE_SANDBOX_ROOTFS", str(rootfs))
     runtime, choice = open_runtime(tmp_path / "home", "sandbox")
@@ -482,7 +482,7 @@ def test_sandbox_default_stays_host_root_where_the_image_is_built(
     rootfs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Unset: host-root mode even with a built image (image mode only when asked); nothing is built."""
-    from agentlite.box import open_runtime
+    from agentlite.image.guest_root import open_configured_runtime as open_runtime
 
     monkeypatch.delenv("AGENTLITE_SANDBOX_ROOTFS", raising=False)
     runtime, _ = open_runtime(IMAGE_HOME, "sandbox")

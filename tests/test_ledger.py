@@ -22,8 +22,8 @@ from agentlite.platform.ledger import RUN_STATES
 from agentlite.platform.store import AgentStore
 from agentlite.run.journal import journal_path, read_journal
 from agentlite.run.protocol import ResultEvent, StateEvent
+from agentlite.testing import ModelServer
 from agentlite.testing.channels import RecordingChannel
-from agentlite.testing.model_server import ModelServer
 from conftest import needs_agent_clis
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from agentlite.testing.model_server import SCENARIOS, ModelServer
+from agentlite.offline.model_server import SCENARIOS, ModelServer
 
 CLI_BIN = Path(__file__).resolve().parents[1] / "agent-clis" / "node_modules" / ".bin"
 CODEX = CLI_BIN / "codex"
@@ -333,7 +333,7 @@ async def test_delay_is_waited_before_each_model_answer(server: ModelServer) -> 
 
 def test_command_line_prints_the_url_and_logs_requests() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agentlite.testing.model_server", "--scenario", "text"],
+        [sys.executable, "-m", "agentlite.offline.model_server", "--scenario", "text"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -295,7 +295,7 @@ async def test_a_full_agent_turn_in_egress_mode_gives_one_final(
 ) -> None:
     from agentlite.run.box_run import run_agent
     from agentlite.run.protocol import BackendConfig, ResultEvent, RunnerInput, StateEvent
-    from agentlite.testing.model_server import ModelServer
+    from agentlite.testing import ModelServer
 
     events: list[object] = []
     async with ModelServer(scenario="text") as model:

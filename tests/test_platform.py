@@ -16,8 +16,8 @@ import agentlite
 from agentlite.box.ownership import RecordStore
 from agentlite.core.errors import AgentliteError, ConfigError
 from agentlite.platform.store import now_iso
+from agentlite.testing import ModelServer
 from agentlite.testing.channels import RecordingChannel, RecordingChannels
-from agentlite.testing.model_server import ModelServer
 from conftest import needs_agent_clis, needs_codex, raw_sql, until
 
 pytestmark = needs_codex

@@ -17,8 +17,8 @@ import pytest
 import agentlite
 from agentlite.box.ownership import RecordStore
 from agentlite.run.retry import RetryPolicy
+from agentlite.testing import ModelServer
 from agentlite.testing.channels import RecordingChannel
-from agentlite.testing.model_server import ModelServer
 from conftest import needs_agent_clis, needs_codex, until
 
 sys.path.insert(0, str(Path(__file__).parent))

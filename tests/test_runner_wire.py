@@ -178,7 +178,7 @@ def test_the_host_writes_the_bytecode_a_box_cannot_cache(
 ) -> None:
     import importlib.util
 
-    from agentlite.guest.runner import bytecode
+    from agentlite.run import box_bytecode as bytecode
 
     package = tmp_path / "agentlite"
     (package / "guest" / "runner").mkdir(parents=True)
@@ -187,7 +187,7 @@ def test_the_host_writes_the_bytecode_a_box_cannot_cache(
     chosen = ("__init__.py", "run/wire.py", "guest/runner/_loop.py", "guest/backends/codex.py")
     for name in chosen:
         (package / name).write_text("VALUE = 1\n")
-    monkeypatch.setattr(bytecode, "__file__", str(package / "guest" / "runner" / "bytecode.py"))
+    monkeypatch.setattr(bytecode, "__file__", str(package / "run" / "box_bytecode.py"))
     sources = bytecode.box_sources()
     assert {s.relative_to(package).as_posix() for s in sources} == set(chosen)
     bytecode.ensure.cache_clear()

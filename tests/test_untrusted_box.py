@@ -29,7 +29,7 @@ from agentlite.platform.store import AgentStore
 from agentlite.run.box_run import run_agent
 from agentlite.run.protocol import BackendConfig, RunnerInput
 from agentlite.run.runner_input import request_close, write_follow_up
-from agentlite.testing.model_server import ModelServer
+from agentlite.testing import ModelServer
 from conftest import needs_agent_clis, until
 
 pytestmark = needs_sandbox

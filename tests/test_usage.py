@@ -17,15 +17,16 @@ import agentlite
 from agentlite.core.errors import ConfigError
 from agentlite.platform.budgets import Budget, BudgetExceeded, Budgets
 from agentlite.platform.events import AgentEvent
-from agentlite.platform.prices import Price, PriceTable, load_prices
 from agentlite.platform.spending import Spending
 from agentlite.platform.store import AgentStore
-from agentlite.platform.usage import UsageLedger, UsageTally
+from agentlite.platform.usage import UsageLedger
+from agentlite.run.prices import Price, PriceTable, load_prices
 from agentlite.run.protocol import Event, SdkMessageEvent, UsageEvent
 from agentlite.run.retry import RetryPolicy, classify, retry_class
 from agentlite.run.turn import TurnResult
+from agentlite.run.usage_tally import UsageTally
+from agentlite.testing import ModelServer, ScriptedUsage
 from agentlite.testing.channels import RecordingChannel, RecordingChannels
-from agentlite.testing.model_server import ModelServer, ScriptedUsage
 from conftest import needs_agent_clis, until
 
 # -- price table, retry policy: plain rules --------------------------------------------------------

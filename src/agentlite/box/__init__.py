@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ __all__ = [
     "BoxRuntime",
     "BoxSpec",
     "BoxState",
+    "GuestRoot",
     "RuntimeChoice",
     "Volume",
     "choose_runtime",
@@ -33,8 +35,16 @@ log = logging.getLogger("agentlite.box")
 
 RUNTIME_NAMES = ("auto", "boxlite", "sandbox")
 ENV_RUNTIME = "AGENTLITE_RUNTIME"
-ENV_BOX_IMAGE = "AGENTLITE_BOX_IMAGE"
-ENV_BOX_ROOTFS = "AGENTLITE_BOX_ROOTFS"
+
+
+@dataclass(frozen=True)
+class GuestRoot:
+    """What a runtime's boxes boot from. Sandbox: ``rootfs`` is an unpacked root folder (image mode)
+    or ``None`` (host-root boxes). BoxLite: an OCI image layout folder (``rootfs``) or an image
+    reference it pulls (``image``)."""
+
+    rootfs: Path | None = None
+    image: str | None = None
 
 
 @dataclass(frozen=True)
@@ -90,33 +100,34 @@ def choose_runtime(requested: str | None = None, *, boot: bool = True) -> Runtim
 
 
 def open_runtime(
-    home: Path, requested: str | None = None, *, boot: bool = True
+    home: Path,
+    requested: str | None = None,
+    *,
+    boot: bool = True,
+    guest_root: Callable[[str], GuestRoot] | None = None,
 ) -> tuple[BoxRuntime, RuntimeChoice]:
     """Choose a runtime (see :func:`choose_runtime`), log the choice, and open it on ``home``.
 
-    ``boot=False``: the caller only lists and removes boxes (no image is built for BoxLite).
+    ``guest_root`` says what the chosen runtime's boxes boot from, given its name; it is asked only
+    when boxes will boot (``boot=True``). Opening a runtime never builds or looks up an image: the
+    caller does (:func:`agentlite.image.guest_root.open_configured_runtime` reads the environment
+    and builds the guest image when BoxLite needs it). Without it a sandbox runs host-root boxes and
+    BoxLite refuses to open for booting. ``boot=False``: the caller only lists and removes boxes.
     """
     choice = choose_runtime(requested, boot=boot)
     log.info("box runtime=%s reason=%r", choice.name, choice.reason)
+    root = guest_root(choice.name) if boot and guest_root is not None else GuestRoot()
     runtime: BoxRuntime
-    if choice.name == "boxlite" and not boot:
+    if choice.name == "boxlite":
         from agentlite.box.boxlite import BoxliteRuntime
 
-        runtime = BoxliteRuntime(home, manage_only=True)
-    elif choice.name == "boxlite":
-        from agentlite.box.boxlite import BoxliteRuntime
-
-        image = os.environ.get(ENV_BOX_IMAGE)
-        rootfs = os.environ.get(ENV_BOX_ROOTFS)
-        if not image and not rootfs:
-            # Our own guest image, built locally from Debian packages (once; cached by its inputs).
-            from agentlite.image.builder import build_image, stderr_progress
-
-            rootfs = str(build_image(home, progress=stderr_progress).layout)
-        runtime = BoxliteRuntime(home, image=image, rootfs_path=Path(rootfs) if rootfs else None)
+        runtime = BoxliteRuntime(home, image=root.image, rootfs_path=root.rootfs, manage_only=not boot)
     else:
         from agentlite.box.sandbox import SandboxRuntime
-        from agentlite.image.builder import sandbox_rootfs_from_env
 
-        runtime = SandboxRuntime(home, rootfs=sandbox_rootfs_from_env(home))
+        if root.image is not None:
+            raise ConfigError(
+                "the sandbox runtime boots from an unpacked root folder, not an image reference"
+            )
+        runtime = SandboxRuntime(home, rootfs=root.rootfs)
     return runtime, choice

@@ -45,6 +45,8 @@ from agentlite.core.errors import (
 from agentlite.core.names import check_agent_id
 
 log = logging.getLogger("agentlite.lifecycle")
+#: ``(box home, box name) -> run id`` of the turn a starting agent would adopt the box for, or None.
+AdoptableRun = Callable[[Path, str], str | None]
 
 OutputHandler = Callable[[bytes], Awaitable[None] | None]
 #: After the command exits, its output is read until it has been quiet this long (what a background
@@ -365,6 +367,7 @@ async def cleanup_orphans(
     dry_run: bool = False,
     only: str | None = None,
     stale_after: float = STALE_AFTER,
+    adoptable: AdoptableRun | None = None,
 ) -> CleanupReport:
     """Remove this agent's boxes whose owner is gone; keep those of live owners. Never raises: a
     failure of the sweep itself is logged with its reason and reported as ``error`` (counted in
@@ -374,25 +377,22 @@ async def cleanup_orphans(
     without a box are removed too when their owner is gone, so nothing is left behind. ``only``:
     decide for that one box name (and its record) alone, by the same rules (the dashboard's remove).
     ``stale_after``: the heartbeat age that makes a record old (see :class:`RecordStore`).
+    ``adoptable``: the platform's answer to "which run would a starting agent adopt this running
+    box for" (``None``: none); such a box is kept for its agent's next start.
     """
     report = CleanupReport()
     try:
-        await _cleanup(report, runtime, home, agent_id, include_live, dry_run, only, stale_after)
+        await _cleanup(report, runtime, home, agent_id, include_live, dry_run, only, stale_after, adoptable)
     except Exception as exc:
         report.error = f"{type(exc).__name__}: {exc}"
         log.warning("orphan cleanup failed agent=%s error=%s", agent_id, report.error)
     return report
 
 
-def _adoptable_run(home: Path, box: str) -> str | None:
-    from agentlite.platform.adoption import adoptable_run
-
-    return adoptable_run(home, box)
-
-
 async def _cleanup(
     decisions: CleanupReport, runtime: BoxRuntime, home: Path, agent_id: str | None, include_live: bool,
     dry_run: bool, only: str | None = None, stale_after: float = STALE_AFTER,
+    adoptable: AdoptableRun | None = None,
 ) -> None:  # fmt: skip
     prefix = box_prefix(agent_id)
 
@@ -420,9 +420,9 @@ async def _cleanup(
             # A tmp cleaner deleted the records folder: its live owner puts the record back soon.
             decisions.append(CleanupDecision(box.name, "keep", f"kept: {_UNSURE}", verdict=judgement.verdict))
             continue
-        elif box.running and (run_id := _adoptable_run(home, box.name)) is not None:
+        elif box.running and adoptable is not None and (run_id := adoptable(home, box.name)) is not None:
             # Its owner is gone but its runner lives on a turn the ledger holds: the agent's next
-            # start adopts it (agentlite.platform.adoption) instead of running the message again.
+            # start adopts it (the platform's adoption) instead of running the message again.
             why = f"kept: adoptable (run {run_id}; {judgement.reason}): the agent's next start adopts it"
             decisions.append(CleanupDecision(box.name, "keep", why, verdict=judgement.verdict))
             continue

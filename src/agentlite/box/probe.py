@@ -133,36 +133,6 @@ def check_socat() -> Check:
     return Check("socat", True, f"network bridges into boxes ({path})")
 
 
-def network_check(workdir: Path | None = None) -> Check:
-    """The box network default, and loudly every agent of the platform folder in mode ``host``."""
-    from agentlite.box.network import HOST_MODE_WARNING, NETWORK_SETTINGS_FILE, load_network_settings
-    from agentlite.core.config import default_workdir
-
-    folder = workdir or default_workdir()
-    registry_path = folder / "store" / "agentlite.db"
-    shared: list[str] = []
-    if registry_path.is_file():
-        from agentlite.platform.registry import Registry
-
-        try:
-            with Registry(registry_path) as registry:
-                records = registry.list()
-        except Exception as exc:  # doctor reports; it never fails on a check
-            return Check("box network", False, f"cannot read the agents in {registry_path}: {exc}")
-        for record in records:
-            try:
-                mode = load_network_settings(Path(record.workdir) / NETWORK_SETTINGS_FILE)["mode"]
-            except Exception as exc:
-                return Check("box network", False, f"agent `{record.name}`: {exc}")
-            if mode == "host":
-                shared.append(record.name)
-    if shared:
-        return Check("box network", False, f"agents {', '.join(shared)}: {HOST_MODE_WARNING}",
-                     "set their network to egress (agent.set_network or `network` in the serve file)")  # fmt: skip
-    return Check("box network", True, "default egress: each box has its own network namespace; outbound only "
-                 "through its host-side proxy, never to the host's loopback or private ranges")  # fmt: skip
-
-
 def limit_checks() -> list[Check]:
     """What holds a sandbox box in here: its host user, the syscall filter, and each cgroup limit."""
     import pwd
@@ -206,51 +176,3 @@ def sandbox_checks() -> list[Check]:
 
 def boxlite_checks() -> list[Check]:
     return [check_hardware_virtualization(), check_kvm(), check_boxlite()]
-
-
-def agent_cli_checks() -> list[Check]:
-    """Each pinned agent CLI with the version it reports."""
-    from agentlite.core.agent_clis import CLI_NAMES, agent_clis_bin, cli_version
-
-    bin_dir = agent_clis_bin()
-    checks = []
-    for name in CLI_NAMES:
-        version = cli_version(name)
-        if version is None:
-            where = f"not in {bin_dir}" if bin_dir else "agent-clis/ is not installed"
-            checks.append(
-                Check(f"agent CLI {name}", False, where, "run scripts/install.sh (npm ci in agent-clis/)")
-            )
-        else:
-            checks.append(Check(f"agent CLI {name}", True, f"{version} at {bin_dir}"))
-    return checks
-
-
-def image_check(home: Path | None) -> Check:
-    """Whether the guest image for the current inputs is built (BoxLite's default, sandbox image mode)."""
-    if home is None:
-        return Check("guest image", False, "no home given")
-    from agentlite.image.builder import find_image
-
-    try:
-        info = find_image(home)
-    except Exception as exc:  # doctor reports; it never fails on a check
-        return Check("guest image", False, f"cannot tell: {exc}", "agentlite image build")
-    if info is None:
-        return Check("guest image", False, "not built for the current inputs (built on first use)",
-                     "agentlite image build")  # fmt: skip
-    versions = ", ".join(f"{k} {v}" for k, v in info.versions.items() if v)
-    return Check("guest image", True, f"{info.key}: {info.compressed_size / 1e6:.0f} MB compressed, "
-                 f"{info.digest[:19]}; {versions}")  # fmt: skip
-
-
-def all_checks(home: Path | None = None) -> list[Check]:
-    return [
-        *sandbox_checks(),
-        check_socat(),
-        network_check(),
-        *limit_checks(),
-        *boxlite_checks(),
-        *agent_cli_checks(),
-        image_check(home),
-    ]

@@ -1,7 +1,7 @@
 """The channel layer: what a chat driver must offer, what it is given, and the manager that owns them.
 
 A *driver* connects the agent to one chat network (Telegram, the terminal, a JSON-lines pipe). It
-turns inbound chat messages into :class:`agentlite.platform.store.Message` objects handed to
+turns inbound chat messages into :class:`agentlite.channels.message.Message` objects handed to
 ``config.on_message`` and delivers the agent's replies with :meth:`ChannelDriver.send_message`.
 Drivers are built by *factories* (``key -> factory`` in the agent's options) so that a driver can be
 configured before the agent exists and only connects when the agent starts.
@@ -29,7 +29,7 @@ from agentlite.core.errors import ConfigError
 from agentlite.platform.router import strip_internal
 
 if TYPE_CHECKING:
-    from agentlite.platform.store import Message
+    from agentlite.channels.message import Message
 
 log = logging.getLogger("agentlite.channels")
 
@@ -50,8 +50,8 @@ def make_message(
     is_from_me: bool = False,
     is_bot_message: bool = False,
 ) -> Message:
-    """Build a store :class:`~agentlite.platform.store.Message` (imported here so channels load without the store)."""
-    from agentlite.platform.store import Message
+    """Build a :class:`~agentlite.channels.message.Message` (imported here: pydantic loads only when used)."""
+    from agentlite.channels.message import Message
 
     return Message(
         id=id,

@@ -37,7 +37,7 @@ async def demo_model_if_needed(config: BackendConfig) -> AsyncIterator[str | Non
     if not needs_demo(config):
         yield None
         return
-    from agentlite.testing.model_server import ModelServer
+    from agentlite.offline.model_server import ModelServer
 
     async with ModelServer(scenario="demo") as server:
         yield server.openai_base_url

@@ -11,13 +11,13 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from agentlite.box import open_runtime
 from agentlite.box.base import BoxSpec
 from agentlite.cli._common import HomeOption, RuntimeOption, err, home_path
 from agentlite.cli._endpoint import DEMO_NOTICE, demo_model_if_needed, with_base_url
 from agentlite.cli._network_opts import AllowNetOption, NetworkOption, NoNetworkOption, network_settings
 from agentlite.cli.run import BaseUrlOption, ModelOption
 from agentlite.core.errors import ConfigError, describe_validation_error
+from agentlite.image.guest_root import open_configured_runtime
 from agentlite.platform.acp_server import AcpServerSettings, check_session_folder, serve_stdio
 from agentlite.platform.mounts import MountAllowlist
 from agentlite.run.acp_box import adapter_backend
@@ -84,7 +84,7 @@ def acp_command(
         folder = check_session_folder(str(workspace.absolute()), allowlist)
     spec = BoxSpec(**network_settings(network, allow_net, no_network))
     home_dir = home_path(home)
-    box_runtime, _ = open_runtime(home_dir, runtime)
+    box_runtime, _ = open_configured_runtime(home_dir, runtime)
     settings = AcpServerSettings(home=home_dir, backend=config, backend_label=backend, spec=spec,
                                  permissions=permissions, mount_allowlist=allowlist,  # type: ignore[arg-type]
                                  workspace=folder)  # fmt: skip

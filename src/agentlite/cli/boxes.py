@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from agentlite.box import open_runtime
 from agentlite.box.lifecycle import cleanup_orphans
 from agentlite.cli._common import (
     AgentOption,
@@ -19,6 +18,8 @@ from agentlite.cli._common import (
     print_json,
     table,
 )
+from agentlite.image.guest_root import open_configured_runtime
+from agentlite.platform.adoption import adoptable_run
 from agentlite.platform.box_listing import list_boxes, row_verdict
 
 _VERDICT_STYLE = {"live": "green", "stale": "yellow", "dead": "red", "none": "red", "adoptable": "cyan"}
@@ -32,7 +33,7 @@ def boxes(
 ) -> None:
     """List every AgentLite box with its state and owner."""
     home_dir = home_path(home)
-    box_runtime, _ = open_runtime(home_dir, runtime, boot=False)
+    box_runtime, _ = open_configured_runtime(home_dir, runtime, boot=False)
     rows = asyncio.run(list_boxes(box_runtime, home_dir, agent))
     if json:
         print_json(rows)
@@ -68,9 +69,11 @@ def cleanup(
 ) -> None:
     """Remove boxes whose owner is gone (and their records), explaining every decision."""
     home_dir = home_path(home)
-    box_runtime, _ = open_runtime(home_dir, runtime, boot=False)
+    box_runtime, _ = open_configured_runtime(home_dir, runtime, boot=False)
     decisions = asyncio.run(
-        cleanup_orphans(box_runtime, home_dir, agent, include_live=include_live, dry_run=dry_run)
+        cleanup_orphans(
+            box_runtime, home_dir, agent, include_live=include_live, dry_run=dry_run, adoptable=adoptable_run
+        )
     )
     if json:
         print_json([d.as_json() for d in decisions])

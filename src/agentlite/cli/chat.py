@@ -86,7 +86,7 @@ async def _chat(name: str, workdir: Any, runtime: Any, kind: str | None, model: 
         await agent.add_channel("terminal", factory)
         demo = None
         if needs_demo(agent.get_backend()):
-            from agentlite.testing.model_server import ModelServer
+            from agentlite.offline.model_server import ModelServer
 
             demo = ModelServer(scenario="demo")
             await demo.start()

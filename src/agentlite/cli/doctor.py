@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from agentlite.box import choose_runtime
-from agentlite.box.probe import all_checks
 from agentlite.cli._common import (
     HomeOption,
     JsonOption,
@@ -15,6 +14,7 @@ from agentlite.cli._common import (
     table,
 )
 from agentlite.core.errors import AgentliteError
+from agentlite.platform.doctor import all_checks
 
 
 def doctor(home: HomeOption = None, runtime: RuntimeOption = None, json: JsonOption = False) -> None:

@@ -10,12 +10,13 @@ from typing import Annotated
 
 import typer
 
-from agentlite.box import BoxSpec, Volume, open_runtime
+from agentlite.box import BoxSpec, Volume
 from agentlite.box.base import DEFAULT_CPUS, DEFAULT_MEMORY_MIB, DEFAULT_WORKING_DIR
 from agentlite.box.lifecycle import Deadline, check_agent_id, run_in_box
 from agentlite.cli._common import AgentOption, HomeOption, RuntimeOption, err, home_path
 from agentlite.cli._network_opts import AllowNetOption, NetworkOption, NoNetworkOption, network_settings
 from agentlite.core.errors import ConfigError
+from agentlite.image.guest_root import open_configured_runtime
 
 EXIT_TIMEOUT = 124
 
@@ -57,7 +58,7 @@ def exec_command(
     )
     deadline = Deadline(timeout)
     home_dir = home_path(home)
-    box_runtime, _choice = open_runtime(home_dir, runtime)
+    box_runtime, _choice = open_configured_runtime(home_dir, runtime)
     code = asyncio.run(_run(box_runtime, home_dir, command, agent_id, group, spec, deadline))
     raise typer.Exit(code)
 

@@ -11,12 +11,12 @@ from typing import Annotated, Any
 
 import typer
 
-from agentlite.box import open_runtime
 from agentlite.box.base import BoxRuntime
 from agentlite.cli._common import HomeOption, RuntimeOption, err, home_path
 from agentlite.cli._endpoint import DEMO_NOTICE, backend_config, demo_model_if_needed, with_base_url
 from agentlite.cli.run import AcpOption, BackendOption, BaseUrlOption, ModelOption
 from agentlite.core.errors import ConfigError
+from agentlite.image.guest_root import open_configured_runtime
 from agentlite.platform.app import AgentLite, resolve_timezone
 from agentlite.platform.hostmode import DEFAULT_MAX_CONCURRENT, JsonlHost, serve_stdin
 from agentlite.run.protocol import DEFAULT_BACKEND_TYPE, BackendConfig
@@ -55,7 +55,7 @@ def host_command(
         raise ConfigError(f"timeout must be > 0 seconds, got {timeout:g}")
     config = backend_config(backend, model, base_url, acp_command)
     home_dir = home_path(home)
-    box_runtime, _ = open_runtime(home_dir, runtime)
+    box_runtime, _ = open_configured_runtime(home_dir, runtime)
     code = asyncio.run(_serve(box_runtime, home_dir, config, max_concurrent, timeout))
     raise typer.Exit(code)
 

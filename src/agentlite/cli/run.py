@@ -17,7 +17,6 @@ from typing import Annotated, Any
 
 import typer
 
-from agentlite.box import open_runtime
 from agentlite.box.base import BoxRuntime
 from agentlite.cli._common import (
     AgentOption,
@@ -32,6 +31,7 @@ from agentlite.cli._endpoint import DEMO_NOTICE, backend_config, demo_model_if_n
 from agentlite.cli._network_opts import AllowNetOption, NetworkOption, NoNetworkOption, network_settings
 from agentlite.core.errors import ConfigError
 from agentlite.core.names import check_agent_id, check_group_folder
+from agentlite.image.guest_root import open_configured_runtime
 from agentlite.platform.app import AgentLite, resolve_timezone
 from agentlite.platform.oneshot import agent_lock, platform_dir, run_once
 from agentlite.run.protocol import DEFAULT_BACKEND_TYPE, BackendConfig, Event, SdkMessageEvent, StateEvent
@@ -108,7 +108,7 @@ def run_command(
     if not folder.is_dir():
         raise ConfigError(f"workspace `{folder}` is not a folder")
     home_dir = home_path(home)
-    box_runtime, _ = open_runtime(home_dir, runtime)
+    box_runtime, _ = open_configured_runtime(home_dir, runtime)
     turn = OneTurn(agent_id, group, prompt, config, folder, _network_override(settings))
     code = asyncio.run(_run(box_runtime, home_dir, turn, timeout, json))
     raise typer.Exit(code)

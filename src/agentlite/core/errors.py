@@ -18,7 +18,7 @@
     ├── RunError                  a command or agent run inside a box did not finish normally
     │   ├── RunTimeout
     │   ├── TurnFailed            the agent failed its turn (in the box, guest.backends.base)
-    │   └── RunStopped            the host stopped the run (platform.usage)
+    │   └── RunStopped            the host stopped the run (run.usage_tally)
     │       └── BudgetExceeded    (platform.budgets)
     ├── StoreError                an agent's SQLite store cannot be opened, read or written
     ├── FencedOut                 a stale copy of a run wrote to the run ledger (platform.ledger)

@@ -20,6 +20,7 @@ from agentlite.box.base import BoxRuntime
 from agentlite.box.lifecycle import CleanupReport, cleanup_orphans
 from agentlite.core.errors import ConfigError
 from agentlite.core.names import check_agent_name, check_task_id
+from agentlite.platform.adoption import adoptable_run
 from agentlite.platform.agent import Agent
 from agentlite.platform.app import AgentLite
 from agentlite.platform.box_listing import list_boxes
@@ -112,12 +113,16 @@ class DashboardSource:
         return rows
 
     async def cleanup_plan(self, name: str | None = None) -> CleanupReport:
-        return await cleanup_orphans(self.box_runtime, self.box_home, dry_run=True, only=name)
+        return await cleanup_orphans(
+            self.box_runtime, self.box_home, dry_run=True, only=name, adoptable=adoptable_run
+        )
 
     async def remove_box(self, name: str, *, include_live: bool) -> CleanupReport:
         """The cleanup of this one box, by cleanup's own rules (a live owner's box only with
         ``include_live``, as ``cleanup --include-live``)."""
-        return await cleanup_orphans(self.box_runtime, self.box_home, include_live=include_live, only=name)
+        return await cleanup_orphans(
+            self.box_runtime, self.box_home, include_live=include_live, only=name, adoptable=adoptable_run
+        )
 
     # -- agents and groups ----------------------------------------------------------------------
 

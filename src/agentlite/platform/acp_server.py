@@ -38,6 +38,7 @@ from acp import schema
 from agentlite.box.base import BoxRuntime, BoxSpec
 from agentlite.box.lifecycle import cleanup_orphans
 from agentlite.core.errors import ConfigError
+from agentlite.platform.adoption import adoptable_run
 from agentlite.platform.mounts import ExtraMount, MountAllowlist, check_extra_mount
 from agentlite.run.acp_box import AdapterBox
 from agentlite.run.acp_client import NoHostFsClient
@@ -349,7 +350,7 @@ async def serve_stdio(runtime: BoxRuntime, settings: AcpServerSettings) -> None:
 
 
 async def _sweep(runtime: BoxRuntime, home: Path) -> None:
-    report = await cleanup_orphans(runtime, home, ACP_AGENT_ID)
+    report = await cleanup_orphans(runtime, home, ACP_AGENT_ID, adoptable=adoptable_run)
     if removed := [d for d in report if d.removed]:
         log.info("removed %d orphaned ACP session box(es)", len(removed))
     if report.failed:

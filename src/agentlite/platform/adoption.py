@@ -35,9 +35,9 @@ from typing import Any, Literal
 from agentlite.box.base import BoxRuntime
 from agentlite.box.ownership import RecordStore, ownership_for
 from agentlite.core.errors import BoxNotFound, ConfigError
-from agentlite.platform.ledger import JOURNAL_DIR, RunLedger, RunRecord, journal_name
+from agentlite.platform.ledger import RunLedger, RunRecord
 from agentlite.platform.ledger_turn import add_usage
-from agentlite.run.journal import follow_journal, journal_of, runner_alive
+from agentlite.run.journal import JOURNAL_DIR, follow_journal, journal_name, journal_of, runner_alive
 from agentlite.run.protocol import ErrorEvent, Event, ResultEvent, UsageEvent, session_id_of
 
 log = logging.getLogger("agentlite.adoption")

@@ -38,7 +38,7 @@ from agentlite.core.safefs import BoxDir, UnsafePath
 from agentlite.core.supervisor import Supervisor
 from agentlite.platform.acp_peers import AcpDelegation, resolve_peers
 from agentlite.platform.actions import ActionRegistry, ActionsServer
-from agentlite.platform.adoption import RunDecision, decide_runs, follow_adopted
+from agentlite.platform.adoption import RunDecision, adoptable_run, decide_runs, follow_adopted
 from agentlite.platform.agent_host import AgentHost
 from agentlite.platform.events import AgentEvent, EventHub
 from agentlite.platform.handoff import handoff_block, with_handoff
@@ -196,7 +196,9 @@ class Agent:
         runs = await decide_runs(self.store.runs, self._platform.runtime, self._platform.box_home, self.ipc_root,
                                  enabled=self._platform.adopt_runs)  # fmt: skip
         # The startup sweep: boxes of this agent whose owner died (a crashed earlier run of us).
-        decisions = await cleanup_orphans(self._platform.runtime, self._platform.box_home, self.id)
+        decisions = await cleanup_orphans(
+            self._platform.runtime, self._platform.box_home, self.id, adoptable=adoptable_run
+        )
         if removed := [d.name for d in decisions if d.action == "remove" and d.error is None]:
             log.info("agent=%s removed orphaned boxes %s", self.id, removed)
         if decisions.failed:  # swallowed so the agent still starts, but never silently
@@ -711,8 +713,8 @@ class Agent:
         if (
             self._spending_state is None or self._spending_state.store is not self.store
         ):  # reopened at a restart
-            from agentlite.platform.prices import load_prices
             from agentlite.platform.spending import Spending
+            from agentlite.run.prices import load_prices
 
             self._spending_state = Spending(self.store, self._hub.emit, self.send_message,
                                             timezone=self._platform.timezone,

@@ -19,10 +19,11 @@ from types import TracebackType
 from typing import Any, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from agentlite.box import BoxRuntime, open_runtime
+from agentlite.box import BoxRuntime
 from agentlite.box.lifecycle import cleanup_orphans
 from agentlite.core.errors import AgentliteError, ConfigError
 from agentlite.core.names import AGENT_NAME, check_agent_name, child_path
+from agentlite.image.guest_root import open_configured_runtime
 from agentlite.platform.adoption import adoption_enabled
 from agentlite.platform.agent import Agent
 from agentlite.platform.registry import AgentRecord, Registry, normalize_backend
@@ -202,7 +203,7 @@ async def create(*, workdir: str | Path = ".", timezone: str | None = None, runt
         raise ConfigError(f"workdir `{folder}` cannot be created: {exc.strerror or exc}") from None
     if max_concurrent < 1:
         raise ConfigError(f"max_concurrent must be at least 1, got {max_concurrent}")
-    box_runtime, choice = open_runtime(folder / ".boxlite", runtime)
+    box_runtime, choice = open_configured_runtime(folder / ".boxlite", runtime)
     log.info("platform workdir=%s runtime=%s reason=%r", folder, choice.name, choice.reason)
     return AgentLite(folder, timezone=resolve_timezone(timezone), runtime=box_runtime, max_concurrent=max_concurrent,
                      box_timeout=box_timeout, idle_timeout=idle_timeout,

@@ -20,7 +20,8 @@ from zoneinfo import ZoneInfo
 from agentlite.core.clock import iso_utc
 from agentlite.core.errors import ConfigError
 from agentlite.platform.store import AgentStore
-from agentlite.platform.usage import RunStopped, Unit, UsageLedger, UsageTally
+from agentlite.platform.usage import Unit, UsageLedger
+from agentlite.run.usage_tally import RunStopped, UsageTally
 
 AGENT_SCOPE = "*"
 WARNING_FRACTION = 0.8

@@ -40,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from agentlite.box.lifecycle import cleanup_orphans
 from agentlite.core.errors import describe_validation_error
 from agentlite.core.names import check_agent_id, check_group_folder
+from agentlite.platform.adoption import adoptable_run
 from agentlite.platform.agent import Agent
 from agentlite.platform.app import AgentLite
 from agentlite.run.protocol import BackendConfig, Event
@@ -105,7 +106,9 @@ class JsonlHost:
 
     async def sweep(self) -> int:
         """The startup sweep: remove the boxes an earlier host left when it died; how many."""
-        decisions = await cleanup_orphans(self.platform.runtime, self.platform.box_home)
+        decisions = await cleanup_orphans(
+            self.platform.runtime, self.platform.box_home, adoptable=adoptable_run
+        )
         removed = [d.name for d in decisions if d.action == "remove" and not d.error]
         if removed:
             log.info("removed boxes an earlier host left: %s", removed)

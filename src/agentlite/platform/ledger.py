@@ -33,6 +33,7 @@ from typing import Any, Literal, Protocol
 from agentlite.core.clock import now_iso
 from agentlite.core.errors import AgentliteError, ConfigError
 from agentlite.platform.schema import add_column
+from agentlite.run.journal import journal_name
 
 
 class Database(Protocol):
@@ -61,7 +62,6 @@ _NEXT: dict[str, tuple[str, ...]] = {
     "running": ("final_ready", "failed", "abandoned"),
     "final_ready": ("delivered", "failed"),
 }
-JOURNAL_DIR = "journal"
 
 
 def create_runs_table(conn: sqlite3.Connection) -> None:
@@ -89,11 +89,6 @@ def add_journal_column(conn: sqlite3.Connection) -> None:
 def new_run_id() -> str:
     """Sortable by creation time, unique without coordination: ``run-<epoch ms>-<12 hex>``."""
     return f"run-{int(time.time() * 1000)}-{secrets.token_hex(6)}"
-
-
-def journal_name(run_id: str) -> str:
-    """The journal's file name in the run's IPC folder (``journal/<name>``)."""
-    return f"{run_id}.jsonl"
 
 
 @dataclass(frozen=True)

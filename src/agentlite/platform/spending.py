@@ -24,11 +24,12 @@ from agentlite.platform.budgets import (
     warning_notice,
     with_run,
 )
-from agentlite.platform.prices import PriceTable
 from agentlite.platform.store import AgentStore
-from agentlite.platform.usage import UsageLedger, UsageTally
+from agentlite.platform.usage import UsageLedger
+from agentlite.run.prices import PriceTable
 from agentlite.run.protocol import UsageEvent
 from agentlite.run.turn import TurnResult
+from agentlite.run.usage_tally import UsageTally
 
 log = logging.getLogger("agentlite.usage")
 

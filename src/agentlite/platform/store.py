@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
+from agentlite.channels.message import Message
 from agentlite.core.clock import now_iso
 from agentlite.core.errors import ConfigError, StoreError, describe_validation_error
 from agentlite.core.names import check_group_folder
@@ -46,21 +47,6 @@ BUSY_TIMEOUT_MS = 5000
 
 
 # -- models ---------------------------------------------------------------------------------------
-
-
-class Message(BaseModel):
-    """One chat message as a channel delivered it; ``(id, chat_id)`` identifies it."""
-
-    id: str
-    chat_id: str
-    sender: str
-    sender_name: str
-    content: str
-    #: ISO 8601 UTC with ``Z``; compared as a string.
-    timestamp: str
-    is_from_me: bool = False
-    #: Written by the assistant itself; never fed back to it as new input.
-    is_bot_message: bool = False
 
 
 class RegisteredGroup(BaseModel):

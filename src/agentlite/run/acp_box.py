@@ -26,7 +26,7 @@ from agentlite.box.network import NetworkMode, loopback_ports, model_endpoint_en
 from agentlite.box.ownership import ownership_for
 from agentlite.core.box_env import ANTHROPIC_KEY_ENV, ENV_ACP_INPUT, OPENAI_KEY_ENV
 from agentlite.core.errors import UnknownBackend
-from agentlite.guest.runner import bytecode as box_bytecode
+from agentlite.run import box_bytecode
 from agentlite.run.box_run import GUEST_WORKSPACE, runner_env
 from agentlite.run.guest_input import guest_runner_input
 from agentlite.run.protocol import BackendConfig, RunnerInput

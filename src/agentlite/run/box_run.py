@@ -28,7 +28,7 @@ from agentlite.box.network import HOST_MODE_WARNING, NetworkMode, loopback_ports
 from agentlite.core.agent_clis import agent_clis_bin
 from agentlite.core.box_env import ENV_IPC_INPUT, ENV_SINGLE_TURN, ENV_WORKSPACE
 from agentlite.core.errors import RunError, RunTimeout
-from agentlite.guest.runner import bytecode as box_bytecode
+from agentlite.run import box_bytecode
 from agentlite.run.guest_input import guest_runner_input
 from agentlite.run.protocol import (
     BackendConfig,

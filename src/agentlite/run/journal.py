@@ -16,11 +16,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from agentlite.core.safefs import UnsafePath
-from agentlite.platform.ledger import JOURNAL_DIR, RunRecord, journal_name
 from agentlite.run.protocol import ErrorEvent, Event, FrameParser, ResultEvent
 
+#: The journal's folder inside a run's IPC folder.
+JOURNAL_DIR = "journal"
 #: The journal's folder as the box sees it (the run's IPC folder is mounted at /workspace/ipc).
 GUEST_JOURNAL_DIR = f"/workspace/ipc/{JOURNAL_DIR}"
 
@@ -30,7 +32,23 @@ def journal_path(ipc_dir: Path, run_id: str) -> Path:
     return ipc_dir / JOURNAL_DIR / journal_name(run_id)
 
 
-def journal_of(ipc_root: Path, run: RunRecord) -> Path:
+def journal_name(run_id: str) -> str:
+    """The journal's file name in the run's IPC folder (``journal/<name>``)."""
+    return f"{run_id}.jsonl"
+
+
+class JournalledRun(Protocol):
+    """What locating a run's journal needs of its ledger record."""
+
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def group_folder(self) -> str: ...
+    @property
+    def journal(self) -> str | None: ...
+
+
+def journal_of(ipc_root: Path, run: JournalledRun) -> Path:
     """The journal holding ``run``'s events (``ipc_root``: the agent's IPC folder of all groups)."""
     return ipc_root / run.group_folder / JOURNAL_DIR / (run.journal or journal_name(run.run_id))
 

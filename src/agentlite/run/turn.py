@@ -25,9 +25,9 @@ from agentlite.box.base import BoxRuntime
 from agentlite.core.clock import iso_utc
 from agentlite.core.errors import RunError, RunTimeout
 from agentlite.core.safefs import UnsafePath
-from agentlite.platform.usage import Counts, RunStopped, UsageTally
 from agentlite.run.box_run import RunOutcome, run_agent
 from agentlite.run.protocol import ErrorEvent, Event, ResultEvent, RunnerInput, StateEvent, UsageEvent
+from agentlite.run.usage_tally import Counts, RunStopped, UsageTally
 
 log = logging.getLogger("agentlite.turn")
 

@@ -1,5 +1,6 @@
-"""Test helpers that also ship with the product.
+"""Test helpers that also ship with the product: the chaos harnesses and, re-exported for tests, the
+built-in offline model server (which lives in :mod:`agentlite.offline.model_server`)."""
 
-:mod:`agentlite.testing.model_server` is a scripted, offline stand-in for the Anthropic and OpenAI
-model APIs. Tests point the real agent CLIs at it, and the product uses it as its offline demo model.
-"""
+from agentlite.offline.model_server import SCENARIOS, ModelServer, RecordedRequest, ScriptedUsage
+
+__all__ = ["SCENARIOS", "ModelServer", "RecordedRequest", "ScriptedUsage"]

@@ -92,7 +92,7 @@ async def _start_host(workdir: Path, base_url: str, replies: Path, *, send: bool
 async def _trial(root: Path, trial: int, rng: random.Random, quiet: bool) -> tuple[int, int, int]:
     from agentlite.box.ownership import RecordStore
     from agentlite.box.sandbox import SandboxRuntime
-    from agentlite.testing.model_server import ModelServer
+    from agentlite.offline.model_server import ModelServer
 
     workdir = root / f"trial-{trial}"
     replies = root / f"trial-{trial}.replies"

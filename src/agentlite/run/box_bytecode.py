@@ -1,5 +1,8 @@
 """Bytecode for the modules a box runs, written by the host before its first box.
 
+The host finds those files by path, never by importing them: the host side does not import guest
+code.
+
 A box starts the runner (and the agent CLI starts the MCP server) with ``PYTHONDONTWRITEBYTECODE``
 and the package mounted from the host, so a box never caches compiled modules itself; and the host
 never imports these modules, so nothing caches them either, unless the package was installed from a
@@ -15,7 +18,7 @@ from pathlib import Path
 
 #: The box side of the package: what ``python -m agentlite.guest.runner`` and ``python -m
 #: agentlite.guest.mcp_server`` import (backends/ and runner/ whole).
-_BOX_MODULES = (
+BOX_MODULES = (
     "__init__.py",
     "core/__init__.py",
     "core/box_env.py",
@@ -25,16 +28,18 @@ _BOX_MODULES = (
     "core/clock.py",
     "run/__init__.py",
     "run/wire.py",
+    "run/protocol.py",
+    "run/acp_client.py",
     "guest/__init__.py",
     "guest/mcp_server.py",
 )
-_BOX_PACKAGES = ("guest/backends", "guest/runner")
+BOX_PACKAGES = ("guest/backends", "guest/runner")
 
 
 def box_sources() -> list[Path]:
-    root = Path(__file__).resolve().parents[2]
-    files = [root / name for name in _BOX_MODULES]
-    for package in _BOX_PACKAGES:
+    root = Path(__file__).resolve().parents[1]  # the agentlite package
+    files = [root / name for name in BOX_MODULES]
+    for package in BOX_PACKAGES:
         files += sorted((root / package).glob("*.py"))
     return [f for f in files if f.is_file()]
 

@@ -18,7 +18,7 @@ came back since the latest user prompt. See :data:`SCENARIOS` for the scripts.
 Only the standard library is used (asyncio streams, no web framework) and imports are kept few,
 because the product imports this module to run its embedded demo model.
 
-Run it in the foreground with ``python -m agentlite.testing.model_server [--port N] [--scenario S]
+Run it in the foreground with ``python -m agentlite.offline.model_server [--port N] [--scenario S]
 [--delay SEC]``: it prints its URL on one stdout line and logs every request to stderr.
 """
 
@@ -817,11 +817,11 @@ async def _serve_forever(scenario: str, delay: float, host: str, port: int) -> N
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m agentlite.testing.model_server``: serve in the foreground until SIGINT/SIGTERM."""
+    """``python -m agentlite.offline.model_server``: serve in the foreground until SIGINT/SIGTERM."""
     import argparse  # Lazy: keeps importing the module cheap for the product.
 
     parser = argparse.ArgumentParser(
-        prog="python -m agentlite.testing.model_server",
+        prog="python -m agentlite.offline.model_server",
         description="Offline scripted model server (Anthropic Messages + OpenAI Responses, SSE).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
