@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from agentlite.channels.message import strip_internal
 from agentlite.core.errors import ConfigError
 from agentlite.platform.events import EventHub
 from agentlite.platform.handoff import MESSAGE_SEPARATOR, handoff_block, with_handoff
@@ -25,7 +26,6 @@ from agentlite.platform.router import (
     format_messages,
     format_time,
     is_trigger,
-    strip_internal,
 )
 from agentlite.platform.store import AgentStore, Message
 

@@ -24,9 +24,9 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TextIO, runtime_checkable
 
+from agentlite.channels.message import strip_internal
 from agentlite.core.clock import now_iso
 from agentlite.core.errors import ConfigError
-from agentlite.platform.router import strip_internal
 
 if TYPE_CHECKING:
     from agentlite.channels.message import Message

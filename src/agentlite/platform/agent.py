@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from agentlite.box.base import BoxSpec
 from agentlite.box.lifecycle import cleanup_orphans
 from agentlite.channels.base import ChannelConfig, ChannelManager
+from agentlite.channels.message import strip_internal
 from agentlite.core.box_env import (
     ENV_ACTIONS_TOKEN,
     ENV_ACTIONS_URL,
@@ -49,7 +50,7 @@ from agentlite.platform.message_loop import MessageLoop
 from agentlite.platform.mounts import MountAllowlist, ensure_memory_alias, group_volumes, seed_memory
 from agentlite.platform.queue import GroupQueue
 from agentlite.platform.registry import AgentRecord, normalize_backend
-from agentlite.platform.router import ACP_NOTICE_SENDER, SenderAllowlist, strip_internal
+from agentlite.platform.router import ACP_NOTICE_SENDER, SenderAllowlist
 from agentlite.platform.scheduler import Scheduler
 from agentlite.platform.store import AgentStore, Message, RegisteredGroup, Task, check_group_folder, now_iso
 from agentlite.platform.turn_book import Cursor, TurnBook

@@ -14,8 +14,9 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Protocol
 
+from agentlite.channels.message import strip_internal
 from agentlite.platform.queue import GroupQueue
-from agentlite.platform.router import SenderAllowlist, format_messages, is_trigger, strip_internal
+from agentlite.platform.router import SenderAllowlist, format_messages, is_trigger
 from agentlite.platform.store import Message, RegisteredGroup
 from agentlite.platform.turn_book import Cursor, TurnBook
 from agentlite.run.turn import TurnResult

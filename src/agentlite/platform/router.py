@@ -23,7 +23,6 @@ from zoneinfo import ZoneInfo
 from agentlite.platform.store import Message
 
 log = logging.getLogger("agentlite.router")
-_INTERNAL = re.compile(r"<internal>.*?</internal>", re.DOTALL)
 
 
 def _escape(text: str) -> str:
@@ -46,12 +45,6 @@ def format_messages(messages: list[Message], tz: str) -> str:
         )
     lines.append("</messages>")
     return "\n".join(lines)
-
-
-def strip_internal(text: str) -> str:
-    """Drop the agent's ``<internal>...</internal>`` notes to itself and trim what is left (the one
-    definition: the message loop, the agent's outbound path and every channel use it)."""
-    return _INTERNAL.sub("", text).strip()
 
 
 def trigger_pattern(assistant_name: str) -> re.Pattern[str]:
