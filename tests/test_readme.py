@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agentlite.testing.model_server import ModelServer
 
 from agentlite.box.ownership import RecordStore
 from agentlite.platform.config_doc import SECTIONS, render_config_doc
 from agentlite.platform.service import load_config
+from agentlite.testing import ModelServer
 from conftest import needs_codex
 
 ROOT = Path(__file__).resolve().parents[1]
