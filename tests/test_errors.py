@@ -239,3 +239,14 @@ def test_a_failed_turn_raises_run_error_on_request_and_a_timed_out_one_run_timeo
     with pytest.raises(RunTimeout, match="box `agentlite-x-g-1` timed out after 2 s"):
         outcome.raise_for_status()
     assert TurnResult(status="error", error="x").line()["error"] == "x"  # the final line has no extra key
+
+
+def test_the_cli_maps_an_error_a_task_group_raised_and_leaves_bugs_as_tracebacks() -> None:
+    from agentlite.cli._common import EXIT_FAILED, EXIT_USAGE, exit_code_for, expected_error
+
+    refused = ConfigError("bad `x`")
+    grouped = ExceptionGroup("supervisor", [refused, StoreError("s.db", "disk full")])
+    assert expected_error(grouped) is refused and exit_code_for(refused) == EXIT_USAGE
+    assert exit_code_for(StoreError("s.db", "disk full")) == EXIT_FAILED
+    assert expected_error(ExceptionGroup("mixed", [refused, KeyError("bug")])) is None
+    assert expected_error(KeyError("bug")) is None
