@@ -42,7 +42,10 @@ def boxes_fragment(rows: list[dict[str, Any]]) -> str:
         owner = row["owner"] or {}
         lease = owner.get("lease")
         cleanup = row.get("cleanup") or {}
-        remove = f'<a class="button" href="/boxes/remove?{urlencode({"name": row["name"]})}">Remove…</a>'
+        remove = (
+            f'<a class="button" href="/boxes/remove?{urlencode({"name": row["name"]})}"'
+            f' aria-label="Remove box {esc(row["name"])}…">Remove…</a>'
+        )
         body.append(
             [
                 f'<span class="mono">{esc(row["name"])}</span>',
