@@ -37,7 +37,6 @@ from agentlite.core.box_env import (
 from agentlite.core.errors import AgentliteError, ConfigError
 from agentlite.core.safefs import BoxDir, UnsafePath
 from agentlite.core.supervisor import Supervisor
-from agentlite.platform.acp_peers import AcpDelegation, resolve_peers
 from agentlite.platform.actions import ActionRegistry, ActionsServer
 from agentlite.platform.adoption import RunDecision, adoptable_run, decide_runs, follow_adopted
 from agentlite.platform.agent_host import AgentHost
@@ -71,6 +70,7 @@ from agentlite.run.turn import GroupKey, TurnEventHandler, TurnResult, run_turn
 
 if TYPE_CHECKING:
     from agentlite.channels.base import ChannelFactory
+    from agentlite.platform.acp_peers import AcpDelegation
 
 log = logging.getLogger("agentlite.agent")
 
@@ -547,6 +547,9 @@ class Agent:
         without sessions for ``idle_timeout`` seconds is removed."""
         if self._acp is not None:
             raise AgentliteError(f"agent `{self.name}` already has ACP peers")
+        # Imported here: the ACP library takes ~0.4 s to import, which no agent without peers needs.
+        from agentlite.platform.acp_peers import AcpDelegation, resolve_peers
+
         delegation = AcpDelegation(
             peers=resolve_peers(peers), runtime=lambda: self._platform.runtime,
             box_home=lambda: self._platform.box_home, agent_id=self.id, groups_dir=self.groups_dir,
