@@ -158,11 +158,6 @@ def _blocking_folders(path: Path, uid: int, gid: int) -> list[tuple[Path, os.sta
     return blocking
 
 
-def can_traverse(path: Path, uid: int, gid: int) -> bool:
-    """Whether ``uid`` may pass through every folder above ``path``."""
-    return not _blocking_folders(path, uid, gid)
-
-
 def grant_traverse(path: Path, uid: int, gid: int) -> None:
     """Let ``uid`` pass through every folder above ``path`` (search only)."""
     for folder, st in _blocking_folders(path, uid, gid):

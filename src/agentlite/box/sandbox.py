@@ -312,13 +312,6 @@ class SandboxRuntime(BoxRuntime):
         sources = [self._root, box_dir / "net", *self._extra_ro_paths]
         return [*sources, *(host_system_paths() if self._rootfs is None else [self._rootfs])]
 
-    def _access_was_lost(self, spec: BoxSpec, box_dir: Path) -> bool:
-        """Whether, as root, some mount source is no longer reachable by the box user."""
-        if os.geteuid() != 0:
-            return False
-        paths = [*(v.host for v in spec.volumes), *self._mount_sources(box_dir)]
-        return any(not box_user.can_traverse(p, self._box_uid, self._box_gid) for p in paths)
-
     async def create(self, name: str, spec: BoxSpec) -> BoxInfo:
         box_dir = self._dir(name)
         self._root.mkdir(parents=True, exist_ok=True)
@@ -362,11 +355,11 @@ class SandboxRuntime(BoxRuntime):
             _write_state(box_dir, state)
             try:
                 init_pid, bwrap_pid = await asyncio.to_thread(self._launch, box_dir, argv, group, low_ports)
-            except BoxStartFailed:
-                # A folder above a mount source was chmod-ed between our grant and bwrap's start
-                # (a chmod resets the ACL mask; pytest does it to its temp root): grant, retry once.
-                if not await asyncio.to_thread(self._access_was_lost, spec, box_dir):
-                    raise
+            except BoxStartFailed as exc:
+                # Access to a mount source can be lost between our grant and bwrap's start (a chmod
+                # of a folder above it resets the ACL mask; pytest does it to its temp root), and a
+                # concurrent grant may restore it before we could look: grant again, retry once.
+                log.info("box %s: start failed, granting access again and retrying once: %s", name, exc)
                 await asyncio.to_thread(self._grant_access, spec, box_dir)
                 init_pid, bwrap_pid = await asyncio.to_thread(self._launch, box_dir, argv, group, low_ports)
             init_started = start_time(init_pid)
