@@ -1,6 +1,6 @@
 """Backends against scripted stand-ins of the CLIs (one module each, the rule of exactly one result).
 
-The real CLIs run in tests/test_agent_runs.py; here a tiny script named ``codex`` plays a run with
+The real CLIs run in tests/run/test_agent_runs.py; here a tiny script named ``codex`` plays a run with
 precise timing, which the real CLI cannot be made to do.
 """
 

@@ -36,7 +36,7 @@ from agentlite.testing import ModelServer, ScriptedUsage
 from conftest import HostProcess, needs_codex, needs_sandbox
 
 CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "dashboard"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
 TOKEN = "dashboard-test-token-0123456789"
 HEARTBEAT = 0.5
 

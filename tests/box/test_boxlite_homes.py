@@ -26,7 +26,7 @@ from agentlite.box.ownership import OwnerRecord, RecordStore, ownership_for
 from agentlite.box.probe import boxlite_checks
 from conftest import until_sync
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 class Host:

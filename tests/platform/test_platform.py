@@ -359,7 +359,7 @@ async def test_sigkill_mid_run_then_restart_recovers_the_message_and_reaps_the_b
     script = tmp_path / "service.py"
     script.write_text(_service_script(workdir, model.openai_base_url))
     model.scenario = "hang"
-    # The old behaviour, kept behind the switch: a live box is reaped, not adopted (tests/test_adoption.py).
+    # The old behaviour, kept behind the switch: a live box is reaped, not adopted (tests/platform/test_adoption.py).
     env = {**os.environ, "AGENTLITE_ADOPT_RUNS": "0"}
     first = await asyncio.create_subprocess_exec(
         sys.executable, str(script), "send", stdout=asyncio.subprocess.PIPE, env=env

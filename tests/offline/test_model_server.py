@@ -26,7 +26,7 @@ import pytest
 
 from agentlite.offline.model_server import SCENARIOS, ModelServer
 
-CLI_BIN = Path(__file__).resolve().parents[1] / "agent-clis" / "node_modules" / ".bin"
+CLI_BIN = Path(__file__).resolve().parents[2] / "agent-clis" / "node_modules" / ".bin"
 CODEX = CLI_BIN / "codex"
 CLAUDE = CLI_BIN / "claude"
 CLI_TIMEOUT = 60.0
