@@ -1,6 +1,7 @@
 """The layers are true: the import graph of ``src/agentlite`` (parsed, never imported) has no cycle,
 each layer imports only the layers below it, the box side imports only what the host compiles for
-it, product code never imports ``agentlite.testing``, and the CLI reaches into no private attribute.
+it, product code never imports ``agentlite.testing``, no module imports another's private names,
+and the CLI reaches into no private attribute.
 
 Every import counts: module level, in functions, under ``TYPE_CHECKING``. Layers, bottom up:
 ``core < box < run < image < platform < dashboard < cli``; ``channels`` (chat drivers and the
@@ -191,6 +192,29 @@ def private_reaches(sources: Mapping[str, Source]) -> list[str]:
     return sorted(found)
 
 
+def private_imports(sources: Mapping[str, Source]) -> list[str]:
+    """``from m import _name`` of a private name (not a module) of another module, anywhere in the
+    package, and of a private module from outside its own package, as ``module:line: text``."""
+    found = []
+    for name, source in sorted(sources.items()):
+        package = name if source.is_package else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(source.text)):
+            if (
+                not isinstance(node, ast.ImportFrom)
+                or node.level
+                or not (node.module or "").startswith("agentlite")
+            ):
+                continue
+            for alias in node.names:
+                if not alias.name.startswith("_") or alias.name.startswith("__"):
+                    continue
+                submodule = f"{node.module}.{alias.name}"
+                if submodule in sources and (node.module == package or package.startswith(f"{node.module}.")):
+                    continue  # a package's own private module
+                found.append(f"{name}:{node.lineno}: from {node.module} import {alias.name}")
+    return found
+
+
 # -- the rules hold on the package ------------------------------------------------------------
 
 
@@ -223,6 +247,10 @@ def test_the_box_side_reaches_only_what_the_host_compiles_for_it() -> None:
 
 def test_the_cli_reaches_into_no_private_attribute() -> None:
     assert private_reaches(package_sources()) == []
+
+
+def test_no_module_imports_another_modules_private_names() -> None:
+    assert private_imports(package_sources()) == []
 
 
 def test_the_agent_does_not_reach_the_platform_and_backend_base_names_no_backend() -> None:
@@ -275,3 +303,15 @@ def test_a_private_reach_from_the_cli_is_reported() -> None:
         "agentlite.cli.extra:3: agent._queue",
         "agentlite.cli.extra:4: from agentlite.box.lifecycle import _teardown",
     ]
+
+
+def test_an_import_of_a_private_name_is_reported() -> None:
+    text = "from agentlite.box.lifecycle import _bounded\nfrom agentlite.guest.runner import _loop\n"
+    assert private_imports(_with("agentlite.run.extra", text)) == [
+        "agentlite.run.extra:1: from agentlite.box.lifecycle import _bounded",
+        "agentlite.run.extra:2: from agentlite.guest.runner import _loop",
+    ]
+    assert (
+        private_imports(_with("agentlite.guest.runner.extra", "from agentlite.guest.runner import _loop\n"))
+        == []
+    )

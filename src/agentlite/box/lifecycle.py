@@ -127,7 +127,7 @@ async def run_in_box(
     spec = spec or BoxSpec()
     deadline = deadline or Deadline(None)
     ownership = ownership_for(home)
-    name = await _claim_name(runtime, ownership, agent_id, group)
+    name = await claim_box_name(runtime, ownership, agent_id, group)
     started = time.monotonic()
     try:
         await runtime.create(name, spec)
@@ -157,10 +157,11 @@ async def run_in_box(
         )
         return CommandResult(name, exit_code, timed_out, time.monotonic() - started)
     finally:
-        await _shielded(_teardown(runtime, ownership, name, proc))
+        await shielded(teardown_box(runtime, ownership, name, proc))
 
 
-async def _claim_name(runtime: BoxRuntime, ownership: Any, agent_id: str, group: str) -> str:
+async def claim_box_name(runtime: BoxRuntime, ownership: Any, agent_id: str, group: str) -> str:
+    """A new box name for ``agent_id``/``group`` whose ownership record is published (see the module)."""
     ms = int(time.time() * 1000)
     for bump in range(1000):
         name = box_name(agent_id, group, ms + bump)
@@ -262,7 +263,8 @@ async def _bounded(work: Awaitable[None], what: str, seconds: float | None = Non
         return False
 
 
-async def _teardown(runtime: BoxRuntime, ownership: Any, name: str, proc: BoxProcess | None) -> None:
+async def teardown_box(runtime: BoxRuntime, ownership: Any, name: str, proc: BoxProcess | None) -> None:
+    """Kill ``proc`` and remove the box (each step bounded; a failure is logged), then delete its record."""
     try:
         if proc is not None:
             await _bounded(proc.kill(), f"killing the command in box `{name}`")
@@ -276,7 +278,7 @@ async def _teardown(runtime: BoxRuntime, ownership: Any, name: str, proc: BoxPro
         ownership.unregister(name)
 
 
-async def _shielded(coro: Coroutine[Any, Any, None]) -> None:
+async def shielded(coro: Coroutine[Any, Any, None]) -> None:
     """Run cleanup to the end even if the caller is cancelled, then let the cancellation through.
 
     ``coro`` must bound its own steps (see :func:`_bounded`); this adds an outer bound so a caller

@@ -25,7 +25,8 @@ def resolve_tz(tz: str | tzinfo) -> tzinfo:
         raise ConfigError(f"time zone `{tz}` is not a known IANA zone name") from exc
 
 
-def _aware(moment: datetime | None) -> datetime:
+def aware_utc(moment: datetime | None) -> datetime:
+    """``moment`` with a time zone (naive means UTC); ``None`` is now."""
     if moment is None:
         return datetime.now(UTC)
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
@@ -84,14 +85,14 @@ def compute_next_run(
       simply due). Completing a once task after its run is the scheduler's business.
     """
     zone = resolve_tz(tz)
-    now = _aware(after)
+    now = aware_utc(after)
     if schedule_type == "cron":
         return iso_utc(_cron_next(value, now, zone))
     if schedule_type == "interval":
         step = _interval_ms(value)
         if anchor is None:
             return iso_utc(now + timedelta(milliseconds=step))
-        base = parse_iso(anchor) if isinstance(anchor, str) else _aware(anchor)
+        base = parse_iso(anchor) if isinstance(anchor, str) else aware_utc(anchor)
         behind_ms = (now - base) // timedelta(milliseconds=1)
         steps = 1 if behind_ms < 0 else behind_ms // step + 1
         return iso_utc(base + timedelta(milliseconds=steps * step))

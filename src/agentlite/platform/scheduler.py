@@ -38,7 +38,7 @@ from agentlite.core.clock import iso_utc, parse_iso
 from agentlite.core.errors import ConfigError
 from agentlite.core.names import check_task_id
 from agentlite.core.schedules import (
-    _aware,
+    aware_utc,
     compute_next_run,
     resolve_tz,
     validate_schedule as validate_schedule,  # re-exported: one set of rules
@@ -158,7 +158,7 @@ class Scheduler:
     # -- plumbing ------------------------------------------------------------------------------
 
     def _now(self) -> datetime:
-        return _aware(self._clock())
+        return aware_utc(self._clock())
 
     def _emit(self, name: str, **data: Any) -> None:
         payload = {"agent_id": self._agent_id, "timestamp": iso_utc(self._now()), **data}

@@ -21,7 +21,7 @@ import acp
 from acp import schema
 
 from agentlite.box.base import BoxProcess, BoxRuntime, BoxSpec, Volume
-from agentlite.box.lifecycle import _claim_name, _shielded, _teardown
+from agentlite.box.lifecycle import claim_box_name, shielded, teardown_box
 from agentlite.box.network import NetworkMode, loopback_ports, model_endpoint_entries
 from agentlite.box.ownership import ownership_for
 from agentlite.core.box_env import ANTHROPIC_KEY_ENV, ENV_ACP_INPUT, OPENAI_KEY_ENV
@@ -164,7 +164,7 @@ class AdapterBox:
             exposed_ports=[*base.exposed_ports, *loopback_ports([self.backend.base_url])],
         )
         await asyncio.to_thread(box_bytecode.ensure)
-        self.box = await _claim_name(self.runtime, self._ownership, self.agent_id, self.group)
+        self.box = await claim_box_name(self.runtime, self._ownership, self.agent_id, self.group)
         self._owned = True
         try:
             await self.runtime.create(self.box, spec)
@@ -194,7 +194,7 @@ class AdapterBox:
         if conn is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.close(), 5)
-        await _shielded(_teardown(self.runtime, self._ownership, self.box, self._proc))
+        await shielded(teardown_box(self.runtime, self._ownership, self.box, self._proc))
         if self._writer is not None:
             self._writer.close()  # an unclosed writer complains when collected after its loop
         for task in self._tasks:
