@@ -183,6 +183,15 @@ def private_reaches(sources: Mapping[str, Source]) -> list[str]:
                 owner = node.value.id if isinstance(node.value, ast.Name) else None
                 if private and owner not in ("self", "cls"):
                     found.append(f"{name}:{node.lineno}: {ast.unparse(node)}")
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and len(node.args) >= 2:
+                # getattr(obj, "_x") / setattr / hasattr: the same reach, spelled as a string.
+                attr, owner_node = node.args[1], node.args[0]
+                spelled = isinstance(attr, ast.Constant) and isinstance(attr.value, str)
+                if node.func.id in ("getattr", "setattr", "hasattr") and spelled:
+                    private = attr.value.startswith("_") and not attr.value.startswith("__")
+                    owner = owner_node.id if isinstance(owner_node, ast.Name) else None
+                    if private and owner not in ("self", "cls"):
+                        found.append(f"{name}:{node.lineno}: {ast.unparse(node)}")
             elif (
                 isinstance(node, ast.ImportFrom) and node.level == 0 and layer_of(node.module or "") != "cli"
             ):
@@ -298,10 +307,14 @@ def test_a_host_module_on_the_box_side_is_reported() -> None:
 
 
 def test_a_private_reach_from_the_cli_is_reported() -> None:
-    text = "def f(agent, self):\n    self._ok = 1\n    return agent._queue\nfrom agentlite.box.lifecycle import _teardown\n"
+    text = (
+        "def f(agent, self):\n    self._ok = 1\n    getattr(agent, '_store')\n    return agent._queue\n"
+        "from agentlite.box.lifecycle import _bounded\n"
+    )
     assert private_reaches(_with("agentlite.cli.extra", text)) == [
-        "agentlite.cli.extra:3: agent._queue",
-        "agentlite.cli.extra:4: from agentlite.box.lifecycle import _teardown",
+        "agentlite.cli.extra:3: getattr(agent, '_store')",
+        "agentlite.cli.extra:4: agent._queue",
+        "agentlite.cli.extra:5: from agentlite.box.lifecycle import _bounded",
     ]
 
 
