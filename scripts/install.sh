@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything AgentLite needs on a fresh Debian or Ubuntu machine: system tools from the
-# package manager (only when missing), then the package with its dev extras in ./.venv.
+# package manager (only when missing), then the package with its dev and ray extras in ./.venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,7 +32,7 @@ fi
 VENV="${VENV:-.venv}"
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -e '.[dev]'
+"$VENV/bin/python" -m pip install -q -e '.[dev,ray]'
 # The agent CLIs, pinned in agent-clis/package-lock.json, into a project-local prefix that boxes see.
 (cd agent-clis && npm ci --no-audit --no-fund --loglevel=error)
 echo "installed: $("$VENV/bin/agentlite" --version)" >&2

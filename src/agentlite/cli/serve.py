@@ -22,11 +22,20 @@ def serve_command(
     host: HostOption = "127.0.0.1",
     port: PortOption = 8765,
     allow_remote: AllowRemoteOption = False,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address", help="Place boxes on the Ray cluster with this head (HOST:PORT, or auto)."
+        ),
+    ] = None,
 ) -> None:
     """Start every configured agent with its channels and groups; stop cleanly on SIGTERM or SIGINT."""
     from agentlite.platform.service import load_config, serve
 
     settings = load_config(config)  # the whole file is checked before anything starts
+    if ray_address is not None:
+        settings.placement, settings.ray_address = "ray", ray_address
+        settings.placement_config()  # checked now, with a clear error
     beside = None
     if dashboard:
         from agentlite.dashboard.server import check_bind, resolve_token, serve_dashboard

@@ -38,7 +38,7 @@ from agentlite.core.errors import AgentliteError, ConfigError
 from agentlite.core.safefs import BoxDir, UnsafePath
 from agentlite.core.supervisor import Supervisor
 from agentlite.platform.actions import ActionRegistry, ActionsServer
-from agentlite.platform.adoption import RunDecision, adoptable_run, decide_runs, follow_adopted
+from agentlite.platform.adoption import RunDecision, adoptable_run
 from agentlite.platform.agent_host import AgentHost
 from agentlite.platform.events import AgentEvent, EventHub
 from agentlite.platform.handoff import handoff_block, with_handoff
@@ -66,7 +66,7 @@ from agentlite.run.protocol import (
 )
 from agentlite.run.retry import retry_class
 from agentlite.run.sdk_events import agent_events
-from agentlite.run.turn import GroupKey, TurnEventHandler, TurnResult, run_turn
+from agentlite.run.turn import GroupKey, TurnEventHandler, TurnResult
 
 if TYPE_CHECKING:
     from agentlite.channels.base import ChannelFactory
@@ -194,8 +194,15 @@ class Agent:
         self._groups = self.store.get_registered_groups()
         # Before the sweep: runs an earlier host of ours left unfinished are delivered, adopted
         # (their boxes become ours) or abandoned (agentlite.platform.adoption).
-        runs = await decide_runs(self.store.runs, self._platform.runtime, self._platform.box_home, self.ipc_root,
-                                 enabled=self._platform.adopt_runs)  # fmt: skip
+        placement = self._platform.placement
+        runs = await placement.decide_runs(self.store.runs, self.ipc_root, agent_id=self.id,
+                                           enabled=self._platform.adopt_runs)  # fmt: skip
+        # Boxes elsewhere (a Ray cluster's nodes) that no adopted run holds are removed now.
+        if killed := await placement.reconcile(self.id, runs):
+            log.info("agent=%s removed %d box(es) no run holds: %s", self.id, len(killed), killed)
+        subscribe = getattr(placement, "subscribe", None)
+        if subscribe is not None:
+            subscribe(self.id, self._hub.emit)
         # The startup sweep: boxes of this agent whose owner died (a crashed earlier run of us).
         decisions = await cleanup_orphans(
             self._platform.runtime, self._platform.box_home, self.id, adoptable=adoptable_run
@@ -288,9 +295,10 @@ class Agent:
                 tally.observe(event)
 
         try:
-            ended = await follow_adopted(decision, ledger=self.store.runs, runtime=self._platform.runtime,
-                                         box_home=self._platform.box_home, ipc_root=self.ipc_root, deliver=deliver,
-                                         on_event=on_event, timeout=self._platform.box_timeout)  # fmt: skip
+            ended = await self._platform.placement.follow_adopted(decision, ledger=self.store.runs,
+                                                                  ipc_root=self.ipc_root, deliver=deliver,
+                                                                  on_event=on_event,
+                                                                  timeout=self._platform.box_timeout)  # fmt: skip
         except asyncio.CancelledError:
             self.store.runs.end(run.run_id, "abandoned", "the adopting host stopped", token=decision.token)
             raise
@@ -930,8 +938,8 @@ class Agent:
                              accepted_at: float | None, spec: BoxSpec, single_turn: bool, tally: Any,
                              errors_as_results: bool, on_box: Callable[[str], None],
                              workspace: Path | None = None) -> TurnResult:  # fmt: skip
-        return await run_turn(
-            self._platform.runtime, self._platform.box_home, GroupKey(self.id, group.folder), run_input,
+        return await self._platform.placement.run_turn(
+            GroupKey(self.id, group.folder), run_input,
             self._book if session_mode != "none" else None, on_event=on_event,
             resume=session_mode == "resume", keep_session=lambda: revision == self.backend_revision,
             request_id=request_id, accepted_at=accepted_at,

@@ -11,12 +11,15 @@ from pathlib import Path
 from typing import Protocol
 
 from agentlite.box.base import BoxRuntime
+from agentlite.placement.base import Placement
 from agentlite.platform.registry import Registry
 
 
 class AgentHost(Protocol):
     runtime: BoxRuntime
     box_home: Path
+    #: Where the agents' turns run their boxes (``local``: with ``runtime``; ``ray``: on cluster nodes).
+    placement: Placement
     registry: Registry
     timezone: str
     max_concurrent: int

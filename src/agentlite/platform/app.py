@@ -24,6 +24,8 @@ from agentlite.box.lifecycle import cleanup_orphans
 from agentlite.core.errors import AgentliteError, ConfigError
 from agentlite.core.names import AGENT_NAME, check_agent_name, child_path
 from agentlite.image.guest_root import open_configured_runtime
+from agentlite.placement.base import Placement, PlacementConfig
+from agentlite.placement.choice import open_placement
 from agentlite.platform.adoption import adoption_enabled
 from agentlite.platform.agent import Agent
 from agentlite.platform.registry import AgentRecord, Registry, normalize_backend
@@ -56,7 +58,8 @@ class AgentLite:
 
     def __init__(self, workdir: Path, *, timezone: str, runtime: BoxRuntime, max_concurrent: int,
                  box_timeout: float, idle_timeout: float, scheduler_poll_interval: float = 60.0,
-                 box_home: Path | None = None, adopt_runs: bool = True, ipc_poll_interval: float = 1.0) -> None:  # fmt: skip
+                 box_home: Path | None = None, adopt_runs: bool = True, ipc_poll_interval: float = 1.0,
+                 placement: Placement | None = None) -> None:  # fmt: skip
         self.workdir = workdir
         #: Whether a starting agent adopts the live boxes of runs its crashed host left (else reaps them).
         self.adopt_runs = adopt_runs
@@ -64,6 +67,8 @@ class AgentLite:
         self.box_home = box_home or workdir / ".boxlite"
         self.timezone = timezone
         self.runtime = runtime
+        #: Where turns run their boxes: this machine (``local``, the default) or a Ray cluster's nodes.
+        self.placement = placement or open_placement(PlacementConfig(), runtime, self.box_home)
         self.max_concurrent = max(1, max_concurrent)
         self.box_timeout = box_timeout
         self.idle_timeout = idle_timeout
@@ -177,6 +182,7 @@ class AgentLite:
             await agent.stop(reason=reason, grace=grace)
         self._agents.clear()
         self.registry.close()
+        await self.placement.aclose()
         await self.runtime.aclose()
 
     async def __aenter__(self) -> Self:
@@ -190,8 +196,13 @@ class AgentLite:
 async def create(*, workdir: str | Path = ".", timezone: str | None = None, runtime: str | None = None,
                  max_concurrent: int = 5, box_timeout: float = 1800.0, idle_timeout: float = 1800.0,
                  scheduler_poll_interval: float = 60.0, adopt_runs: bool | None = None,
-                 ipc_poll_interval: float = 1.0) -> AgentLite:  # fmt: skip
+                 ipc_poll_interval: float = 1.0, placement: str | PlacementConfig | None = None,
+                 ray_address: str | None = None) -> AgentLite:  # fmt: skip
     """Open (or start) a platform in ``workdir``: its registry, box home and restored agents.
+
+    ``placement``: ``local`` (boxes on this machine) or ``ray`` (boxes on the nodes of the Ray
+    cluster at ``ray_address``; the ``ray`` extra), or a :class:`PlacementConfig`; unset:
+    $AGENTLITE_PLACEMENT, else ``ray`` when an address is given, else ``local``.
 
     ``adopt_runs``: a starting agent adopts the live boxes of turns its crashed host left running
     (default; env ``AGENTLITE_ADOPT_RUNS=0`` turns it off) instead of reaping them and running the
@@ -203,9 +214,20 @@ async def create(*, workdir: str | Path = ".", timezone: str | None = None, runt
         raise ConfigError(f"workdir `{folder}` cannot be created: {exc.strerror or exc}") from None
     if max_concurrent < 1:
         raise ConfigError(f"max_concurrent must be at least 1, got {max_concurrent}")
+    config = (
+        placement
+        if isinstance(placement, PlacementConfig)
+        else PlacementConfig.choose(placement, ray_address=ray_address)
+    )
     box_runtime, choice = open_configured_runtime(folder / ".boxlite", runtime)
-    log.info("platform workdir=%s runtime=%s reason=%r", folder, choice.name, choice.reason)
+    log.info("platform workdir=%s runtime=%s reason=%r placement=%s", folder, choice.name, choice.reason,
+             config.kind)  # fmt: skip
+    try:
+        placed = open_placement(config, box_runtime, folder / ".boxlite")
+    except BaseException:
+        await box_runtime.aclose()
+        raise
     return AgentLite(folder, timezone=resolve_timezone(timezone), runtime=box_runtime, max_concurrent=max_concurrent,
                      box_timeout=box_timeout, idle_timeout=idle_timeout,
                      scheduler_poll_interval=scheduler_poll_interval, ipc_poll_interval=ipc_poll_interval,
-                     adopt_runs=adoption_enabled(adopt_runs))  # fmt: skip
+                     adopt_runs=adoption_enabled(adopt_runs), placement=placed)  # fmt: skip

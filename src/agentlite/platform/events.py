@@ -25,6 +25,8 @@ EventName = Literal[
     "task.deleted", "task.paused", "task.resumed", "task.terminated", "task.run.queued", "task.run.started",
     "task.run.succeeded", "task.run.failed", "task.run.skipped", "path.refused", "usage", "budget.warning",
     "budget.exceeded", "budget.resumed", "run.retry", "run.error",
+    # Where a group's box runs (a Ray placement): its first node, and a move to another one.
+    "placement.placed", "placement.moved",
 ]  # fmt: skip
 EVENT_NAMES: frozenset[str] = frozenset(get_args(EventName))
 

@@ -6,6 +6,9 @@ Example ``agentlite.toml``::
     timezone = "Europe/Berlin"
     max_concurrent = 5
     adopt_runs = true                   # a restart adopts live boxes of unfinished turns (false: reap)
+    placement = "local"                 # or "ray": boxes on the nodes of a Ray cluster (the `ray` extra)
+    ray_address = "10.0.0.5:6379"       # the cluster's head (placement "ray"; `serve --ray-address`)
+    node_slots = 4                      # most boxes this host places on one node (default: its box_slots)
 
     [[agents]]
     name = "main"
@@ -140,8 +143,22 @@ class ServiceConfig(_Strict):
     """Seconds a box waits for a follow-up message after a turn before it ends."""
     adopt_runs: bool | None = None
     """Adopt the live boxes of turns a crashed earlier service left (unset: `$AGENTLITE_ADOPT_RUNS`, else on); `false` reaps them and runs the message again."""
+    placement: Literal["local", "ray"] | None = None
+    """Where boxes run: `local` (this machine) or `ray` (the nodes of a Ray cluster; the `ray` extra). Unset: `$AGENTLITE_PLACEMENT`, else `ray` when `ray_address` is set, else `local`."""
+    ray_address: str | None = None
+    """The Ray cluster's head, `HOST:PORT` or `auto` (placement `ray`; `serve --ray-address` overrides it)."""
+    node_slots: int | None = Field(default=None, ge=1)
+    """Most boxes this host places on one Ray node at once (unset: as many as the node's `box_slots`)."""
     agents: list[AgentConfig] = []
     """The agents (`[[agents]]`)."""
+
+    def placement_config(self) -> Any:
+        """The :class:`~agentlite.placement.PlacementConfig` these settings ask for."""
+        from agentlite.placement import PlacementConfig
+
+        return PlacementConfig.choose(
+            self.placement, ray_address=self.ray_address, node_slots=self.node_slots
+        )
 
 
 #: Environment variables (the reference's names) that win over the file: ``{variable: (key, convert,
@@ -231,7 +248,8 @@ async def serve(config: ServiceConfig, *, stop: asyncio.Event | None = None,
         loop.add_signal_handler(signum, stop.set)
     platform = await agentlite.create(workdir=config.workdir, timezone=config.timezone, runtime=config.runtime,
                                       max_concurrent=config.max_concurrent, box_timeout=config.box_timeout,
-                                      idle_timeout=config.idle_timeout, adopt_runs=config.adopt_runs)  # fmt: skip
+                                      idle_timeout=config.idle_timeout, adopt_runs=config.adopt_runs,
+                                      placement=config.placement_config())  # fmt: skip
     async with platform:
         for spec in config.agents:
             channels = {

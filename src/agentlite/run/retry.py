@@ -3,7 +3,8 @@
 A rate limit (HTTP 429, "rate limit", "too many requests") or a transient server error (500, 503,
 "overloaded", "service unavailable", "internal server error", "temporarily unavailable") is
 retried: 1 s doubling per attempt, plus up to as much again in jitter, 60 s at most, 5 retries.
-Nothing else is, and never a turn that already emitted a result.
+A box lost with its node ("box lost", a Ray placement's node died or was removed) is retried
+the same way, on another node. Nothing else is, and never a turn that already emitted a result.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from agentlite.run.turn import TurnResult
 
-RetryClass = Literal["rate_limit", "transient"]
+RetryClass = Literal["rate_limit", "transient", "node_lost"]
 
 _RATE_LIMIT = re.compile(r"\b429\b|rate[ _-]?limit|too many requests", re.IGNORECASE)
 _TRANSIENT = re.compile(
     r"\b50[03]\b|overloaded|service unavailable|internal server error|temporar(?:il)?y unavailable",
     re.IGNORECASE,
 )
+_NODE_LOST = re.compile(r"\bbox lost\b", re.IGNORECASE)
 
 
 def classify(error: str | None) -> RetryClass | None:
@@ -34,6 +36,8 @@ def classify(error: str | None) -> RetryClass | None:
         return "rate_limit"
     if _TRANSIENT.search(error):
         return "transient"
+    if _NODE_LOST.search(error):
+        return "node_lost"
     return None
 
 

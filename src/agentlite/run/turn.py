@@ -32,6 +32,8 @@ from agentlite.run.usage_tally import Counts, RunStopped, UsageTally
 log = logging.getLogger("agentlite.turn")
 
 TurnEventHandler = Callable[[Event], Awaitable[None] | None]
+#: What runs the box part of a turn: :func:`run_agent`'s signature (a placement may run it elsewhere).
+AgentRunner = Callable[..., Awaitable[RunOutcome]]
 
 
 class TurnUsage(BaseModel):
@@ -142,6 +144,7 @@ async def run_turn(
     accepted_at: float | None = None,
     errors_as_results: bool = True,
     tally: UsageTally | None = None,
+    runner: AgentRunner | None = None,
     **run_options: Any,
 ) -> TurnResult:
     """Run one turn of ``key``'s group and return its one :class:`TurnResult`.
@@ -152,6 +155,7 @@ async def run_turn(
     switch mid-run). A run that raises is a result with status ``error`` (logged), or with
     ``errors_as_results=False`` the caller's to report. ``run_options`` go to :func:`run_agent`.
     ``tally`` collects the run's usage (priced); its ``on_change`` raising stops the box at once.
+    ``runner`` runs the box (default :func:`run_agent`, here; a Ray placement's runs it on a node).
     """
     started = time.time()
     backend_type = run_input.backend.type
@@ -193,7 +197,7 @@ async def run_turn(
         return TurnUsage.of(tally)
 
     try:
-        outcome: RunOutcome = await run_agent(runtime, box_home, run_input, on_event=relay, agent_id=key.agent_id,
+        outcome: RunOutcome = await (runner or run_agent)(runtime, box_home, run_input, on_event=relay, agent_id=key.agent_id,
                                               group=key.folder, **run_options)  # fmt: skip
     except UnsafePath:
         raise  # the caller reports refused paths in its own terms

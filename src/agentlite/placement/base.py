@@ -1,0 +1,99 @@
+"""The placement interface and its settings (:mod:`agentlite.placement.choice` opens one)."""
+
+from __future__ import annotations
+
+import abc
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agentlite.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from agentlite.platform.adoption import RunDecision
+    from agentlite.platform.ledger import RunLedger, RunRecord
+    from agentlite.run.protocol import Event, RunnerInput
+    from agentlite.run.turn import GroupKey, SessionStore, TurnResult
+
+PLACEMENT_NAMES = ("local", "ray")
+ENV_PLACEMENT = "AGENTLITE_PLACEMENT"
+ENV_RAY_ADDRESS = "AGENTLITE_RAY_ADDRESS"
+#: The Ray namespace the boxes' actors are named in (``agentlite/<agent>/<group>/<run>``).
+DEFAULT_NAMESPACE = "agentlite"
+#: The folder on each node under which that node keeps its boxes and their ownership records.
+DEFAULT_NODE_ROOT = "/tmp/agentlite-nodes"
+
+
+@dataclass(frozen=True)
+class PlacementConfig:
+    """How boxes are placed. ``kind``: ``local`` or ``ray``; the rest matters for ``ray`` only."""
+
+    kind: str = "local"
+    #: The cluster to join (``HOST:PORT`` of its head, or ``auto``); unset: $AGENTLITE_RAY_ADDRESS, else ``auto``.
+    ray_address: str | None = None
+    namespace: str = DEFAULT_NAMESPACE
+    #: Most boxes the host places on one node at once (unset: as many as the node's ``box_slots``).
+    node_slots: int | None = None
+    #: The node-local folder for boxes and ownership records (each node uses ``<node_root>/<node id>``).
+    node_root: str = DEFAULT_NODE_ROOT
+    #: The box runtime each node uses (``auto``, ``sandbox`` or ``boxlite``); unset: the node's own choice.
+    node_runtime: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in PLACEMENT_NAMES:
+            raise ConfigError(f"unknown placement `{self.kind}`; choose one of {', '.join(PLACEMENT_NAMES)}")
+        if self.node_slots is not None and self.node_slots < 1:
+            raise ConfigError(f"node_slots must be at least 1, got {self.node_slots}")
+        if not self.namespace.strip():
+            raise ConfigError("the Ray namespace must not be empty")
+        if not Path(self.node_root).is_absolute():
+            raise ConfigError(f"node_root `{self.node_root}` must be an absolute path")
+        if self.ray_address is not None and not self.ray_address.strip():
+            raise ConfigError("ray_address must not be empty (leave it unset for `auto`)")
+
+    @classmethod
+    def choose(
+        cls, kind: str | None = None, *, ray_address: str | None = None, **options: Any
+    ) -> PlacementConfig:
+        """``kind``, else $AGENTLITE_PLACEMENT, else ``ray`` when an address is given, else ``local``."""
+        address = ray_address if ray_address is not None else os.environ.get(ENV_RAY_ADDRESS) or None
+        chosen = kind or os.environ.get(ENV_PLACEMENT) or ("ray" if ray_address is not None else "local")
+        return cls(kind=chosen.strip().lower(), ray_address=address, **options)
+
+
+class Placement(abc.ABC):
+    """Runs a group's turns in a box somewhere, and finds the runs an earlier host left there."""
+
+    #: ``local`` or ``ray``.
+    name: str
+
+    @abc.abstractmethod
+    async def run_turn(self, key: GroupKey, run_input: RunnerInput, sessions: SessionStore | None,
+                       **options: Any) -> TurnResult:  # fmt: skip
+        """One turn of ``key``'s group: :func:`agentlite.run.turn.run_turn`'s contract, options included."""
+
+    @abc.abstractmethod
+    async def decide_runs(self, ledger: RunLedger, ipc_root: Path, *, agent_id: str,
+                          enabled: bool = True) -> list[RunDecision]:  # fmt: skip
+        """Judge the agent's unfinished runs at its start (:func:`agentlite.platform.adoption.decide_runs`)."""
+
+    @abc.abstractmethod
+    async def follow_adopted(self, decision: RunDecision, *, ledger: RunLedger, ipc_root: Path,
+                             deliver: Callable[[str], Awaitable[bool]],
+                             on_event: Callable[[Event], None] | None = None,
+                             timeout: float = 1800.0) -> RunRecord | None:  # fmt: skip
+        """Follow an adopted run to its final, write it (fenced), deliver it once, close its box."""
+
+    async def reconcile(self, agent_id: str, decisions: list[RunDecision]) -> list[str]:
+        """After :meth:`decide_runs`: remove what runs for ``agent_id`` but is no adopted run's.
+        Returns what was removed. Local boxes are the orphan sweep's, so this does nothing here."""
+        return []
+
+    async def describe(self) -> dict[str, Any]:
+        """What ``agentlite doctor`` shows about where boxes go."""
+        return {"placement": self.name}
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Let go of the placement's own resources (boxes of live runs are the agents' to stop)."""

@@ -1,0 +1,146 @@
+"""The box actor: one named, detached Ray actor per box run, on the node the host placed it.
+
+It makes the box with the node's own runtime (in ``<node_root>/<node id>``, where the node's
+ownership records live too), runs the turn there with :func:`agentlite.run.box_run.run_agent`, and
+keeps every event the runner emits in a journal with offsets. :meth:`BoxActor.stream` replays that
+journal from an offset and follows it to the run's end (a streaming generator), so a host that
+restarted re-attaches by the actor's name and reads on from where it wants. Every item carries the
+run's fencing token. A guard process (:mod:`agentlite.placement.node_guard`) removes the box when
+the actor or its raylet dies.
+
+Importing this module imports Ray: only :mod:`agentlite.placement.ray_placement` does, lazily.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psutil
+import ray
+
+from agentlite.run.protocol import Event, RunnerInput
+
+log = logging.getLogger("agentlite.placement.actor")
+
+
+def node_home(node_root: str, node_id: str) -> Path:
+    """The node-local folder of one node's boxes (short: socket paths live under it)."""
+    return Path(node_root) / node_id[:16]
+
+
+def _raylet_pid() -> int:
+    """The raylet that started this worker (its parent), or 0 when the parent is something else."""
+    parent = os.getppid()
+    try:
+        name = psutil.Process(parent).name()
+    except psutil.NoSuchProcess:
+        return 0
+    return parent if "raylet" in name else 0
+
+
+@ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0)
+class BoxActor:
+    """One box run on this node. Items of :meth:`stream`: ``("box", token, name)``,
+    ``("event", token, offset, event)``, and last ``("end", token, outcome | None, failure | None)``."""
+
+    def __init__(
+        self, node_root: str, agent_id: str, group: str, token: str, runtime_name: str | None
+    ) -> None:
+        self.node_id = ray.get_runtime_context().get_node_id()
+        self.home = node_home(node_root, self.node_id)
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.agent_id, self.group, self.token, self.runtime_name = agent_id, group, token, runtime_name
+        self.box: str | None = None
+        self.events: list[Event] = []
+        self.outcome: Any = None
+        self.failure: str | None = None
+        self.done = False
+        self._task: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()  # replaced on each change; binds to the actor's loop on first wait
+        guard_argv = [sys.executable, "-m", "agentlite.placement.node_guard", "--actor", str(os.getpid()),
+                      "--raylet", str(_raylet_pid()), "--home", str(self.home), "--agent", agent_id]  # fmt: skip
+        if runtime_name:
+            guard_argv += ["--runtime", runtime_name]
+        with (self.home / "guard.log").open("ab") as guard_log:
+            # A session of its own: the guard outlives the worker's process group to clean up after it.
+            self._guard = subprocess.Popen(guard_argv, stdin=subprocess.DEVNULL, stdout=guard_log, stderr=guard_log,
+                                           start_new_session=True)  # fmt: skip
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def describe(self) -> dict[str, Any]:
+        return {"node_id": self.node_id, "agent_id": self.agent_id, "group": self.group, "token": self.token,
+                "box": self.box, "events": len(self.events), "done": self.done, "failure": self.failure,
+                "pid": os.getpid(), "guard_pid": self._guard.pid, "home": str(self.home)}  # fmt: skip
+
+    async def start(
+        self, run_input: RunnerInput, options: dict[str, Any], env: dict[str, str]
+    ) -> dict[str, Any]:
+        """Begin the run in the background and return at once (the host follows it with :meth:`stream`)."""
+        if self._task is not None:
+            raise RuntimeError(f"box actor for run {self.token} already started")
+        os.environ.update(env)  # the backend's key: one run per actor process, so nothing leaks across runs
+        self._notify()
+        self._task = asyncio.create_task(self._run(run_input, options))
+        return self.describe()
+
+    async def _run(self, run_input: RunnerInput, options: dict[str, Any]) -> None:
+        from agentlite.box import open_runtime
+        from agentlite.box.lifecycle import cleanup_orphans
+        from agentlite.run.box_run import run_agent
+
+        def on_box(name: str) -> None:
+            self.box = name
+            self._notify()
+
+        def on_event(event: Event) -> None:
+            self.events.append(event)
+            self._notify()
+
+        try:
+            runtime, _ = open_runtime(self.home, self.runtime_name)
+            async with runtime:
+                # The node's own sweep: boxes of this agent whose actor died are removed first.
+                await cleanup_orphans(runtime, self.home, self.agent_id)
+                self.outcome = await run_agent(runtime, self.home, run_input, on_event=on_event,
+                                               agent_id=self.agent_id, group=self.group, on_box=on_box,
+                                               **options)  # fmt: skip
+        except asyncio.CancelledError:
+            self.failure = "the run was cancelled by its host"
+        except Exception as exc:  # the host gets it as the run's failure
+            log.exception("box run failed token=%s", self.token)
+            self.failure = f"{type(exc).__name__}: {exc}"
+        finally:
+            self.done = True
+            self._notify()
+
+    @ray.method(num_returns="streaming")  # type: ignore[misc]
+    async def stream(self, offset: int = 0) -> Any:
+        """The run's journal from ``offset``, followed to its end."""
+        sent_box = False
+        while True:
+            changed = self._changed
+            if self.box is not None and not sent_box:
+                sent_box = True
+                yield ("box", self.token, self.box)
+            while offset < len(self.events):
+                yield ("event", self.token, offset, self.events[offset])
+                offset += 1
+            if self.done:
+                yield ("end", self.token, self.outcome, self.failure)
+                return
+            await changed.wait()
+
+    async def cancel(self) -> None:
+        """Stop the run: its box is removed by the run's own teardown."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            await asyncio.wait({self._task}, timeout=60)

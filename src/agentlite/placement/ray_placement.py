@@ -1,0 +1,393 @@
+"""``ray`` placement: each box run is a named, detached actor on a node of a Ray cluster.
+
+The host keeps what a turn needs of itself (sessions, usage and budgets, the ledger's fencing, the
+chat) and hands only the box run to the node: :func:`agentlite.run.turn.run_turn` runs here with a
+runner that starts a :class:`~agentlite.placement.ray_actor.BoxActor` and relays its streamed
+events. Placement: a group goes to the alive node with the fewest groups (``box_slots`` reserves
+one slot per box, so a full node queues) and sticks to it; when its node is gone it moves and the
+agent gets a ``placement.moved`` event.
+
+Fencing: every run carries a fresh token; the group's current token is the host's. A run's end that
+carries another token (a copy the host superseded, say one stranded by a partition) is refused.
+A node lost mid-run surfaces as :class:`BoxLost` ("box lost ..."), which the agent's retry policy
+re-runs (a new run in the ledger, a new token, another node), so the chat still gets one reply.
+
+After a host restart :meth:`RayPlacement.decide_runs` finds the actors of the ledger's unfinished
+runs by name, takes each run over (a new ledger token) and :meth:`RayPlacement.follow_adopted`
+re-reads its journal from offset 0 to the final, delivered once; :meth:`RayPlacement.reconcile`
+kills the agent's actors no run holds.
+
+Files: the group's workspace, IPC folder and agent home are the host's paths, so the nodes must
+see them (the same machine, or a folder shared at the same path); each node keeps its boxes and
+ownership records in its own ``<node_root>/<node id>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import os
+import secrets
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from agentlite.box.base import BoxRuntime
+from agentlite.core.errors import RunError
+from agentlite.placement.base import Placement, PlacementConfig
+from agentlite.placement.ray_actor import BoxActor
+from agentlite.placement.ray_cluster import (
+    BOX_SLOTS,
+    actor_name,
+    agent_prefix,
+    box_nodes,
+    connect,
+    describe_cluster,
+    named_actors,
+)
+from agentlite.platform.adoption import CLOSE_WAIT_SECONDS, RunDecision
+from agentlite.platform.ledger import RunLedger, RunRecord
+from agentlite.platform.ledger_turn import add_usage
+from agentlite.run.box_run import RunOutcome
+from agentlite.run.protocol import ErrorEvent, Event, ResultEvent, RunnerInput, UsageEvent, session_id_of
+from agentlite.run.turn import GroupKey, SessionStore, TurnResult, run_turn
+
+log = logging.getLogger("agentlite.placement")
+
+GroupId = tuple[str, str]
+Emit = Callable[..., Any]
+#: How long a host waits for a box actor to stop its run cleanly before killing it.
+CANCEL_SECONDS = 20.0
+
+
+class BoxLost(RunError):
+    """The box's actor (and so the box) is gone: its node died, was removed, or cannot be reached."""
+
+
+class SupersededRun(RunError):
+    """A run's end came from a copy the host no longer holds (another token is current)."""
+
+
+@dataclass(frozen=True)
+class Placed:
+    """Where one box run went (for tests, benchmarks and the doctor)."""
+
+    agent_id: str
+    group: str
+    node_id: str
+    token: str
+    actor: str
+
+
+class RayPlacement(Placement):
+    name = "ray"
+
+    def __init__(self, config: PlacementConfig, runtime: BoxRuntime, box_home: Path) -> None:
+        connect(config.ray_address, config.namespace)
+        self.config = config
+        #: The host's own runtime and box home (the turn pipeline's signature; boxes go to the nodes).
+        self.runtime = runtime
+        self.box_home = box_home
+        self._homes: dict[GroupId, str] = {}  # the node each group sticks to
+        self._fences: dict[GroupId, str] = {}  # each group's current run token
+        self._emitters: dict[str, Emit] = {}
+        self._place_lock = asyncio.Lock()
+        #: Every box run placed by this host, in order.
+        self.placed: list[Placed] = []
+
+    # -- the seam ------------------------------------------------------------------------------
+
+    def subscribe(self, agent_id: str, emit: Emit) -> Callable[[], None]:
+        """Send the agent's placement events (``placement.placed``, ``placement.moved``) to ``emit``."""
+        self._emitters[agent_id] = emit
+        return lambda: self._emitters.pop(agent_id, None) and None
+
+    def node_of(self, agent_id: str, group: str) -> str | None:
+        return self._homes.get((agent_id, group))
+
+    def current_token(self, agent_id: str, group: str) -> str | None:
+        return self._fences.get((agent_id, group))
+
+    def supersede(self, agent_id: str, group: str) -> str:
+        """Stop holding the group's running copy (an operator's or a partition handler's call): its
+        end is refused from now on. Returns the group's new token."""
+        token = secrets.token_hex(8)
+        self._fences[(agent_id, group)] = token
+        return token
+
+    async def run_turn(self, key: GroupKey, run_input: RunnerInput, sessions: SessionStore | None,
+                       **options: Any) -> TurnResult:  # fmt: skip
+        return await run_turn(self.runtime, self.box_home, key, run_input, sessions, runner=self._run_remote,
+                              **options)  # fmt: skip
+
+    async def describe(self) -> dict[str, Any]:
+        return await asyncio.to_thread(describe_cluster, self.config.ray_address, self.config.namespace)
+
+    # -- placing and running -------------------------------------------------------------------
+
+    def _emit(self, agent_id: str, name: str, **data: Any) -> None:
+        emit = self._emitters.get(agent_id)
+        if emit is not None:
+            emit(name, **data)
+
+    async def _place(self, group: GroupId) -> str:
+        async with self._place_lock:  # two groups placed at once must see each other's choice
+            nodes = {n.node_id: n for n in await asyncio.to_thread(box_nodes)}
+            if not nodes:
+                raise RunError(f"no alive Ray node offers `{BOX_SLOTS}`; start nodes with "
+                               f"ray start --resources '{{\"{BOX_SLOTS}\": 4}}'")  # fmt: skip
+            current = self._homes.get(group)
+            if current in nodes:
+                return current
+            load = Counter(node for node in self._homes.values() if node in nodes)
+            cap = self.config.node_slots
+            candidates = [n for n in nodes if cap is None or load[n] < cap] or list(nodes)
+            pick = min(candidates, key=lambda n: (load[n], n))
+            self._homes[group] = pick
+        if current is None:
+            self._emit(group[0], "placement.placed", folder=group[1], node=pick)
+        else:
+            log.warning("group %s/%s moves from node %s (gone) to %s", *group, current[:8], pick[:8])
+            self._emit(group[0], "placement.moved", folder=group[1], from_node=current, to_node=pick,
+                       reason="its node is gone", files="shared")  # fmt: skip
+        return pick
+
+    async def _run_remote(self, runtime: BoxRuntime, home: Path, run_input: RunnerInput, *,
+                          on_event: Callable[[Event], Awaitable[None] | None], agent_id: str, group: str,
+                          on_box: Callable[[str], None] | None = None, **options: Any) -> RunOutcome:  # fmt: skip
+        """:func:`agentlite.run.box_run.run_agent`'s contract, with the box on a Ray node."""
+        gid = (agent_id, group)
+        node = await self._place(gid)
+        token = secrets.token_hex(8)
+        self._fences[gid] = token  # from now on only this run's end is accepted for the group
+        name = actor_name(agent_id, group, token)
+        actor = BoxActor.options(  # type: ignore[attr-defined]
+            name=name, namespace=self.config.namespace, lifetime="detached", resources={BOX_SLOTS: 1},
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
+        ).remote(self.config.node_root, agent_id, group, token, self.config.node_runtime)  # fmt: skip
+        self.placed.append(Placed(agent_id, group, node, token, name))
+        key_env = run_input.backend.key_env()
+        env = {key_env: os.environ[key_env]} if os.environ.get(key_env) else {}
+        finished = False
+        try:
+            try:
+                await actor.start.remote(run_input, options, env)
+            except ray.exceptions.RayError as exc:
+                raise _lost(node, exc) from None
+            outcome = await self._follow(actor, gid, token, node, on_event, on_box)
+            finished = True
+            return outcome
+        finally:
+            await _release(actor, graceful=not finished)
+
+    async def _follow(self, actor: Any, gid: GroupId, token: str, node: str,
+                      on_event: Callable[[Event], Awaitable[None] | None],
+                      on_box: Callable[[str], None] | None, offset: int = 0) -> RunOutcome:  # fmt: skip
+        try:
+            async for ref in actor.stream.remote(offset):
+                item = await ref
+                if item[1] != token:
+                    raise SupersededRun(
+                        f"an item of run {item[1]} reached the stream of run {token}; refused"
+                    )
+                if (current := self._fences.get(gid)) != token:  # nothing of a superseded copy counts
+                    raise SupersededRun(f"run {token} on node {node[:8]} is superseded (the group's current run "
+                                        f"is {current}): its {item[0]} is refused")  # fmt: skip
+                if item[0] == "box":
+                    if on_box is not None:
+                        on_box(item[2])
+                elif item[0] == "event":
+                    outcome = on_event(item[3])
+                    if inspect.isawaitable(outcome):
+                        await outcome
+                elif item[0] == "end":
+                    outcome, failure = item[2], item[3]
+                    if outcome is None:
+                        raise RunError(f"box run on node {node[:8]} failed: {failure}")
+                    return outcome
+        except ray.exceptions.RayTaskError as exc:  # the actor's method raised: a bug, not a lost node
+            raise RunError(f"box actor on node {node[:8]} failed: {exc.cause!r}") from None
+        except ray.exceptions.RayError as exc:
+            raise _lost(node, exc) from None
+        raise _lost(node, None)
+
+    # -- after a host restart --------------------------------------------------------------------
+
+    async def _actors_of(self, agent_id: str) -> dict[str, tuple[Any, dict[str, Any]]]:
+        """The agent's live box actors by box name (``None`` box: not created yet), with each one's state."""
+        found: dict[str, tuple[Any, dict[str, Any]]] = {}
+        names = await asyncio.to_thread(named_actors, self.config.namespace, agent_prefix(agent_id))
+        for name in names:
+            try:
+                actor = ray.get_actor(name, namespace=self.config.namespace)
+                state = await asyncio.wait_for(actor.describe.remote(), 30)
+            except (ValueError, ray.exceptions.RayError, TimeoutError) as exc:
+                log.warning("box actor %s unreachable: %s", name, exc)
+                continue
+            found[state["box"] or f"?{name}"] = (actor, {**state, "name": name})
+        return found
+
+    async def decide_runs(self, ledger: RunLedger, ipc_root: Path, *, agent_id: str,
+                          enabled: bool = True) -> list[RunDecision]:  # fmt: skip
+        actors = await self._actors_of(agent_id)
+        decisions: list[RunDecision] = []
+        for run in ledger.unfinished():
+            action, reason = self._judge(run, actors)
+            if action == "adopt" and not enabled:
+                action, reason = "abandon", f"adoption is turned off; {reason}"
+            if action in ("deliver", "adopt") and run.deliver_to != "chat":
+                ledger.end(
+                    run.run_id,
+                    "failed" if action == "deliver" else "abandoned",
+                    "the caller that asked is gone",
+                )
+                decisions.append(RunDecision(run, "abandon", "the caller that asked is gone"))
+                continue
+            token = None
+            if action == "adopt":
+                token = ledger.take_over(run.run_id, run.token)
+                if token is None:
+                    decisions.append(RunDecision(run, "leave", "another host adopted it first"))
+                    continue
+                state = actors[run.box or ""][1]
+                self._fences[(agent_id, run.group_folder)] = state["token"]
+                self._homes[(agent_id, run.group_folder)] = state["node_id"]
+            elif action == "abandon":
+                ledger.end(run.run_id, "abandoned", reason)
+            log.info("run=%s box=%s %s: %s", run.run_id, run.box, action, reason)
+            decisions.append(RunDecision(run, action, reason, token))
+        return decisions
+
+    @staticmethod
+    def _judge(run: RunRecord, actors: dict[str, tuple[Any, dict[str, Any]]]) -> tuple[str, str]:
+        if run.state == "final_ready":
+            return "deliver", "final written, not delivered"
+        if run.box is None:
+            return "abandon", "the host died before its box existed"
+        held = actors.get(run.box)
+        if held is None:
+            return "abandon", f"no box actor holds box `{run.box}`"
+        state = held[1]
+        if state["done"] and state["failure"]:
+            return "abandon", f"box `{run.box}` failed: {state['failure']}"
+        return "adopt", f"box `{run.box}` runs on in actor {state['name']} on node {state['node_id'][:8]}"
+
+    async def follow_adopted(self, decision: RunDecision, *, ledger: RunLedger, ipc_root: Path,
+                             deliver: Callable[[str], Awaitable[bool]],
+                             on_event: Callable[[Event], None] | None = None,
+                             timeout: float = 1800.0) -> RunRecord | None:  # fmt: skip
+        run, token = decision.run, decision.token
+        assert run.box is not None and token is not None
+        actors = await self._actors_of(run.agent_id)
+        held = actors.get(run.box)
+        if held is None:
+            ledger.end(
+                run.run_id, "failed", f"adopted run: the actor of box `{run.box}` is gone", token=token
+            )
+            return ledger.get(run.run_id)
+        actor, state = held
+        # A box that answered follow-ups journals several turns: this run's final comes after theirs.
+        earlier = sum(
+            1
+            for r in ledger.list(group=run.group_folder)
+            if r.box == run.box and r.created_at < run.created_at
+        )
+        finals, session_id, usage = 0, run.session_id, None
+        final: Event | None = None
+        offset = 0
+        try:
+            async with asyncio.timeout(timeout):
+                async for ref in actor.stream.remote(0):
+                    item = await ref
+                    if item[0] == "event":
+                        event, offset = item[3], item[2] + 1
+                        session_id = session_id_of(event) or session_id
+                        if finals >= earlier:
+                            if isinstance(event, UsageEvent):
+                                usage = add_usage(usage, event)
+                            if on_event is not None:
+                                on_event(event)
+                        if isinstance(event, ResultEvent | ErrorEvent):
+                            finals += 1
+                            if finals == earlier + 1:
+                                final = event
+                                break
+                    elif item[0] == "end":
+                        break
+        except (TimeoutError, ray.exceptions.RayError) as exc:
+            log.warning("adopted run=%s: lost its box actor: %s", run.run_id, exc)
+        try:
+            if (
+                isinstance(final, ResultEvent)
+                and self._fences.get((run.agent_id, run.group_folder)) == state["token"]
+            ):
+                accepted = ledger.accept_final(run.run_id, token, run.box, status="success", text=final.result,
+                                               session_id=session_id, journal_offset=offset, usage=usage)  # fmt: skip
+                if accepted and (not final.result or await deliver(final.result)):
+                    ledger.mark_delivered(run.run_id)
+            else:
+                why = final.error if isinstance(final, ErrorEvent) else "the run ended without a final"
+                ledger.end(run.run_id, "failed", f"adopted run: {why}", token=token)
+        finally:
+            await self._close_adopted(actor, ipc_root / run.group_folder)
+        return ledger.get(run.run_id)
+
+    @staticmethod
+    async def _close_adopted(actor: Any, ipc_dir: Path) -> None:
+        """Ask the adopted runner to end, give it a moment, then end its actor (and so its box)."""
+        from agentlite.run.runner_input import request_close
+
+        with contextlib.suppress(OSError):
+            request_close(ipc_dir)
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(CLOSE_WAIT_SECONDS):
+                async for ref in actor.stream.remote(0):
+                    if (await ref)[0] == "end":
+                        break
+        await _release(actor, graceful=True)
+
+    async def reconcile(self, agent_id: str, decisions: list[RunDecision]) -> list[str]:
+        """Kill every box actor of the agent that no adopted run holds (their guards remove the boxes)."""
+        adopted = {d.run.box for d in decisions if d.action == "adopt"}
+        killed = []
+        for box, (actor, state) in (await self._actors_of(agent_id)).items():
+            if box in adopted:
+                continue
+            with contextlib.suppress(Exception):
+                ray.kill(actor, no_restart=True)
+            killed.append(state["name"])
+        if killed:
+            log.info("agent=%s killed box actors no run holds: %s", agent_id, killed)
+        return killed
+
+
+def _lost(node: str, exc: BaseException | None) -> BoxLost:
+    why = f"{type(exc).__name__}" if exc is not None else "its stream ended without the run's end"
+    return BoxLost(f"box lost with its Ray actor on node {node[:8]} (the node died, was removed or cannot be "
+                   f"reached: {why}); the box went with it")  # fmt: skip
+
+
+async def _release(actor: Any, *, graceful: bool) -> None:
+    """End a box actor: ``graceful`` first lets the run tear its box down; then the actor is killed
+    (its guard removes whatever box is left)."""
+    if graceful:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(actor.cancel.remote(), CANCEL_SECONDS)
+    with contextlib.suppress(Exception):
+        ray.kill(actor, no_restart=True)
+
+
+def wait_for_no_actors(namespace: str, prefix: str, timeout: float = 60.0) -> list[str]:
+    """Poll until no named actor with ``prefix`` is left; returns what is still there at the deadline."""
+    deadline = time.monotonic() + timeout
+    while (left := named_actors(namespace, prefix)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
