@@ -18,6 +18,8 @@
     ├── RunError                  a command or agent run inside a box did not finish normally
     │   ├── RunTimeout
     │   ├── TurnFailed            the agent failed its turn (in the box, guest.backends.base)
+    │   ├── BoxLost               a box's Ray actor is gone with its node (placement.ray_placement)
+    │   ├── SupersededRun         output of a run copy the host no longer holds (placement.ray_placement)
     │   └── RunStopped            the host stopped the run (run.usage_tally)
     │       └── BudgetExceeded    (platform.budgets)
     ├── StoreError                an agent's SQLite store cannot be opened, read or written

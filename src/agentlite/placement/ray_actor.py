@@ -24,6 +24,7 @@ from typing import Any
 import psutil
 import ray
 
+from agentlite.core.errors import RunError
 from agentlite.run.protocol import Event, RunnerInput
 
 log = logging.getLogger("agentlite.placement.actor")
@@ -86,7 +87,7 @@ class BoxActor:
     ) -> dict[str, Any]:
         """Begin the run in the background and return at once (the host follows it with :meth:`stream`)."""
         if self._task is not None:
-            raise RuntimeError(f"box actor for run {self.token} already started")
+            raise RunError(f"box actor for run {self.token} already started")
         os.environ.update(env)  # the backend's key: one run per actor process, so nothing leaks across runs
         self._notify()
         self._task = asyncio.create_task(self._run(run_input, options))
