@@ -7,7 +7,8 @@ Every import counts: module level, in functions, under ``TYPE_CHECKING``. Layers
 ``core < box < run < image < platform < dashboard < cli``; ``channels`` (chat drivers and the
 message they deliver) need only ``core``, and the platform wires them; ``guest`` (what runs inside
 a box) stands beside the host side on ``core`` and the run layer's protocol modules; ``offline``
-(the built-in model) needs only ``core``; ``testing`` may use any product layer but the CLI. Each
+(the built-in model) needs only ``core``; ``placement`` (local boxes or a Ray cluster's) sits with
+``platform``: each may import the other, modules never in a cycle; ``testing`` may use any product layer but the CLI. Each
 checker is also fed a synthetic violation, to show that it fails when a forbidden import is added.
 """
 
@@ -37,8 +38,11 @@ ALLOWED: dict[str, frozenset[str]] = {
     "image": frozenset({"core", "box", "image"}),
     "channels": frozenset({"core", "channels"}),
     "offline": frozenset({"core", "offline"}),
-    "platform": _HOST,
-    "dashboard": _HOST | {"dashboard"},
+    # The platform holds a placement (where boxes run) and the placement follows the platform's
+    # ledger and adoption rules: the two layers know each other (no module cycle, checked above).
+    "platform": _HOST | {"placement"},
+    "placement": _HOST | {"placement"},
+    "dashboard": _HOST | {"dashboard", "placement"},
     # guest: core, the modules in RUN_PROTOCOL, guest (checked module by module below).
     "guest": frozenset({"core", "guest"}),
 }

@@ -26,9 +26,9 @@ import agentlite
 from agentlite.box.ownership import RecordStore
 from agentlite.box.sandbox import SandboxRuntime
 from agentlite.placement import PlacementConfig
-from agentlite.testing.model_server import ModelServer
+from agentlite.testing import ModelServer
+from agentlite.testing.channels import RecordingChannel
 from conftest import needs_agent_clis, needs_sandbox, until
-from test_platform import RecordingChannel
 
 ray = pytest.importorskip("ray", reason="the `ray` extra is not installed")
 
@@ -274,7 +274,7 @@ sys.path.insert(0, {tests!r})
 import agentlite
 from agentlite.placement import PlacementConfig
 from agentlite.placement.ray_cluster import agent_prefix, named_actors
-from test_platform import RecordingChannel
+from agentlite.testing.channels import RecordingChannel
 
 logging.basicConfig(level=logging.INFO, stream=sys.stderr)
 

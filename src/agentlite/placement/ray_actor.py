@@ -94,8 +94,8 @@ class BoxActor:
         return self.describe()
 
     async def _run(self, run_input: RunnerInput, options: dict[str, Any]) -> None:
-        from agentlite.box import open_runtime
         from agentlite.box.lifecycle import cleanup_orphans
+        from agentlite.image.guest_root import open_configured_runtime
         from agentlite.run.box_run import run_agent
 
         def on_box(name: str) -> None:
@@ -107,7 +107,8 @@ class BoxActor:
             self._notify()
 
         try:
-            runtime, _ = open_runtime(self.home, self.runtime_name)
+            # The node's own choice of guest root (its environment), as a local host's would be.
+            runtime, _ = open_configured_runtime(self.home, self.runtime_name, progress=None)
             async with runtime:
                 # The node's own sweep: boxes of this agent whose actor died are removed first.
                 await cleanup_orphans(runtime, self.home, self.agent_id)
