@@ -445,3 +445,44 @@ def agentlite_version() -> str:
     from importlib.metadata import version
 
     return version("agentlite")
+
+
+async def test_a_box_dies_with_its_actor(cluster: RayCluster, model: ModelServer, tmp_path: Path) -> None:
+    """The actor's process killed with SIGKILL mid-turn (its node stays): its guard removes the box
+    within seconds, and the turn is run again, answered once."""
+    model.delay = 20.0
+    async with await agentlite.create(workdir=tmp_path / "data", runtime="sandbox", timezone="UTC",
+                                      idle_timeout=60, placement=cluster.config()) as platform:  # fmt: skip
+        agent, channel = await started(platform, model)
+        agent.register_group("t:actor", name="actor", folder="actor", requires_trigger=False)
+        await channel.say("t:actor", "answer me despite the actor")
+        runs = agent.store.runs
+        await until(
+            lambda: any(r.state == "running" for r in runs.list(group="actor")), "the first run running"
+        )
+        placement: Any = platform.placement
+        node = placement.node_of(agent.id, "actor")
+        [first] = runs.list(group="actor")
+        assert await _box_on_node(cluster, node) == [first.box]
+        state = await ray.get_actor(placement.placed[-1].actor, namespace=NAMESPACE).describe.remote()
+        model.delay = 0.0
+        os.kill(state["pid"], 9)
+        box_gone = asyncio.get_running_loop().time() + 15
+        while first.box in await _box_on_node(cluster, node):
+            assert asyncio.get_running_loop().time() < box_gone, "the killed actor's box is still there"
+            await asyncio.sleep(0.1)
+        # Its guard ends once the box is swept (nothing of the run is left on the node).
+        await until(lambda: _ended(state["guard_pid"]), "the guard to end", timeout=30)
+        await channel.wait_sent(1, timeout=240)
+        await until(lambda: not runs.unfinished(), "every run ended")
+        assert [text for _, text in channel.sent] == [REPLY]
+        first_now, second = sorted(runs.list(group="actor"), key=lambda r: r.created_at)
+        assert first_now.state == "failed" and "box lost" in (first_now.note or "")
+        assert second.state == "delivered"
+
+
+def _ended(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True

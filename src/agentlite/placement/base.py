@@ -86,6 +86,11 @@ class Placement(abc.ABC):
                              timeout: float = 1800.0) -> RunRecord | None:  # fmt: skip
         """Follow an adopted run to its final, write it (fenced), deliver it once, close its box."""
 
+    def subscribe(self, agent_id: str, emit: Callable[..., Any]) -> Callable[[], None]:
+        """Send the agent's placement events (``placement.placed``, ``placement.moved``) to
+        ``emit(name, **data)``; returns the unsubscriber. Local boxes have none."""
+        return lambda: None
+
     async def reconcile(self, agent_id: str, decisions: list[RunDecision]) -> list[str]:
         """After :meth:`decide_runs`: remove what runs for ``agent_id`` but is no adopted run's.
         Returns what was removed. Local boxes are the orphan sweep's, so this does nothing here."""

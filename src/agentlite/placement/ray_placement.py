@@ -106,9 +106,13 @@ class RayPlacement(Placement):
     # -- the seam ------------------------------------------------------------------------------
 
     def subscribe(self, agent_id: str, emit: Emit) -> Callable[[], None]:
-        """Send the agent's placement events (``placement.placed``, ``placement.moved``) to ``emit``."""
         self._emitters[agent_id] = emit
-        return lambda: self._emitters.pop(agent_id, None) and None
+
+        def unsubscribe() -> None:
+            if self._emitters.get(agent_id) is emit:
+                del self._emitters[agent_id]
+
+        return unsubscribe
 
     def node_of(self, agent_id: str, group: str) -> str | None:
         return self._homes.get((agent_id, group))

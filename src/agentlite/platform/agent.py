@@ -92,6 +92,7 @@ class Agent:
         self._initial_channels = dict(channels or {})
         self._credentials = credentials
         self._started = False
+        self._placement_events: Callable[[], None] | None = None
         self._store: AgentStore | None = None
         self._groups: dict[str, RegisteredGroup] = {}
         self._book: TurnBook | None = None
@@ -200,9 +201,7 @@ class Agent:
         # Boxes elsewhere (a Ray cluster's nodes) that no adopted run holds are removed now.
         if killed := await placement.reconcile(self.id, runs):
             log.info("agent=%s removed %d box(es) no run holds: %s", self.id, len(killed), killed)
-        subscribe = getattr(placement, "subscribe", None)
-        if subscribe is not None:
-            subscribe(self.id, self._hub.emit)
+        self._placement_events = placement.subscribe(self.id, self._hub.emit)
         # The startup sweep: boxes of this agent whose owner died (a crashed earlier run of us).
         decisions = await cleanup_orphans(
             self._platform.runtime, self._platform.box_home, self.id, adoptable=adoptable_run
@@ -346,6 +345,9 @@ class Agent:
             self._store.close()
             self._store = None
         self._started = False
+        if self._placement_events is not None:
+            self._placement_events()
+            self._placement_events = None
         self._hub.emit("stopped")
         self._hub.close()
 
