@@ -15,21 +15,31 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol
+from pathlib import Path, PurePath, PurePosixPath
+from typing import Protocol, TypeVar
 
 from agentlite.core.safefs import UnsafePath
 from agentlite.run.protocol import ErrorEvent, Event, FrameParser, ResultEvent
 
 #: The journal's folder inside a run's IPC folder.
 JOURNAL_DIR = "journal"
-#: The journal's folder as the box sees it (the run's IPC folder is mounted at /workspace/ipc).
-GUEST_JOURNAL_DIR = f"/workspace/ipc/{JOURNAL_DIR}"
+#: The run's IPC folder as the box sees it (mounted at /workspace/ipc).
+GUEST_IPC_DIR = PurePosixPath("/workspace/ipc")
+#: The journal's folder as the box sees it.
+GUEST_JOURNAL_DIR = str(GUEST_IPC_DIR / JOURNAL_DIR)
+
+_Folder = TypeVar("_Folder", bound=PurePath)
+
+
+def journal_in(ipc_dir: _Folder, name: str) -> _Folder:
+    """The journal file ``name`` in the IPC folder ``ipc_dir`` (a host path, or the box's view):
+    the one rule for where journals live."""
+    return ipc_dir / JOURNAL_DIR / name
 
 
 def journal_path(ipc_dir: Path, run_id: str) -> Path:
     """Where the run ``run_id`` journals, in its group's IPC folder ``ipc_dir``."""
-    return ipc_dir / JOURNAL_DIR / journal_name(run_id)
+    return journal_in(ipc_dir, journal_name(run_id))
 
 
 def journal_name(run_id: str) -> str:
@@ -50,11 +60,12 @@ class JournalledRun(Protocol):
 
 def journal_of(ipc_root: Path, run: JournalledRun) -> Path:
     """The journal holding ``run``'s events (``ipc_root``: the agent's IPC folder of all groups)."""
-    return ipc_root / run.group_folder / JOURNAL_DIR / (run.journal or journal_name(run.run_id))
+    return journal_in(ipc_root / run.group_folder, run.journal or journal_name(run.run_id))
 
 
 def guest_journal_path(run_id: str) -> str:
-    return f"{GUEST_JOURNAL_DIR}/{journal_name(run_id)}"
+    """Where the runner in the box journals the run ``run_id`` (its own view of the IPC folder)."""
+    return str(journal_in(GUEST_IPC_DIR, journal_name(run_id)))
 
 
 @dataclass(frozen=True)
