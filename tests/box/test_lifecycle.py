@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from agentlite.box.base import BoxInfo, BoxProcess, BoxRuntime, BoxSpec
-from agentlite.box.lifecycle import Deadline, box_name, cleanup_orphans, run_in_box
+from agentlite.box.lifecycle import CleanupDecision, Deadline, box_name, cleanup_orphans, run_in_box
 from agentlite.box.ownership import RecordStore, Verdict, ownership_for
 from agentlite.box.sandbox import SandboxRuntime
 from agentlite.core.errors import BoxExecFailed, BoxRemoveFailed, BoxStartFailed
@@ -205,6 +205,39 @@ async def test_cleanup_counts_what_it_could_not_remove_with_the_reason(
     report = await cleanup_orphans(sandbox, home, "cli")
     assert report.counts() == {"removed": 1, "kept": 0, "failed": 0}
     assert await sandbox.list() == []
+
+
+class OtherHomes(Faulty):
+    """A runtime that keeps boxes in other hosts' homes too, answering their sweep from a list."""
+
+    def __init__(self, inner: SandboxRuntime, home: Path, elsewhere: list[str]) -> None:
+        super().__init__(inner, home)
+        self.elsewhere = elsewhere
+        self.sweeps: list[tuple[str, bool]] = []
+
+    async def sweep_other_homes(
+        self, prefix: str, *, include_live: bool = False, dry_run: bool = False
+    ) -> list[CleanupDecision]:
+        self.sweeps.append((prefix, dry_run))
+        verb = "would remove" if dry_run else "removed"
+        return [
+            CleanupDecision(n, "remove", f"{verb}: elsewhere") for n in self.elsewhere if n.startswith(prefix)
+        ]
+
+
+async def test_cleanup_visits_the_other_homes_a_runtime_has(sandbox: SandboxRuntime, home: Path) -> None:
+    assert await sandbox.sweep_other_homes("agentlite-cli-") == []  # one home for all hosts: nothing
+    runtime = OtherHomes(sandbox, home, ["agentlite-cli-x-1", "agentlite-cli-x-10", "agentlite-other-1"])
+    report = await cleanup_orphans(runtime, home, "cli")
+    assert sorted(d.name for d in report) == ["agentlite-cli-x-1", "agentlite-cli-x-10"]
+    # One name: planned first, and left alone while another box's name starts with it.
+    runtime.sweeps.clear()
+    (only,) = await cleanup_orphans(runtime, home, "cli", only="agentlite-cli-x-1")
+    assert (only.name, only.action, runtime.sweeps) == (
+        "agentlite-cli-x-1",
+        "keep",
+        [("agentlite-cli-x-1", True)],
+    )
 
 
 def test_box_names_follow_the_reference() -> None:

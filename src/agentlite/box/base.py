@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol, Self
 from agentlite.core.errors import ConfigError
 
 if TYPE_CHECKING:
+    from agentlite.box.cleanup_report import CleanupDecision
     from agentlite.box.guest_layout import GuestLayout
 from agentlite.box.network import (
     DEFAULT_NETWORK_MODE,
@@ -219,6 +220,13 @@ class BoxRuntime(abc.ABC):
     async def untracked(self) -> list[str]:
         """Names of boxes whose processes run although their state is gone (deleted under them);
         :meth:`remove` with ``force`` reaps them. Runtimes that cannot lose state return none."""
+        return []
+
+    async def sweep_other_homes(
+        self, prefix: str, *, include_live: bool = False, dry_run: bool = False
+    ) -> list[CleanupDecision]:
+        """The orphan cleanup of boxes named ``prefix...`` that live in other hosts' homes (BoxLite
+        gives each host a home of its own). Runtimes with one home for all hosts have none to sweep."""
         return []
 
     def guest_layout(self) -> GuestLayout:

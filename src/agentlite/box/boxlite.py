@@ -20,12 +20,13 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import boxlite
 
 from agentlite.box import boxlite_homes as homes
 from agentlite.box.base import BoxInfo, BoxRuntime, BoxSpec, BoxState, Volume
+from agentlite.box.cleanup_report import CleanupDecision
 from agentlite.box.guest_layout import BOXLITE_HOST_IP, GuestLayout, image_layout
 from agentlite.box.network import NetworkMode
 from agentlite.box.ownership import RecordStore, Verdict, ownership_for
@@ -40,9 +41,6 @@ from agentlite.core.errors import (
     BoxStartFailed,
     ConfigError,
 )
-
-if TYPE_CHECKING:
-    from agentlite.box.lifecycle import CleanupDecision
 
 log = logging.getLogger("agentlite.box.boxlite")
 
@@ -350,8 +348,6 @@ class BoxliteRuntime(BoxRuntime):
         empty. A live host's home is never opened: its boxes are kept, or (``include_live``) its
         host is asked to remove them and they are reported pending until they are gone.
         """
-        from agentlite.box.lifecycle import CleanupDecision
-
         store = RecordStore(self.root)
         decisions: list[CleanupDecision] = []
         asked: list[tuple[str, homes.HomeJudgement]] = []
@@ -398,8 +394,6 @@ class BoxliteRuntime(BoxRuntime):
     ) -> list[CleanupDecision]:
         """Boxes an earlier AgentLite left in the agentlite home itself (one BoxLite home shared by
         every host), judged by their records. Left alone while a host of that version holds it."""
-        from agentlite.box.lifecycle import CleanupDecision
-
         if not (self.root / homes.LOCK_FILE).is_file():
             return []
         if homes.lock_held(self.root):
@@ -441,8 +435,6 @@ class BoxliteRuntime(BoxRuntime):
     ) -> CleanupDecision:
         """Remove one box from an open BoxLite home and delete its record; a failed removal is
         reported in the decision, and the record goes either way."""
-        from agentlite.box.lifecycle import CleanupDecision
-
         error = None
         try:
             await rt.remove(name, force=True)
@@ -463,8 +455,6 @@ class BoxliteRuntime(BoxRuntime):
     async def _empty_dead_home(
         self, judgement: homes.HomeJudgement, prefix: str, store: RecordStore
     ) -> list[CleanupDecision]:
-        from agentlite.box.lifecycle import CleanupDecision
-
         where = f"in a dead host's BoxLite home ({judgement.reason})"
         try:
             rt = await asyncio.to_thread(homes.open_home, judgement.home, wait=DEAD_HOME_WAIT)
@@ -540,8 +530,6 @@ async def _list_info(rt: Any) -> list[Any]:
 
 async def _await_requests(asked: list[tuple[str, homes.HomeJudgement]], wait: float) -> list[CleanupDecision]:
     """Wait (bounded) until the hosts asked to remove boxes have done so; report the rest pending."""
-    from agentlite.box.lifecycle import CleanupDecision
-
     deadline = time.monotonic() + wait
     pending = dict(asked)
     done: list[CleanupDecision] = []

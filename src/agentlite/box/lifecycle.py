@@ -30,10 +30,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from agentlite.box.base import BoxProcess, BoxRuntime, BoxSpec
-from agentlite.box.ownership import STALE_AFTER, Judgement, LeaseState, RecordStore, Verdict, ownership_for
+from agentlite.box.cleanup_report import CleanupDecision, CleanupReport
+from agentlite.box.ownership import STALE_AFTER, Judgement, LeaseState, RecordStore, ownership_for
 from agentlite.core.errors import (
     AgentliteError,
     BoxExecFailed,
@@ -307,59 +308,6 @@ async def shielded(coro: Coroutine[Any, Any, None]) -> None:
 # -- orphan cleanup -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class CleanupDecision:
-    """What cleanup decided for one box (or one box-less record), and why."""
-
-    name: str
-    action: Literal["keep", "remove"]
-    reason: str
-    removed: bool = False
-    error: str | None = None
-    verdict: Verdict | None = None
-    #: Its live host was asked to remove it and has not yet (BoxLite boxes in another host's home).
-    pending: bool = False
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "action": self.action,
-            "reason": self.reason,
-            "removed": self.removed,
-            "error": self.error,
-            "pending": self.pending,
-        }
-
-
-class CleanupReport(list[CleanupDecision]):
-    """The decisions of one cleanup (a list of them, as callers always had), the counts a caller
-    logs, and ``error``: why the sweep itself stopped early, if it did (it never raises)."""
-
-    error: str | None = None
-
-    @property
-    def removed(self) -> int:
-        """Boxes or records removed (or, on a dry run, that would be)."""
-        return sum(d.action == "remove" and d.error is None for d in self)
-
-    @property
-    def kept(self) -> int:
-        return sum(d.action == "keep" for d in self)
-
-    @property
-    def failed(self) -> int:
-        """Removals that failed, plus one when the sweep itself failed."""
-        return sum(d.error is not None for d in self) + (self.error is not None)
-
-    def counts(self) -> dict[str, int]:
-        return {"removed": self.removed, "kept": self.kept, "failed": self.failed}
-
-    def failures(self) -> list[str]:
-        """Each failure with its reason, for the log."""
-        found = [f"{d.name}: {d.error}" for d in self if d.error is not None]
-        return [*found, f"the sweep itself: {self.error}"] if self.error is not None else found
-
-
 async def cleanup_orphans(
     runtime: BoxRuntime,
     home: Path,
@@ -443,9 +391,7 @@ async def _cleanup(
         reason = f"untracked (box processes without state), {judgement.reason}"
         decisions.append(await _remove(runtime, ownership, store, name, reason, judgement, dry_run))
     # BoxLite keeps each host's boxes in a home of its own: visit the other hosts' homes too.
-    sweep_other_homes = getattr(runtime, "sweep_other_homes", None)
-    if sweep_other_homes is not None:
-        decisions += await _sweep_other_homes(sweep_other_homes, prefix, include_live, dry_run, only)
+    decisions += await _sweep_other_homes(runtime, prefix, include_live, dry_run, only)
     listed |= set(untracked) | {d.name for d in decisions}
     for record_name in store.record_names():
         if not wanted(record_name) or record_name in listed:
@@ -473,8 +419,9 @@ async def _cleanup(
 
 
 async def _sweep_other_homes(
-    sweep: Any, prefix: str, include_live: bool, dry_run: bool, only: str | None
+    runtime: BoxRuntime, prefix: str, include_live: bool, dry_run: bool, only: str | None
 ) -> list[CleanupDecision]:
+    sweep = runtime.sweep_other_homes
     if only is None:
         return list(await sweep(prefix, include_live=include_live, dry_run=dry_run))
     # The other homes' sweep matches a prefix: act only when the one name prefixes no other box.

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from agentlite.box.base import BoxInfo, BoxProcess, BoxRuntime, BoxSpec
-from agentlite.box.lifecycle import box_prefix, cleanup_orphans, run_in_box
+from agentlite.box.lifecycle import CleanupDecision, box_prefix, cleanup_orphans, run_in_box
 from agentlite.box.ownership import RecordStore
 from agentlite.core.errors import BoxRemoveFailed
 
@@ -67,6 +67,11 @@ class _ScriptedRuntime(BoxRuntime):
 
     async def untracked(self) -> list[str]:
         return await self.inner.untracked()
+
+    async def sweep_other_homes(
+        self, prefix: str, *, include_live: bool = False, dry_run: bool = False
+    ) -> list[CleanupDecision]:
+        return await self.inner.sweep_other_homes(prefix, include_live=include_live, dry_run=dry_run)
 
     async def exec(
         self, name: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | None = None
