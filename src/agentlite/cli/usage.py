@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -18,6 +18,9 @@ from agentlite.cli._common import JsonOption, RuntimeOption, out, print_json, ta
 from agentlite.cli._platform_opts import WorkdirOption, need_agent, opened
 from agentlite.core.clock import parse_since
 from agentlite.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from agentlite.platform.budgets import Budgets
 
 budgets_app = typer.Typer(help="Budgets per agent and group: list, set, resume.", no_args_is_help=True)
 AgentName = Annotated[str, typer.Option("--agent", help="Agent name.")]
@@ -45,6 +48,16 @@ async def _stores(
         finally:
             for _, store, _ in stores:
                 store.close()
+
+
+@contextlib.asynccontextmanager
+async def _agent_budgets(workdir: Any, runtime: Any, agent_name: str) -> AsyncIterator[tuple[str, Budgets]]:
+    """(agent name, its budgets) for ``set`` and ``resume``."""
+    from agentlite.platform.budgets import Budgets
+
+    async with _stores(workdir, runtime, agent_name) as stores:
+        name, store, tz = stores[0]
+        yield name, Budgets(store, timezone=tz)
 
 
 def _cost(value: float | None) -> str:
@@ -147,15 +160,13 @@ def set_budget(
     json: JsonOption = False,
 ) -> None:
     """Set (replace) the budget of one group or of the whole agent."""
-    from agentlite.platform.budgets import Budget, Budgets
+    from agentlite.platform.budgets import Budget
 
     async def go() -> list[dict[str, Any]]:
         if daily is None and total is None:
             raise ConfigError("give --daily and/or --total")
         budget = Budget(group, unit, daily, total, reset_hour)  # type: ignore[arg-type]
-        async with _stores(workdir, runtime, agent) as stores:
-            name, store, tz = stores[0]
-            budgets = Budgets(store, timezone=tz)
+        async with _agent_budgets(workdir, runtime, agent) as (name, budgets):
             return [{"agent": name, **budgets.status(budgets.set(budget)).as_dict()}]
 
     rows = asyncio.run(go())
@@ -171,12 +182,9 @@ def resume_budget(
     json: JsonOption = False,
 ) -> None:
     """Lift a budget pause: the next message runs; the limits count again from what is spent now."""
-    from agentlite.platform.budgets import Budgets
 
     async def go() -> list[dict[str, Any]]:
-        async with _stores(workdir, runtime, agent) as stores:
-            name, store, tz = stores[0]
-            budgets = Budgets(store, timezone=tz)
+        async with _agent_budgets(workdir, runtime, agent) as (name, budgets):
             if not budgets.resume(group):
                 raise ConfigError(
                     f"agent `{name}` has no budget for `{group}` (see `agentlite budgets list`)"
