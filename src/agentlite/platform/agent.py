@@ -836,7 +836,7 @@ class Agent:
             if isinstance(event, SdkMessageEvent | UsageEvent | ResultEvent):  # a turn's own events
                 turn.on_event(session_id_of(event))
             if isinstance(event, UsageEvent):
-                turn.add_usage(event)
+                turn.count_usage(event)
             if isinstance(event, StateEvent):
                 self._hub.emit("run.state", jid=group.jid, name=group.name, folder=group.folder, state=event.state,
                                reason=event.reason, exit_code=event.exit_code)  # fmt: skip

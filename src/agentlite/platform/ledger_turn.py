@@ -87,7 +87,7 @@ class LedgerTurn:
             self.ledger.running(self.run_id, self.token, self.box, session_id=session_id)
             self._running = True
 
-    def add_usage(self, event: Any) -> None:
+    def count_usage(self, event: Any) -> None:
         """Count one usage event of the current turn."""
         self.usage = add_usage(self.usage, event)
 
