@@ -161,6 +161,8 @@ class _Host:
             fail_remove=fail_remove,
             cleanup_first=cleanup_first,
         )
+        #: The phase this host pauses at, to be killed there (None: it runs to its end).
+        self.pause_at = pause_at
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self.events: list[dict[str, Any]] = []
         self.box: str | None = None
@@ -227,8 +229,7 @@ def run_trial(home: Path, trial: int, rng: random.Random) -> tuple[int, int]:
         )
         (victims if doomed else hosts).append(host)
     for host in victims:
-        pause_at = next(a for a in host.proc.args if a in PHASES)  # type: ignore[union-attr]
-        host.read_until(pause_at)
+        host.read_until(host.pause_at)
         if host.box and rng.random() < 0.3:
             _corrupt_record(store, host.box, rng)
         host.kill()
