@@ -19,7 +19,7 @@ from tests.conftest import HostProcess
 from agentlite.box.base import BoxSpec
 from agentlite.box.lifecycle import cleanup_orphans, run_in_box
 from agentlite.box.ownership import HEARTBEAT_ENV, RecordStore, Verdict, ownership_for
-from agentlite.box.procs import BOX_MARKER_ENV, processes_marked
+from agentlite.box.procs import BOX_MARKER_ENV, one_scan_per_pass, processes_marked
 from agentlite.box.sandbox import SandboxRuntime
 from conftest import until_sync
 
@@ -132,6 +132,60 @@ async def test_a_box_whose_state_was_deleted_is_found_and_reaped_as_untracked(
     assert "untracked" in decisions[0].reason
     assert box_processes(home) == {}
     assert await sandbox.untracked() == []
+
+
+def _marked_sleeper(marker: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(["sleep", "60"], env={**os.environ, BOX_MARKER_ENV: marker})
+
+
+async def test_a_cleanup_pass_scans_for_marked_processes_once_and_only_for_itself(tmp_path: Path) -> None:
+    prefix = f"{tmp_path}{os.sep}"
+    first, later = _marked_sleeper(f"{prefix}a"), None
+    try:
+        with one_scan_per_pass():
+            assert set(processes_marked(BOX_MARKER_ENV, prefix, reuse=True)) == {first.pid}
+            later = _marked_sleeper(f"{prefix}b")
+            # The pass answers from its scan (the threads it hands work to as well) ...
+            reused = await asyncio.to_thread(processes_marked, BOX_MARKER_ENV, prefix, reuse=True)
+            assert set(reused) == {first.pid}
+            # ... a caller that needs what runs now still scans, and so does another task's call.
+            assert set(processes_marked(BOX_MARKER_ENV, prefix)) == {first.pid, later.pid}
+
+            async def elsewhere() -> set[int]:
+                with one_scan_per_pass():
+                    return set(processes_marked(BOX_MARKER_ENV, prefix, reuse=True))
+
+            assert await asyncio.create_task(elsewhere()) == {first.pid, later.pid}
+            gate = asyncio.Event()
+
+            async def outliving() -> set[int]:  # started in the pass, asking after it ended
+                await gate.wait()
+                return set(processes_marked(BOX_MARKER_ENV, prefix, reuse=True))
+
+            outlived = asyncio.create_task(outliving())
+            first.kill()
+            first.wait()
+            assert processes_marked(BOX_MARKER_ENV, prefix, reuse=True) == {}, "an ended process is dropped"
+        assert set(processes_marked(BOX_MARKER_ENV, prefix, reuse=True)) == {later.pid}, "no pass: a scan"
+        gate.set()
+        assert await outlived == {later.pid}
+    finally:
+        for proc in (first, later):
+            if proc is not None:
+                proc.kill()
+                proc.wait()
+
+
+async def test_one_cleanup_pass_reaps_several_untracked_boxes(sandbox: SandboxRuntime, home: Path) -> None:
+    RecordStore(home).dir.mkdir(parents=True)
+    names = [f"agentlite-u-lost-{i}" for i in range(3)]
+    for name in names:
+        await sandbox.create(name, BoxSpec())
+        shutil.rmtree(home / "sandbox" / name)
+    assert await sandbox.untracked() == names
+    decisions = await cleanup_orphans(sandbox, home, "u")
+    assert sorted((d.name, d.action, d.removed) for d in decisions) == [(n, "remove", True) for n in names]
+    assert box_processes(home) == {}
 
 
 async def test_an_untracked_box_of_a_live_owner_is_kept(sandbox: SandboxRuntime, home: Path) -> None:

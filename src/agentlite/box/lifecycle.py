@@ -35,6 +35,7 @@ from typing import Any
 from agentlite.box.base import BoxProcess, BoxRuntime, BoxSpec
 from agentlite.box.cleanup_report import CleanupDecision, CleanupReport
 from agentlite.box.ownership import STALE_AFTER, Judgement, LeaseState, RecordStore, ownership_for
+from agentlite.box.procs import one_scan_per_pass
 from agentlite.core.errors import (
     AgentliteError,
     BoxExecFailed,
@@ -332,7 +333,11 @@ async def cleanup_orphans(
     """
     report = CleanupReport()
     try:
-        await _cleanup(report, runtime, home, agent_id, include_live, dry_run, only, stale_after, adoptable)
+        # Finding untracked boxes and reaping each scans for the same marked processes: once.
+        with one_scan_per_pass():
+            await _cleanup(
+                report, runtime, home, agent_id, include_live, dry_run, only, stale_after, adoptable
+            )
     except Exception as exc:
         report.error = f"{type(exc).__name__}: {exc}"
         log.warning("orphan cleanup failed agent=%s error=%s", agent_id, report.error)

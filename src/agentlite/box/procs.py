@@ -3,10 +3,13 @@ finding processes by a marker in their environment."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import time
+from collections.abc import Iterator
+from contextvars import ContextVar
 
 import psutil
 
@@ -94,11 +97,57 @@ def reap_children(pids: list[int]) -> None:
             pass
 
 
-def processes_marked(key: str, value_prefix: str) -> dict[int, str]:
+class _PassScans:
+    """The scans of one pass, per (key, value prefix): each marked pid with its value and start time."""
+
+    def __init__(self) -> None:
+        self.scans: dict[tuple[str, str], dict[int, tuple[str, float]]] = {}
+        #: False once the pass ended: a task it started that lives on scans for itself again.
+        self.open = True
+
+
+#: The pass in progress (:func:`one_scan_per_pass`). A context variable: a pass's own task and
+#: the threads it hands work to share it; another task's pass, or a call outside any, never sees it.
+_PASS: ContextVar[_PassScans | None] = ContextVar("agentlite_marked_scans", default=None)
+
+
+@contextlib.contextmanager
+def one_scan_per_pass() -> Iterator[None]:
+    """Inside, :func:`processes_marked` with ``reuse=True`` scans /proc once per key and prefix;
+    later calls answer from that scan (less the processes that ended since). For one cleanup pass,
+    whose steps each looked for the same marked processes."""
+    scans = _PassScans()
+    token = _PASS.set(scans)
+    try:
+        yield
+    finally:
+        scans.open = False
+        _PASS.reset(token)
+
+
+def processes_marked(key: str, value_prefix: str, *, reuse: bool = False) -> dict[int, str]:
     """Live processes whose environment holds ``key=<value starting with value_prefix>``, as
-    ``{pid: value}``. Processes we may not inspect (other users') are skipped."""
+    ``{pid: value}``. Processes we may not inspect (other users') are skipped.
+
+    ``reuse``: inside :func:`one_scan_per_pass`, the pass's scan (a process started since is not
+    in it: for a caller that needs it, leave ``reuse`` off)."""
+    current = _PASS.get() if reuse else None
+    scans = current.scans if current is not None and current.open else None
+    if scans is not None and (key, value_prefix) in scans:
+        return {
+            pid: value
+            for pid, (value, started) in scans[(key, value_prefix)].items()
+            if is_same_process(pid, started)  # never a pid reused since the scan
+        }
+    found = _scan_marked(key, value_prefix)
+    if scans is not None:
+        scans[(key, value_prefix)] = found
+    return {pid: value for pid, (value, _) in found.items()}
+
+
+def _scan_marked(key: str, value_prefix: str) -> dict[int, tuple[str, float]]:
     needle = f"{key}=".encode()
-    found: dict[int, str] = {}
+    found: dict[int, tuple[str, float]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -110,7 +159,7 @@ def processes_marked(key: str, value_prefix: str) -> dict[int, str]:
         for item in environ.split(b"\0"):
             if item.startswith(needle):
                 value = item[len(needle) :].decode(errors="replace")
-                if value.startswith(value_prefix):
-                    found[int(entry.name)] = value
+                if value.startswith(value_prefix) and (started := start_time(int(entry.name))) is not None:
+                    found[int(entry.name)] = (value, started)
                 break
     return found

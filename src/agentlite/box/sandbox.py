@@ -553,7 +553,9 @@ class SandboxRuntime(BoxRuntime):
             raise BoxNotFound(name, f"Cannot stop box `{name}`: it does not exist")
         await asyncio.to_thread(self._kill_box, name, state)
 
-    def _kill_box(self, name: str, state: dict[str, Any]) -> None:
+    def _kill_box(self, name: str, state: dict[str, Any], marked: list[int] | None = None) -> None:
+        """End the box's processes: those its state names, else (``marked``, or a fresh scan)
+        those found by its marker."""
         # Only processes that are still the ones the box started: never signal a reused pid.
         pids = [
             pid
@@ -567,7 +569,8 @@ class SandboxRuntime(BoxRuntime):
         # A state without the init's pid (still starting, damaged, or lost): find the box's
         # processes by its marker instead (a scan of /proc, so only when needed).
         if not isinstance(state.get("init_pid"), int):
-            pids += [pid for pid in self._marked_tree(name) if pid not in pids]
+            found = self._marked_tree(name) if marked is None else marked
+            pids += [pid for pid in found if pid not in pids]
         left = kill_and_wait(pids)
         if left:
             raise BoxRemoveFailed(name, f"box `{name}`: processes {left} survived SIGKILL")
@@ -575,13 +578,14 @@ class SandboxRuntime(BoxRuntime):
     def _marker(self, name: str) -> str:
         return os.path.join(os.path.abspath(self._root), name)
 
-    def _marked_tree(self, name: str | None = None) -> list[int]:
+    def _marked_tree(self, name: str | None = None, *, reuse: bool = False) -> list[int]:
         """Processes of the box ``name`` (of every box when None) found by their marker: each marked
-        ``bwrap`` and everything below it (its init and commands carry no marker of their own)."""
+        ``bwrap`` and everything below it (its init and commands carry no marker of their own).
+        ``reuse``: the cleanup pass's scan, if one is in progress (:func:`one_scan_per_pass`)."""
         root = os.path.abspath(self._root) + os.sep
         wanted = None if name is None else self._marker(name)
         pids: list[int] = []
-        for pid, value in processes_marked(BOX_MARKER_ENV, root).items():
+        for pid, value in processes_marked(BOX_MARKER_ENV, root, reuse=reuse).items():
             if wanted is not None and value != wanted:
                 continue
             pids.append(pid)
@@ -598,7 +602,7 @@ class SandboxRuntime(BoxRuntime):
     def _untracked(self) -> list[str]:
         root = os.path.abspath(self._root) + os.sep
         names = set()
-        for pid, value in processes_marked(BOX_MARKER_ENV, root).items():
+        for pid, value in processes_marked(BOX_MARKER_ENV, root, reuse=True).items():
             name = value[len(root) :]
             if os.sep in name or name.startswith("."):
                 continue
@@ -612,8 +616,11 @@ class SandboxRuntime(BoxRuntime):
         state = self._read_state(name)
         if state is None and not box_dir.is_dir():
             # An untracked box (its folder was deleted under it) is still ours to reap.
-            if force and await asyncio.to_thread(self._marked_tree, name):
-                await asyncio.to_thread(self._kill_box, name, {})
+            # A box without a folder starts no new processes: the pass's scan (or one now) finds them all.
+            if force and (
+                marked := await asyncio.to_thread(functools.partial(self._marked_tree, name, reuse=True))
+            ):
+                await asyncio.to_thread(self._kill_box, name, {}, marked)
                 return
             raise BoxNotFound(name, f"Cannot remove box `{name}`: it does not exist")
         state = state or {"name": name}
