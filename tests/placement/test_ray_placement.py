@@ -486,3 +486,81 @@ def _ended(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
+
+
+# -- a group's files on its node -------------------------------------------------------------------
+
+
+def _node_files(cluster: RayCluster, node_id: str, agent_id: str, group: str) -> Any:
+    from agentlite.placement.group_files import node_group_paths
+    from agentlite.placement.ray_actor import node_home
+
+    return node_group_paths(node_home(str(cluster.node_root), node_id), agent_id, group)
+
+
+async def test_group_files_live_on_their_node_and_are_copied_when_it_moves(
+    cluster: RayCluster, model: ModelServer, tmp_path: Path
+) -> None:
+    """The turn's writes land on its node, not the host; the box's symlinks are not followed when
+    its state is copied; after ``remove_node`` the next turn, on another node, sees the file."""
+    model.scenario = "shell"
+    secret = tmp_path / "host-secret.txt"
+    secret.write_text("the host's own file")
+    model.command = f"echo carried > note.txt && ln -s {secret} planted-file && ln -s / planted-root"
+    try:
+        async with await agentlite.create(workdir=tmp_path / "data", runtime="sandbox", timezone="UTC",
+                                          idle_timeout=60, placement=cluster.config()) as platform:  # fmt: skip
+            agent, _ = await started(platform, model)
+            moves: list[Any] = []
+            agent.on("placement.moved", moves.append)
+            agent.register_group("t:files", name="files", folder="files", requires_trigger=False)
+            placement: Any = platform.placement
+            first = await agent.ask("t:files", "write a note")
+            assert first.status == "success", first
+            home = placement.node_of(agent.id, "files")
+            on_node = _node_files(cluster, home, agent.id, "files")
+            assert (on_node.workspace / "note.txt").read_text() == "carried\n"
+            assert (on_node.workspace / "planted-file").is_symlink()
+            assert not (agent.groups_dir / "files" / "note.txt").exists()  # not on the host's paths
+            assert placement.copy_path(agent.id, "files").is_file()  # the host's copy after the turn
+
+            cluster.cluster.remove_node(_cluster_node(cluster, home))
+            from agentlite.placement.ray_cluster import alive_node_ids
+
+            await until(lambda: home not in alive_node_ids(), "the removed node seen dead", timeout=60)
+            model.command = "cat note.txt > seen.txt; ls -a > listing.txt"
+            second = await agent.ask("t:files", "read the note")
+            assert second.status == "success", second.error
+            new_home = placement.node_of(agent.id, "files")
+            assert new_home != home
+            moved = _node_files(cluster, new_home, agent.id, "files")
+            assert (moved.workspace / "seen.txt").read_text() == "carried\n"
+            listing = (moved.workspace / "listing.txt").read_text().split()
+            assert "planted-file" not in listing and "planted-root" not in listing, listing
+            assert secret.read_text() == "the host's own file"
+            [event] = moves
+            assert (event.data["from"], event.data["to"], event.data["files"]) == (home, new_home, "copied")
+            assert event.data["copied_bytes"] > 0
+    finally:
+        _restore_nodes(cluster)
+
+
+async def test_the_boxs_ipc_requests_reach_the_host_from_its_node(
+    cluster: RayCluster, model: ModelServer, tmp_path: Path
+) -> None:
+    """A message and a task the box asks for through its node-local IPC folder reach the host."""
+    model.scenario = "tool_call"
+    model.tool = ("mcp__agentlite__send_message", {"text": "hello from the node"})
+    async with await agentlite.create(workdir=tmp_path / "data", runtime="sandbox", timezone="UTC",
+                                      idle_timeout=60, placement=cluster.config()) as platform:  # fmt: skip
+        agent, channel = await started(platform, model)
+        agent.register_group("t:ipc", name="ipc", folder="ipc", is_main=True)
+        assert (await agent.ask("t:ipc", "say something")).status == "success"
+        await channel.wait_sent(1, timeout=60)
+        assert ("t:ipc", "hello from the node") in channel.sent
+        model.tool = ("mcp__agentlite__schedule_task",
+                      {"prompt": "check in", "schedule_type": "interval", "schedule_value": "3600000"})  # fmt: skip
+        assert (await agent.ask("t:ipc", "schedule something")).status == "success"
+        await until(agent.list_tasks, "the task the box scheduled", 60)
+        assert [(t.prompt, t.group_folder) for t in agent.list_tasks()] == [("check in", "ipc")]
+        assert not (agent.ipc_root / "errors").exists()  # nothing refused

@@ -74,14 +74,14 @@ def _cluster(ray_address: str | None) -> dict[str, Any] | None:
     from agentlite.placement.ray_cluster import describe_cluster, require_ray
 
     require_ray()
-    return describe_cluster(config.ray_address, config.namespace)
+    return describe_cluster(config.ray_address, config.namespace, config.slots_of)
 
 
 def _print_cluster(cluster: dict[str, Any]) -> None:
-    t = table("node", "address", "box slots", "free", "agentlite")
+    t = table("node", "address", "box slots", "free", "this host's", "agentlite")
     for node in cluster["nodes"]:
         t.add_row(node["node_id"][:12], node["address"], str(node["box_slots"]), str(node["box_slots_free"]),
-                  node["agentlite"])  # fmt: skip
+                  str(node.get("host_slots", node["box_slots"])), node["agentlite"])  # fmt: skip
     out.print(t)
     out.print(f"placement: [bold]ray[/bold] ({len(cluster['nodes'])} box nodes, {cluster['box_actors']} box actors"
               f" in namespace `{cluster['namespace']}`)")  # fmt: skip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,24 +34,45 @@ class PlacementConfig:
     #: The cluster to join (``HOST:PORT`` of its head, or ``auto``); unset: $AGENTLITE_RAY_ADDRESS, else ``auto``.
     ray_address: str | None = None
     namespace: str = DEFAULT_NAMESPACE
-    #: Most boxes the host places on one node at once (unset: as many as the node's ``box_slots``).
-    node_slots: int | None = None
+    #: Most boxes the host places on one node at once: one number for every node, or a map from a
+    #: node's id (or a prefix of it) or its address to that node's number (``*``: the others'). A
+    #: node never gets more than its ``box_slots``; unset: as many as the node's ``box_slots``.
+    node_slots: int | Mapping[str, int] | None = None
     #: The node-local folder for boxes and ownership records (each node uses ``<node_root>/<node id>``).
     node_root: str = DEFAULT_NODE_ROOT
     #: The box runtime each node uses (``auto``, ``sandbox`` or ``boxlite``); unset: the node's own choice.
     node_runtime: str | None = None
+    #: The nodes see the host's paths (the same machine, or a folder shared at the same path): a
+    #: group's files stay there. Unset: each group's files live on its node and are copied on a move.
+    shared_folder: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in PLACEMENT_NAMES:
             raise ConfigError(f"unknown placement `{self.kind}`; choose one of {', '.join(PLACEMENT_NAMES)}")
-        if self.node_slots is not None and self.node_slots < 1:
-            raise ConfigError(f"node_slots must be at least 1, got {self.node_slots}")
+        mapped = isinstance(self.node_slots, Mapping)
+        slots = self.node_slots if isinstance(self.node_slots, Mapping) else {"*": self.node_slots}
+        for node, count in slots.items():
+            where = f" for `{node}`" if mapped else ""
+            if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 1):
+                raise ConfigError(f"node_slots must be at least 1{where}, got {count!r}")
+            if not str(node).strip():
+                raise ConfigError("node_slots names an empty node")
         if not self.namespace.strip():
             raise ConfigError("the Ray namespace must not be empty")
         if not Path(self.node_root).is_absolute():
             raise ConfigError(f"node_root `{self.node_root}` must be an absolute path")
         if self.ray_address is not None and not self.ray_address.strip():
             raise ConfigError("ray_address must not be empty (leave it unset for `auto`)")
+
+    def slots_of(self, node_id: str, address: str, box_slots: int) -> int:
+        """How many boxes this host places on the node at once (never more than its ``box_slots``)."""
+        if self.node_slots is None:
+            return box_slots
+        if not isinstance(self.node_slots, Mapping):
+            return min(self.node_slots, box_slots)
+        named = [count for key, count in self.node_slots.items() if key == address or node_id.startswith(key)]
+        chosen = named[0] if named else self.node_slots.get("*")
+        return box_slots if chosen is None else min(chosen, box_slots)
 
     @classmethod
     def choose(

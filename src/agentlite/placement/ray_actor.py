@@ -8,6 +8,12 @@ restarted re-attaches by the actor's name and reads on from where it wants. Ever
 run's fencing token. A guard process (:mod:`agentlite.placement.node_guard`) removes the box when
 the actor or its raylet dies.
 
+Files (no shared folder): the group's workspace, agent home and IPC folder are this node's
+(:mod:`agentlite.placement.group_files`); :meth:`BoxActor.start` may bring a copy of the group's
+state to unpack first (the group moved here), the box's IPC requests are journalled as ``ipc``
+items for the host, :meth:`BoxActor.put_ipc` takes the host's writes, and :meth:`BoxActor.pack`
+copies the state back after the turn.
+
 Importing this module imports Ray: only :mod:`agentlite.placement.ray_placement` does, lazily.
 """
 
@@ -25,9 +31,19 @@ import psutil
 import ray
 
 from agentlite.core.errors import RunError
+from agentlite.placement.group_files import (
+    node_group_paths,
+    pack_state,
+    take_requests,
+    unpack_state,
+    write_ipc_file,
+)
 from agentlite.run.protocol import Event, RunnerInput
 
 log = logging.getLogger("agentlite.placement.actor")
+
+#: How often the actor takes the box's IPC requests from the node's folder.
+RELAY_POLL_SECONDS = 0.2
 
 
 def node_home(node_root: str, node_id: str) -> Path:
@@ -48,7 +64,8 @@ def _raylet_pid() -> int:
 @ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0)
 class BoxActor:
     """One box run on this node. Items of :meth:`stream`: ``("box", token, name)``,
-    ``("event", token, offset, event)``, and last ``("end", token, outcome | None, failure | None)``."""
+    ``("event", token, offset, event)``, ``("ipc", token, kind, name, content)`` (a request of the
+    box for the host, node-local files only), and last ``("end", token, outcome | None, failure | None)``."""
 
     def __init__(
         self, node_root: str, agent_id: str, group: str, token: str, runtime_name: str | None
@@ -59,6 +76,10 @@ class BoxActor:
         self.agent_id, self.group, self.token, self.runtime_name = agent_id, group, token, runtime_name
         self.box: str | None = None
         self.events: list[Event] = []
+        #: The box's IPC requests taken from the node's folder, in order, for the host.
+        self.requests: list[tuple[str, str, bytes]] = []
+        self.files = node_group_paths(self.home, agent_id, group)
+        self.node_files = False
         self.outcome: Any = None
         self.failure: str | None = None
         self.done = False
@@ -83,12 +104,22 @@ class BoxActor:
                 "pid": os.getpid(), "guard_pid": self._guard.pid, "home": str(self.home)}  # fmt: skip
 
     async def start(
-        self, run_input: RunnerInput, options: dict[str, Any], env: dict[str, str]
-    ) -> dict[str, Any]:
-        """Begin the run in the background and return at once (the host follows it with :meth:`stream`)."""
+        self, run_input: RunnerInput, options: dict[str, Any], env: dict[str, str],
+        node_files: bool = False, copy: bytes | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Begin the run in the background and return at once (the host follows it with :meth:`stream`).
+
+        ``node_files``: the group's folders are this node's (``copy``, if given, replaces its state
+        first); otherwise ``options`` name the host's paths, which this node sees."""
         if self._task is not None:
             raise RunError(f"box actor for run {self.token} already started")
         os.environ.update(env)  # the backend's key: one run per actor process, so nothing leaks across runs
+        if node_files:
+            self.node_files = True
+            if copy is not None:
+                await asyncio.to_thread(unpack_state, copy, self.files)
+            options = {**options, "workspace": self.files.workspace, "ipc_dir": self.files.ipc_dir,
+                       "agent_home": self.files.agent_home}  # fmt: skip
         self._notify()
         self._task = asyncio.create_task(self._run(run_input, options))
         return self.describe()
@@ -103,6 +134,8 @@ class BoxActor:
             self._notify()
 
         def on_event(event: Event) -> None:
+            if self.node_files:  # requests the box wrote before this event reach the host before it
+                self._relay_requests()
             self.events.append(event)
             self._notify()
 
@@ -112,9 +145,15 @@ class BoxActor:
             async with runtime:
                 # The node's own sweep: boxes of this agent whose actor died are removed first.
                 await cleanup_orphans(runtime, self.home, self.agent_id)
-                self.outcome = await run_agent(runtime, self.home, run_input, on_event=on_event,
-                                               agent_id=self.agent_id, group=self.group, on_box=on_box,
-                                               **options)  # fmt: skip
+                relay = asyncio.create_task(self._relay_loop()) if self.node_files else None
+                try:
+                    self.outcome = await run_agent(runtime, self.home, run_input, on_event=on_event,
+                                                   agent_id=self.agent_id, group=self.group, on_box=on_box,
+                                                   **options)  # fmt: skip
+                finally:
+                    if relay is not None:
+                        relay.cancel()
+                        self._relay_requests()  # the last ones, before the end
         except asyncio.CancelledError:
             self.failure = "the run was cancelled by its host"
         except Exception as exc:  # the host gets it as the run's failure
@@ -124,15 +163,51 @@ class BoxActor:
             self.done = True
             self._notify()
 
+    def _relay_requests(self) -> None:
+        try:
+            taken = take_requests(self.files.ipc_dir)
+        except OSError as exc:
+            log.warning("IPC relay token=%s: %s", self.token, exc)
+            return
+        if taken:
+            self.requests.extend(taken)
+            self._notify()
+
+    async def _relay_loop(self) -> None:
+        while True:  # the box writes its requests without telling anyone: polled, as the host's watcher does
+            await asyncio.sleep(RELAY_POLL_SECONDS)
+            self._relay_requests()
+
+    def put_ipc(self, files: list[tuple[str | None, str, bytes]]) -> int:
+        """Write the host's files into the group's IPC folder here (follow-ups, snapshots, budget)."""
+        for subfolder, name, data in files:
+            write_ipc_file(self.files.ipc_dir, subfolder, name, data)
+        return len(files)
+
+    def request_close(self) -> None:
+        """Ask the runner to end after its current turn (node-local files)."""
+        from agentlite.run.runner_input import request_close
+
+        request_close(self.files.ipc_dir)
+
+    async def pack(self) -> tuple[bytes, int, list[str]]:
+        """A copy of the group's state here (archive, files, entries left out), for the host to keep."""
+        packed = await asyncio.to_thread(pack_state, self.files)
+        return packed.data, packed.files, packed.skipped
+
     @ray.method(num_returns="streaming")  # type: ignore[misc]
-    async def stream(self, offset: int = 0) -> Any:
-        """The run's journal from ``offset``, followed to its end."""
+    async def stream(self, offset: int = 0, requests_from: int | None = None) -> Any:
+        """The run's journal from ``offset``, followed to its end; the box's IPC requests from
+        ``requests_from`` (``None``: none; a host that re-attaches does not take them twice)."""
         sent_box = False
         while True:
             changed = self._changed
             if self.box is not None and not sent_box:
                 sent_box = True
                 yield ("box", self.token, self.box)
+            while requests_from is not None and requests_from < len(self.requests):
+                yield ("ipc", self.token, *self.requests[requests_from])
+                requests_from += 1
             while offset < len(self.events):
                 yield ("event", self.token, offset, self.events[offset])
                 offset += 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,9 +108,13 @@ def alive_node_ids() -> set[str]:
     return {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
 
 
-def describe_cluster(address: str | None, namespace: str) -> dict[str, Any]:
-    """The cluster for ``agentlite doctor``: each box node with its slots and the agentlite version
-    a task placed on it imports (a node with another version runs boxes the host may not understand)."""
+def describe_cluster(
+    address: str | None, namespace: str, slots_of: Callable[[str, str, int], int] | None = None
+) -> dict[str, Any]:
+    """The cluster for ``agentlite doctor``: each box node with its slots (``host_slots``: how many
+    this host places there at once, ``slots_of(node_id, address, box_slots)``; default all), and the
+    agentlite version a task placed on it imports (a node with another version runs boxes the host
+    may not understand)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -132,8 +137,10 @@ def describe_cluster(address: str | None, namespace: str) -> dict[str, Any]:
             version = ray.get(refs[view.node_id], timeout=60)
         except Exception as exc:  # a node that cannot import agentlite cannot run boxes
             version = f"unavailable ({type(exc).__name__})"
+        host_slots = slots_of(view.node_id, view.address, view.slots) if slots_of is not None else view.slots
         rows.append({"node_id": view.node_id, "address": view.address, "box_slots": view.slots,
-                     "box_slots_free": view.slots_free, "agentlite": version})  # fmt: skip
+                     "box_slots_free": view.slots_free, "host_slots": host_slots,
+                     "agentlite": version})  # fmt: skip
     return {"placement": "ray", "namespace": namespace, "nodes": rows,
             "box_actors": len(named_actors(namespace))}  # fmt: skip
 

@@ -17,9 +17,15 @@ runs by name, takes each run over (a new ledger token) and :meth:`RayPlacement.f
 re-reads its journal from offset 0 to the final, delivered once; :meth:`RayPlacement.reconcile`
 kills the agent's actors no run holds.
 
-Files: the group's workspace, IPC folder and agent home are the host's paths, so the nodes must
-see them (the same machine, or a folder shared at the same path); each node keeps its boxes and
-ownership records in its own ``<node_root>/<node id>``.
+Files: each node keeps its boxes and ownership records in its own ``<node_root>/<node id>``. By
+default a group's workspace, agent home and IPC folder live there too
+(:mod:`agentlite.placement.group_files`): the host relays the box's IPC requests from the actor's
+stream into its own IPC folder (its watcher handles them as before), pushes its writes into the
+group's IPC folder (follow-ups, ``_close``, snapshots, ``budget.json``) to the actor, and keeps a
+copy of the group's state after every turn (``<box home>/group-copies``). A group that moves gets
+that copy unpacked on its new node first (the first turn ever gets the host's own folders), and the
+``placement.moved`` event says how many bytes were copied. With ``shared_folder`` the nodes see the
+host's paths instead (the same machine, or a folder shared at the same path) and nothing is copied.
 """
 
 from __future__ import annotations
@@ -41,8 +47,10 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from agentlite.box.base import BoxRuntime
+from agentlite.core.atomic import write_atomic
 from agentlite.core.errors import RunError
 from agentlite.placement.base import Placement, PlacementConfig
+from agentlite.placement.group_files import GroupPaths, HostIpcMirror, pack_state, safe_name, write_ipc_file
 from agentlite.placement.ray_actor import BoxActor
 from agentlite.placement.ray_cluster import (
     BOX_SLOTS,
@@ -66,6 +74,8 @@ GroupId = tuple[str, str]
 Emit = Callable[..., Any]
 #: How long a host waits for a box actor to stop its run cleanly before killing it.
 CANCEL_SECONDS = 20.0
+#: How often the host pushes its writes into a running group's IPC folder to the node.
+MIRROR_POLL_SECONDS = 0.2
 
 
 class BoxLost(RunError):
@@ -98,6 +108,8 @@ class RayPlacement(Placement):
         self.box_home = box_home
         self._homes: dict[GroupId, str] = {}  # the node each group sticks to
         self._fences: dict[GroupId, str] = {}  # each group's current run token
+        self._files_on: dict[GroupId, str] = {}  # the node that holds each group's files (node-local files)
+        self._copy_locks: dict[GroupId, asyncio.Lock] = {}
         self._emitters: dict[str, Emit] = {}
         self._place_lock = asyncio.Lock()
         #: Every box run placed by this host, in order.
@@ -133,7 +145,13 @@ class RayPlacement(Placement):
                               **options)  # fmt: skip
 
     async def describe(self) -> dict[str, Any]:
-        return await asyncio.to_thread(describe_cluster, self.config.ray_address, self.config.namespace)
+        described = await asyncio.to_thread(
+            describe_cluster, self.config.ray_address, self.config.namespace, self.config.slots_of
+        )
+        for row in described["nodes"]:  # the groups that stick to each node now
+            row["groups"] = sum(1 for node in self._homes.values() if node == row["node_id"])
+        described["shared_folder"] = self.config.shared_folder
+        return described
 
     # -- placing and running -------------------------------------------------------------------
 
@@ -142,7 +160,8 @@ class RayPlacement(Placement):
         if emit is not None:
             emit(name, **data)
 
-    async def _place(self, group: GroupId) -> str:
+    async def _place(self, group: GroupId) -> tuple[str, str | None]:
+        """The group's node, and the node it had before when it moves (``None``: it stays or is new)."""
         async with self._place_lock:  # two groups placed at once must see each other's choice
             nodes = {n.node_id: n for n in await asyncio.to_thread(box_nodes)}
             if not nodes:
@@ -150,26 +169,76 @@ class RayPlacement(Placement):
                                f"ray start --resources '{{\"{BOX_SLOTS}\": 4}}'")  # fmt: skip
             current = self._homes.get(group)
             if current in nodes:
-                return current
+                return current, None
             load = Counter(node for node in self._homes.values() if node in nodes)
-            cap = self.config.node_slots
-            candidates = [n for n in nodes if cap is None or load[n] < cap] or list(nodes)
-            pick = min(candidates, key=lambda n: (load[n], n))
+            caps = {
+                n: self.config.slots_of(view.node_id, view.address, view.slots) for n, view in nodes.items()
+            }
+            candidates = [n for n in nodes if load[n] < caps[n]] or list(nodes)
+            pick = min(candidates, key=lambda n: (load[n] / max(caps[n], 1), load[n], n))
             self._homes[group] = pick
         if current is None:
             self._emit(group[0], "placement.placed", folder=group[1], node=pick)
         else:
             log.warning("group %s/%s moves from node %s (gone) to %s", *group, current[:8], pick[:8])
-            self._emit(group[0], "placement.moved", folder=group[1], from_node=current, to_node=pick,
-                       reason="its node is gone", files="shared")  # fmt: skip
-        return pick
+        return pick, current
+
+    # -- the group's files on its node -------------------------------------------------------------
+
+    def copy_path(self, agent_id: str, group: str) -> Path:
+        """The host's last copy of a group's state (node-local files), renewed after every turn."""
+        return self.box_home / "group-copies" / safe_name(agent_id) / f"{safe_name(group)}.tar"
+
+    def _seed(self, gid: GroupId, options: dict[str, Any]) -> bytes:
+        """The state a node that does not hold the group's files starts from: the host's last copy,
+        else (the group's first turn on a node) the host's own folders."""
+        last = self.copy_path(*gid)
+        if last.is_file():
+            return last.read_bytes()
+        host = GroupPaths(Path(options["workspace"]), Path(options["agent_home"]), Path(options["ipc_dir"]))
+        return pack_state(host).data
+
+    async def _keep_copy(self, actor: Any, gid: GroupId, node: str) -> None:
+        # One copy at a time per group: a slow earlier copy never replaces a later one.
+        async with self._copy_locks.setdefault(gid, asyncio.Lock()):
+            try:
+                data, files, skipped = await actor.pack.remote()
+            except Exception as exc:  # the state stays on the node; the next move uses the older copy
+                log.warning("group %s/%s: no copy of its state from node %s: %s", *gid, node[:8], exc)
+                return
+            path = self.copy_path(*gid)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(write_atomic, path, data)
+        log.info("group %s/%s: kept a copy of its state (%d files, %d bytes, %d entries left out)", *gid, files,
+                 len(data), len(skipped))  # fmt: skip
+
+    async def _mirror(self, actor: Any, mirror: HostIpcMirror) -> None:
+        """Push the host's writes into the group's IPC folder to the node while the run lasts."""
+        while True:
+            try:
+                files = await asyncio.to_thread(mirror.pending)
+                if files:
+                    await actor.put_ipc.remote(files)
+            except ray.exceptions.RayError:
+                return  # the actor is gone: the stream says so
+            except OSError as exc:
+                log.warning("IPC mirror: %s", exc)
+            await asyncio.sleep(MIRROR_POLL_SECONDS)  # the host's writes come without notice: polled
 
     async def _run_remote(self, runtime: BoxRuntime, home: Path, run_input: RunnerInput, *,
                           on_event: Callable[[Event], Awaitable[None] | None], agent_id: str, group: str,
                           on_box: Callable[[str], None] | None = None, **options: Any) -> RunOutcome:  # fmt: skip
         """:func:`agentlite.run.box_run.run_agent`'s contract, with the box on a Ray node."""
         gid = (agent_id, group)
-        node = await self._place(gid)
+        node, previous = await self._place(gid)
+        node_files = not self.config.shared_folder
+        copy: bytes | None = None
+        if node_files and self._files_on.get(gid) != node:
+            copy = await asyncio.to_thread(self._seed, gid, options)
+        if previous is not None:
+            self._emit(agent_id, "placement.moved", folder=group, from_node=previous, to_node=node,
+                       reason="its node is gone", files="copied" if node_files else "shared",
+                       copied_bytes=len(copy or b""), **{"from": previous, "to": node})  # fmt: skip
         token = secrets.token_hex(8)
         self._fences[gid] = token  # from now on only this run's end is accepted for the group
         name = actor_name(agent_id, group, token)
@@ -181,22 +250,48 @@ class RayPlacement(Placement):
         key_env = run_input.backend.key_env()
         env = {key_env: os.environ[key_env]} if os.environ.get(key_env) else {}
         finished = False
+        host_ipc = Path(options["ipc_dir"])
+        mirror_task: asyncio.Task[None] | None = None
+        copies: set[asyncio.Task[None]] = set()
+
+        def after_turn() -> None:  # a box that answers follow-ups is copied after each of its turns
+            copies.add(asyncio.create_task(self._keep_copy(actor, gid, node)))
+
         try:
             try:
-                await actor.start.remote(run_input, options, env)
+                if node_files:
+                    mirror = HostIpcMirror(host_ipc)
+                    await actor.put_ipc.remote(await asyncio.to_thread(mirror.pending))
+                await actor.start.remote(run_input, options, env, node_files, copy)
             except ray.exceptions.RayError as exc:
                 raise _lost(node, exc) from None
-            outcome = await self._follow(actor, gid, token, node, on_event, on_box)
+            if node_files:
+                self._files_on[gid] = node
+                mirror_task = asyncio.create_task(self._mirror(actor, mirror))
+            outcome = await self._follow(actor, gid, token, node, on_event, on_box,
+                                         host_ipc=host_ipc if node_files else None,
+                                         after_turn=after_turn if node_files else None)  # fmt: skip
             finished = True
+            if node_files:
+                await asyncio.gather(*copies, return_exceptions=True)
+                await self._keep_copy(actor, gid, node)
             return outcome
         finally:
+            if mirror_task is not None:
+                mirror_task.cancel()
+            for copying in copies:
+                copying.cancel()
             await _release(actor, graceful=not finished)
 
     async def _follow(self, actor: Any, gid: GroupId, token: str, node: str,
                       on_event: Callable[[Event], Awaitable[None] | None],
-                      on_box: Callable[[str], None] | None, offset: int = 0) -> RunOutcome:  # fmt: skip
+                      on_box: Callable[[str], None] | None, offset: int = 0,
+                      host_ipc: Path | None = None,
+                      after_turn: Callable[[], None] | None = None) -> RunOutcome:  # fmt: skip
+        """``host_ipc``: the host's IPC folder for the group, where the box's relayed requests go;
+        ``after_turn``: called at each turn's result (the box may wait for follow-ups)."""
         try:
-            async for ref in actor.stream.remote(offset):
+            async for ref in actor.stream.remote(offset, 0 if host_ipc is not None else None):
                 item = await ref
                 if item[1] != token:
                     raise SupersededRun(
@@ -208,10 +303,15 @@ class RayPlacement(Placement):
                 if item[0] == "box":
                     if on_box is not None:
                         on_box(item[2])
+                elif item[0] == "ipc" and host_ipc is not None:
+                    # Written where the host's watcher looks; it validates the request as ever.
+                    await asyncio.to_thread(write_ipc_file, host_ipc, item[2], item[3], item[4])
                 elif item[0] == "event":
                     outcome = on_event(item[3])
                     if inspect.isawaitable(outcome):
                         await outcome
+                    if after_turn is not None and isinstance(item[3], ResultEvent):
+                        after_turn()
                 elif item[0] == "end":
                     outcome, failure = item[2], item[3]
                     if outcome is None:
@@ -344,13 +444,15 @@ class RayPlacement(Placement):
             await self._close_adopted(actor, ipc_root / run.group_folder)
         return ledger.get(run.run_id)
 
-    @staticmethod
-    async def _close_adopted(actor: Any, ipc_dir: Path) -> None:
+    async def _close_adopted(self, actor: Any, ipc_dir: Path) -> None:
         """Ask the adopted runner to end, give it a moment, then end its actor (and so its box)."""
         from agentlite.run.runner_input import request_close
 
         with contextlib.suppress(OSError):
             request_close(ipc_dir)
+        if not self.config.shared_folder:  # the runner's input folder is the node's
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(actor.request_close.remote(), 30)
         with contextlib.suppress(Exception):
             async with asyncio.timeout(CLOSE_WAIT_SECONDS):
                 async for ref in actor.stream.remote(0):

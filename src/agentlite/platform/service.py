@@ -147,8 +147,10 @@ class ServiceConfig(_Strict):
     """Where boxes run: `local` (this machine) or `ray` (the nodes of a Ray cluster; the `ray` extra). Unset: `$AGENTLITE_PLACEMENT`, else `ray` when `ray_address` is set, else `local`."""
     ray_address: str | None = None
     """The Ray cluster's head, `HOST:PORT` or `auto` (placement `ray`; `serve --ray-address` overrides it)."""
-    node_slots: int | None = Field(default=None, ge=1)
-    """Most boxes this host places on one Ray node at once (unset: as many as the node's `box_slots`)."""
+    node_slots: int | dict[str, int] | None = None
+    """Most boxes this host places on one Ray node at once: a number for every node, or a table from a node's id (or its prefix) or address to its number (`"*"`: the others); never more than the node's `box_slots` (unset: its `box_slots`)."""
+    shared_folder: bool = False
+    """The Ray nodes see this host's paths (one machine, or a folder shared at the same path), so a group's files stay there; off: each group's files live on its node and are copied through the host when it moves."""
     agents: list[AgentConfig] = []
     """The agents (`[[agents]]`)."""
 
@@ -156,9 +158,8 @@ class ServiceConfig(_Strict):
         """The :class:`~agentlite.placement.PlacementConfig` these settings ask for."""
         from agentlite.placement import PlacementConfig
 
-        return PlacementConfig.choose(
-            self.placement, ray_address=self.ray_address, node_slots=self.node_slots
-        )
+        return PlacementConfig.choose(self.placement, ray_address=self.ray_address, node_slots=self.node_slots,
+                                      shared_folder=self.shared_folder)  # fmt: skip
 
 
 #: Environment variables (the reference's names) that win over the file: ``{variable: (key, convert,
