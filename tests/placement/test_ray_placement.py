@@ -564,3 +564,39 @@ async def test_the_boxs_ipc_requests_reach_the_host_from_its_node(
         await until(agent.list_tasks, "the task the box scheduled", 60)
         assert [(t.prompt, t.group_folder) for t in agent.list_tasks()] == [("check in", "ipc")]
         assert not (agent.ipc_root / "errors").exists()  # nothing refused
+
+
+async def test_a_group_moves_off_a_drained_node_with_a_fresh_copy_of_its_state(
+    cluster: RayCluster, model: ModelServer, tmp_path: Path
+) -> None:
+    """The node stays alive: the group's state is copied from it (not the host's older copy)."""
+    model.scenario = "shell"
+    model.command = "echo first > note.txt"
+    async with await agentlite.create(workdir=tmp_path / "data", runtime="sandbox", timezone="UTC",
+                                      idle_timeout=60, placement=cluster.config()) as platform:  # fmt: skip
+        agent, _ = await started(platform, model)
+        moves: list[Any] = []
+        agent.on("placement.moved", moves.append)
+        agent.register_group("t:drain", name="drain", folder="drain", requires_trigger=False)
+        placement: Any = platform.placement
+        assert (await agent.ask("t:drain", "write a note")).status == "success"
+        home = placement.node_of(agent.id, "drain")
+        # Written on the node after the host's last copy: only a fresh copy carries it.
+        (_node_files(cluster, home, agent.id, "drain").workspace / "later.txt").write_text("after the copy")
+        try:
+            assert placement.drain(home) == [f"{agent.id}/drain"]
+            model.command = "cat note.txt later.txt > seen.txt"
+            assert (await agent.ask("t:drain", "read it")).status == "success"
+        finally:
+            placement.undrain(home)
+        new_home = placement.node_of(agent.id, "drain")
+        assert new_home != home
+        seen = _node_files(cluster, new_home, agent.id, "drain").workspace / "seen.txt"
+        assert seen.read_text() == "first\nafter the copy"
+        [event] = moves
+        assert (event.data["from"], event.data["to"], event.data["reason"]) == (
+            home,
+            new_home,
+            "its node is drained",
+        )
+        assert event.data["copied_bytes"] > 0

@@ -61,6 +61,14 @@ def _raylet_pid() -> int:
     return parent if "raylet" in name else 0
 
 
+@ray.remote(num_cpus=0, max_retries=0)
+def pack_on_node(node_root: str, agent_id: str, group: str) -> tuple[bytes, int, list[str]]:
+    """A copy of a group's state on the node this task runs on (a group moving off a live node)."""
+    home = node_home(node_root, ray.get_runtime_context().get_node_id())
+    packed = pack_state(node_group_paths(home, agent_id, group))
+    return packed.data, packed.files, packed.skipped
+
+
 @ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0)
 class BoxActor:
     """One box run on this node. Items of :meth:`stream`: ``("box", token, name)``,

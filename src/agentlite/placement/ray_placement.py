@@ -112,6 +112,7 @@ class RayPlacement(Placement):
         self._copy_locks: dict[GroupId, asyncio.Lock] = {}
         self._emitters: dict[str, Emit] = {}
         self._place_lock = asyncio.Lock()
+        self._draining: set[str] = set()  # nodes no group is placed on any more (they stay alive)
         #: Every box run placed by this host, in order.
         self.placed: list[Placed] = []
 
@@ -168,20 +169,35 @@ class RayPlacement(Placement):
                 raise RunError(f"no alive Ray node offers `{BOX_SLOTS}`; start nodes with "
                                f"ray start --resources '{{\"{BOX_SLOTS}\": 4}}'")  # fmt: skip
             current = self._homes.get(group)
-            if current in nodes:
+            if current in nodes and current not in self._draining:
                 return current, None
-            load = Counter(node for node in self._homes.values() if node in nodes)
-            caps = {
-                n: self.config.slots_of(view.node_id, view.address, view.slots) for n, view in nodes.items()
-            }
-            candidates = [n for n in nodes if load[n] < caps[n]] or list(nodes)
+            open_nodes = {n: v for n, v in nodes.items() if n not in self._draining}
+            if not open_nodes:
+                raise RunError(
+                    f"every alive Ray node with `{BOX_SLOTS}` is being drained; undrain one or add one"
+                )
+            load = Counter(node for node in self._homes.values() if node in open_nodes)
+            caps = {n: self.config.slots_of(v.node_id, v.address, v.slots) for n, v in open_nodes.items()}
+            candidates = [n for n in open_nodes if load[n] < caps[n]] or list(open_nodes)
             pick = min(candidates, key=lambda n: (load[n] / max(caps[n], 1), load[n], n))
             self._homes[group] = pick
         if current is None:
             self._emit(group[0], "placement.placed", folder=group[1], node=pick)
         else:
-            log.warning("group %s/%s moves from node %s (gone) to %s", *group, current[:8], pick[:8])
+            log.warning("group %s/%s moves from node %s (%s) to %s", *group, current[:8],
+                        "drained" if current in nodes else "gone", pick[:8])  # fmt: skip
         return pick, current
+
+    def drain(self, node_id: str) -> list[str]:
+        """Place nothing more on ``node_id`` (it stays in the cluster): each group that sticks to it
+        moves at its next turn, its state copied from that node through the host. Returns those groups
+        (``agent/group``); a turn running there now finishes where it is."""
+        self._draining.add(node_id)
+        return sorted(f"{a}/{g}" for (a, g), node in self._homes.items() if node == node_id)
+
+    def undrain(self, node_id: str) -> None:
+        """Place groups on ``node_id`` again (those that moved away stay where they are)."""
+        self._draining.discard(node_id)
 
     # -- the group's files on its node -------------------------------------------------------------
 
@@ -197,6 +213,24 @@ class RayPlacement(Placement):
             return last.read_bytes()
         host = GroupPaths(Path(options["workspace"]), Path(options["agent_home"]), Path(options["ipc_dir"]))
         return pack_state(host).data
+
+    async def _copy_from(self, node: str, gid: GroupId) -> bytes | None:
+        """A fresh copy of the group's state from ``node`` (alive), kept as the host's last copy;
+        ``None`` when the node cannot give one (the host's last copy is used then)."""
+        from agentlite.placement.ray_actor import pack_on_node
+
+        try:
+            task = pack_on_node.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
+            data, files, skipped = await asyncio.wait_for(task.remote(self.config.node_root, *gid), 120)
+        except Exception as exc:
+            log.warning("group %s/%s: no fresh copy from node %s: %s", *gid, node[:8], exc)
+            return None
+        path = self.copy_path(*gid)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(write_atomic, path, data)
+        log.info("group %s/%s: copied its state off node %s (%d files, %d bytes, %d entries left out)", *gid,
+                 node[:8], files, len(data), len(skipped))  # fmt: skip
+        return bytes(data)
 
     async def _keep_copy(self, actor: Any, gid: GroupId, node: str) -> None:
         # One copy at a time per group: a slow earlier copy never replaces a later one.
@@ -233,12 +267,16 @@ class RayPlacement(Placement):
         node, previous = await self._place(gid)
         node_files = not self.config.shared_folder
         copy: bytes | None = None
-        if node_files and self._files_on.get(gid) != node:
+        drained = previous is not None and previous in self._draining
+        if node_files and drained and self._files_on.get(gid) == previous:
+            copy = await self._copy_from(previous, gid)  # the old node is alive: its state, fresh
+        if node_files and copy is None and self._files_on.get(gid) != node:
             copy = await asyncio.to_thread(self._seed, gid, options)
         if previous is not None:
             self._emit(agent_id, "placement.moved", folder=group, from_node=previous, to_node=node,
-                       reason="its node is gone", files="copied" if node_files else "shared",
-                       copied_bytes=len(copy or b""), **{"from": previous, "to": node})  # fmt: skip
+                       reason="its node is drained" if drained else "its node is gone",
+                       files="copied" if node_files else "shared", copied_bytes=len(copy or b""),
+                       **{"from": previous, "to": node})  # fmt: skip
         token = secrets.token_hex(8)
         self._fences[gid] = token  # from now on only this run's end is accepted for the group
         name = actor_name(agent_id, group, token)
