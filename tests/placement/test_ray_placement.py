@@ -600,3 +600,33 @@ async def test_a_group_moves_off_a_drained_node_with_a_fresh_copy_of_its_state(
             "its node is drained",
         )
         assert event.data["copied_bytes"] > 0
+
+
+async def test_a_host_that_reattaches_relays_the_boxs_requests_once(
+    cluster: RayCluster, model: ModelServer, tmp_path: Path
+) -> None:
+    """The box sends a message after its first host died: the host that re-attaches relays it from
+    the node to its own IPC folder, and the chat gets it once, and the final once."""
+    model.scenario = "tool_call"
+    model.tool = ("mcp__agentlite__send_message", {"text": "sent after the host died"})
+    model.delay = 8.0
+    first = await Host.start(tmp_path, cluster, model, "send", 1, "host1")
+    db = tmp_path / "data" / "agents" / "svc" / "store" / "messages.db"
+    from agentlite.placement.ray_cluster import named_actors
+    from agentlite.platform.store import AgentStore
+
+    def running() -> bool:
+        if not db.exists():
+            return False
+        store = AgentStore(db)
+        try:
+            return any(r.state == "running" for r in store.runs.list())
+        finally:
+            store.close()
+
+    await until(running, "the first host's run running", timeout=180)
+    await until(lambda: named_actors(NAMESPACE), "the box actor", timeout=60)
+    await first.kill()
+    model.delay = 0.0
+    second = await Host.start(tmp_path, cluster, model, "follow", 2, "host2")
+    assert sorted(await second.replies()) == sorted(["sent after the host died", "Called the tool."])

@@ -72,8 +72,8 @@ def pack_on_node(node_root: str, agent_id: str, group: str) -> tuple[bytes, int,
 @ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0)
 class BoxActor:
     """One box run on this node. Items of :meth:`stream`: ``("box", token, name)``,
-    ``("event", token, offset, event)``, ``("ipc", token, kind, name, content)`` (a request of the
-    box for the host, node-local files only), and last ``("end", token, outcome | None, failure | None)``."""
+    ``("event", token, offset, event)``, ``("ipc", token, kind, name, content, count)`` (a request
+    of the box for the host, node-local files only; ``count`` is what to acknowledge once it is written), and last ``("end", token, outcome | None, failure | None)``."""
 
     def __init__(
         self, node_root: str, agent_id: str, group: str, token: str, runtime_name: str | None
@@ -86,6 +86,8 @@ class BoxActor:
         self.events: list[Event] = []
         #: The box's IPC requests taken from the node's folder, in order, for the host.
         self.requests: list[tuple[str, str, bytes]] = []
+        #: How many of them a host has written into its own IPC folder (a host that re-attaches goes on from here).
+        self.requests_acked = 0
         self.files = node_group_paths(self.home, agent_id, group)
         self.node_files = False
         self.outcome: Any = None
@@ -109,7 +111,8 @@ class BoxActor:
     def describe(self) -> dict[str, Any]:
         return {"node_id": self.node_id, "agent_id": self.agent_id, "group": self.group, "token": self.token,
                 "box": self.box, "events": len(self.events), "done": self.done, "failure": self.failure,
-                "pid": os.getpid(), "guard_pid": self._guard.pid, "home": str(self.home)}  # fmt: skip
+                "pid": os.getpid(), "guard_pid": self._guard.pid, "home": str(self.home),
+                "requests_acked": self.requests_acked}  # fmt: skip
 
     async def start(
         self, run_input: RunnerInput, options: dict[str, Any], env: dict[str, str],
@@ -186,6 +189,10 @@ class BoxActor:
             await asyncio.sleep(RELAY_POLL_SECONDS)
             self._relay_requests()
 
+    def ack_requests(self, count: int) -> None:
+        """The host has the first ``count`` requests in its IPC folder."""
+        self.requests_acked = max(self.requests_acked, count)
+
     def put_ipc(self, files: list[tuple[str | None, str, bytes]]) -> int:
         """Write the host's files into the group's IPC folder here (follow-ups, snapshots, budget)."""
         for subfolder, name, data in files:
@@ -214,7 +221,7 @@ class BoxActor:
                 sent_box = True
                 yield ("box", self.token, self.box)
             while requests_from is not None and requests_from < len(self.requests):
-                yield ("ipc", self.token, *self.requests[requests_from])
+                yield ("ipc", self.token, *self.requests[requests_from], requests_from + 1)
                 requests_from += 1
             while offset < len(self.events):
                 yield ("event", self.token, offset, self.events[offset])

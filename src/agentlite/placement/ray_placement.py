@@ -342,8 +342,7 @@ class RayPlacement(Placement):
                     if on_box is not None:
                         on_box(item[2])
                 elif item[0] == "ipc" and host_ipc is not None:
-                    # Written where the host's watcher looks; it validates the request as ever.
-                    await asyncio.to_thread(write_ipc_file, host_ipc, item[2], item[3], item[4])
+                    await _take_request(actor, host_ipc, item)
                 elif item[0] == "event":
                     outcome = on_event(item[3])
                     if inspect.isawaitable(outcome):
@@ -445,11 +444,17 @@ class RayPlacement(Placement):
         finals, session_id, usage = 0, run.session_id, None
         final: Event | None = None
         offset = 0
+        node_files = not self.config.shared_folder
+        host_ipc = ipc_root / run.group_folder
         try:
             async with asyncio.timeout(timeout):
-                async for ref in actor.stream.remote(0):
+                async for ref in actor.stream.remote(
+                    0, state.get("requests_acked", 0) if node_files else None
+                ):
                     item = await ref
-                    if item[0] == "event":
+                    if item[0] == "ipc":  # the box's requests the dead host had not taken
+                        await _take_request(actor, host_ipc, item)
+                    elif item[0] == "event":
                         event, offset = item[3], item[2] + 1
                         session_id = session_id_of(event) or session_id
                         if finals >= earlier:
@@ -511,6 +516,13 @@ class RayPlacement(Placement):
         if killed:
             log.info("agent=%s killed box actors no run holds: %s", agent_id, killed)
         return killed
+
+
+async def _take_request(actor: Any, host_ipc: Path, item: tuple[Any, ...]) -> None:
+    """Write a relayed request where the host's watcher looks (it checks it as ever), then tell the
+    actor, so a host that re-attaches later does not take it twice."""
+    await asyncio.to_thread(write_ipc_file, host_ipc, item[2], item[3], item[4])
+    actor.ack_requests.remote(item[5])  # no wait: a lost acknowledgement only repeats a request
 
 
 def _lost(node: str, exc: BaseException | None) -> BoxLost:
