@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 import agentlite
-from agentlite.core.errors import ConfigError
+from agentlite.core.errors import ConfigError, StoreError
 from agentlite.core.safefs import UnsafePath
-from agentlite.platform.ledger import RUN_STATES
-from agentlite.platform.store import AgentStore
+from agentlite.platform.ledger import RUN_STATES, RunLedger
+from agentlite.platform.store import AgentStore, ReadOnlyDatabase
 from agentlite.run.journal import journal_path, read_journal
 from agentlite.run.protocol import ResultEvent, StateEvent
 from agentlite.testing import ModelServer
@@ -70,6 +70,26 @@ def test_a_run_moves_through_its_states_and_keeps_its_final(store: AgentStore) -
     assert done is not None and done.state == "delivered" and runs.unfinished() == []
     assert set(done.state_times) == {"queued", "starting", "running", "final_ready", "delivered"}
     assert done.duration_s is not None and "token" not in done.as_dict()
+
+
+def test_a_read_only_look_finds_the_run_a_box_still_works_on(store: AgentStore) -> None:
+    runs = store.runs
+    older = runs.begin(agent_id="a", group_folder="main", backend="codex", chat_id="t:1", deliver_to="chat")
+    runs.starting(older.run_id, older.token, "box-1")
+    runs.end(older.run_id, "failed", "gone")
+    newer = runs.begin(agent_id="a", group_folder="main", backend="codex", chat_id="t:1", deliver_to="chat")
+    with ReadOnlyDatabase(store.path) as db:  # another process's look: it never writes
+        ledger = RunLedger(db)
+        assert ledger.live_run_on("box-1") is None, "queued runs and ended ones hold no box"
+        runs.starting(newer.run_id, newer.token, "box-1")
+        assert ledger.live_run_on("box-1") == runs.get(newer.run_id)
+        assert ledger.live_run_on("box-2") is None
+        with pytest.raises(StoreError, match="read-only"):
+            ledger.end(newer.run_id, "failed", "not from here")
+    assert runs.get(newer.run_id).state == "starting"  # type: ignore[union-attr]
+    with pytest.raises(StoreError, match="unable to open"):
+        ReadOnlyDatabase(store.path.with_name("never-made.db"))
+    assert not store.path.with_name("never-made.db").exists()
 
 
 def test_a_superseded_copy_cannot_land_its_final(store: AgentStore) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from tests.conftest import CapturedLog, captured_log, raw_sql
 
-from agentlite.core.errors import ConfigError
+from agentlite.core.errors import ConfigError, StoreError
 from agentlite.platform import registry as _registry
 from agentlite.platform.registry import AgentRecord, Registry, normalize_backend
 from agentlite.run.protocol import DEFAULT_BACKEND_TYPE, BackendConfig
@@ -72,6 +72,19 @@ def test_creates_the_file_and_persists_new_agents(db_path: Path, registry: Regis
     with Registry(db_path) as again:
         assert again.get("alice") == rec
         assert again.list() == [rec]
+
+
+def test_a_read_only_registry_reads_and_never_writes(db_path: Path, registry: Registry) -> None:
+    alice = make(registry)
+    with Registry.read_only(db_path) as look:
+        assert [r.agent_id for r in look.list()] == [alice.agent_id]
+        with pytest.raises(StoreError, match="read-only"):
+            look.delete("alice")
+    assert registry.get("alice") is not None
+    missing = db_path.with_name("none.db")
+    with pytest.raises(StoreError):
+        Registry.read_only(missing)
+    assert not missing.exists(), "a read-only open creates nothing"
 
 
 def test_get_unknown_is_none(registry: Registry) -> None:

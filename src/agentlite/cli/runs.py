@@ -20,7 +20,7 @@ AgentName = Annotated[str, typer.Option("--agent", help="Agent name.")]
 async def _agent_paths(workdir: Any, runtime: str | None, agent_name: str) -> tuple[Path, Path]:
     async with opened(workdir, runtime) as platform:
         agent = need_agent(platform, agent_name)
-        return agent.workdir / "store" / "messages.db", agent.ipc_root
+        return agent.paths.store, agent.ipc_root
 
 
 def _open_store(path: Path) -> Any:

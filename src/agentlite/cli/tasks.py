@@ -29,7 +29,7 @@ async def _scheduler(workdir: Any, runtime: Any, agent_name: str) -> AsyncIterat
 
     async with opened(workdir, runtime) as platform:
         agent = need_agent(platform, agent_name)
-        store = AgentStore(agent.workdir / "store" / "messages.db")
+        store = AgentStore(agent.paths.store)
         try:
             yield store_scheduler(store, tz=platform.timezone, agent_id=agent.id)
         finally:

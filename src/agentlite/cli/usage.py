@@ -40,9 +40,7 @@ async def _stores(
             if agent_name
             else [platform.agents[n] for n in sorted(platform.agents)]
         )
-        stores = [
-            (a.name, AgentStore(a.workdir / "store" / "messages.db"), platform.timezone) for a in agents
-        ]
+        stores = [(a.name, AgentStore(a.paths.store), platform.timezone) for a in agents]
         try:
             yield stores
         finally:

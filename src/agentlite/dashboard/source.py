@@ -91,7 +91,7 @@ class DashboardSource:
         if agent.started:
             yield agent.store
             return
-        path = agent.workdir / "store" / "messages.db"
+        path = agent.paths.store
         if not path.is_file():
             yield None
             return

@@ -33,11 +33,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agentlite.box.base import BoxRuntime
+from agentlite.box.lifecycle import box_prefix
 from agentlite.box.ownership import RecordStore, ownership_for
-from agentlite.core.errors import BoxNotFound, ConfigError
+from agentlite.core.errors import BoxNotFound, ConfigError, StoreError
+from agentlite.platform.layout import AgentPaths, PlatformPaths
 from agentlite.platform.ledger import RunLedger, RunRecord
 from agentlite.platform.ledger_turn import add_usage
-from agentlite.run.journal import JOURNAL_DIR, follow_journal, journal_name, journal_of, runner_alive
+from agentlite.platform.registry import Registry
+from agentlite.platform.store import ReadOnlyDatabase
+from agentlite.run.journal import follow_journal, journal_of, runner_alive
 from agentlite.run.protocol import ErrorEvent, Event, ResultEvent, UsageEvent, session_id_of
 
 log = logging.getLogger("agentlite.adoption")
@@ -211,32 +215,21 @@ def adoptable_run(box_home: Path, box_name: str) -> str | None:
     """The run id a starting agent would adopt ``box_name`` for, or None. Reads only (the platform's
     registry and the agent's ledger, opened read-only); the caller knows the owner is gone and the
     box runs. ``box_home`` is a platform's ``<workdir>/.boxlite``; other homes have no ledger."""
-    import sqlite3
-
-    registry = box_home.parent / "store" / "agentlite.db"
-    if not registry.is_file():
+    registry_path = PlatformPaths.of_box_home(box_home).registry
+    if not registry_path.is_file():
         return None
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{registry}?mode=ro", uri=True)) as conn:
-            agents = conn.execute("SELECT agent_id, workdir FROM agents").fetchall()
-        owner = next(
-            ((aid, Path(wd)) for aid, wd in agents if box_name.startswith(f"agentlite-{aid}-")), None
-        )
+        with contextlib.closing(Registry.read_only(registry_path)) as registry:
+            owner = next((r for r in registry.list() if box_name.startswith(box_prefix(r.agent_id))), None)
         if owner is None:
             return None
-        store = owner[1] / "store" / "messages.db"
-        if not store.is_file():
+        paths = AgentPaths(Path(owner.workdir))
+        if not paths.store.is_file():
             return None
-        with contextlib.closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as conn:
-            row = conn.execute(
-                "SELECT run_id, group_folder, journal FROM runs WHERE box = ? AND state IN ('starting', 'running')"
-                " ORDER BY created_at DESC LIMIT 1",
-                (box_name,),
-            ).fetchone()
-    except sqlite3.Error:  # no ledger yet (an older store), or a file we cannot read: not adoptable
+        with ReadOnlyDatabase(paths.store) as store:
+            run = RunLedger(store).live_run_on(box_name)
+    except StoreError:  # no ledger yet (an older store), or a file we cannot read: not adoptable
         return None
-    if row is None:
+    if run is None:
         return None
-    run_id, folder, journal = row
-    path = owner[1] / "data" / "ipc" / folder / JOURNAL_DIR / (journal or journal_name(run_id))
-    return run_id if runner_alive(path) else None
+    return run.run_id if runner_alive(journal_of(paths.ipc_root, run)) else None

@@ -44,6 +44,7 @@ from agentlite.platform.events import AgentEvent, EventHub
 from agentlite.platform.handoff import handoff_block, with_handoff
 from agentlite.platform.ipc import IpcWatcher
 from agentlite.platform.ipc_bridge import IpcBridge
+from agentlite.platform.layout import AgentPaths
 from agentlite.platform.ledger_turn import LedgerTurn, delivering
 from agentlite.platform.message_loop import MessageLoop
 from agentlite.platform.mounts import MountAllowlist, ensure_memory_alias, group_volumes, seed_memory
@@ -87,6 +88,8 @@ class Agent:
         self.id = record.agent_id
         self.name = record.name
         self.workdir = Path(record.workdir)
+        #: Where its store, groups and IPC folders are in its work folder.
+        self.paths = AgentPaths(self.workdir)
         self.backend_revision = 0
         self._hub = EventHub(self.id)
         self._initial_channels = dict(channels or {})
@@ -163,11 +166,11 @@ class Agent:
 
     @property
     def groups_dir(self) -> Path:
-        return self.workdir / "groups"
+        return self.paths.groups_dir
 
     @property
     def ipc_root(self) -> Path:
-        return self.workdir / "data" / "ipc"
+        return self.paths.ipc_root
 
     # -- events --------------------------------------------------------------------------------
 
@@ -185,12 +188,12 @@ class Agent:
         """Open the store, reap orphaned boxes, connect channels, and start the loops."""
         if self._started:
             raise AgentliteError(f"agent `{self.name}` already running")
-        for sub in ("store", "groups", "data"):
-            (self.workdir / sub).mkdir(parents=True, exist_ok=True)
+        for folder in self.paths.top_dirs():
+            folder.mkdir(parents=True, exist_ok=True)
         seed_memory(self.groups_dir, self.assistant_name, lambda exc: self._refused(exc, "seed_memory"))
         self._sync_instructions()
         self._sync_skills()
-        self._store = AgentStore(self.workdir / "store" / "messages.db")
+        self._store = AgentStore(self.paths.store)
         self._book = TurnBook(self._store, self._record.backend.type)
         self._groups = self.store.get_registered_groups()
         # Before the sweep: runs an earlier host of ours left unfinished are delivered, adopted
@@ -493,7 +496,7 @@ class Agent:
         self._sync_instructions()
 
     def _sync_instructions(self) -> None:
-        agent_dir = self.workdir / "agent"
+        agent_dir = self.paths.agent_dir
         if self._record.instructions:
             agent_dir.mkdir(parents=True, exist_ok=True)
             (agent_dir / "CLAUDE.md").write_text(self._record.instructions)
@@ -522,7 +525,7 @@ class Agent:
     def _sync_skills(self) -> None:
         import shutil
 
-        target = self.workdir / "agent" / "skills"
+        target = self.paths.agent_dir / "skills"
         wanted = {Path(p).name: Path(p) for p in self.get_skills()}
         if target.is_dir():
             for stale in target.iterdir():
@@ -563,7 +566,7 @@ class Agent:
         delegation = AcpDelegation(
             peers=resolve_peers(peers), runtime=lambda: self._platform.runtime,
             box_home=lambda: self._platform.box_home, agent_id=self.id, groups_dir=self.groups_dir,
-            ipc_root=self.ipc_root, data_dir=self.workdir / "data", backend=self._effective_backend,
+            ipc_root=self.ipc_root, data_dir=self.paths.data_dir, backend=self._effective_backend,
             box_spec=lambda: BoxSpec(network_mode=self.get_network()["mode"],
                                      allow_net=self.get_network()["allow_net"]),
             resolve_jid=self._acp_notice_target, notify=self._acp_notice,
@@ -946,7 +949,7 @@ class Agent:
             resume=session_mode == "resume", keep_session=lambda: revision == self.backend_revision,
             request_id=request_id, accepted_at=accepted_at,
             workspace=workspace or self.groups_dir / group.folder, ipc_dir=self.ipc_root / group.folder,
-            agent_home=self.workdir / "data" / "sessions" / group.folder,
+            agent_home=self.paths.sessions_dir(group.folder),
             timeout=self._platform.box_timeout, idle_timeout=self._platform.idle_timeout, spec=spec,
             single_turn=single_turn, errors_as_results=errors_as_results, on_box=on_box, tally=tally,
         )  # fmt: skip

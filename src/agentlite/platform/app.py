@@ -4,8 +4,9 @@
         agent = await platform.get_or_create_agent("main", assistant_name="Andy", backend={"type": "codex"})
         await agent.start()
 
-Layout: ``<workdir>/store/agentlite.db`` (the registry), ``<workdir>/.boxlite`` (box home: boxes and
-their ownership records), ``<workdir>/agents/<name>`` (each agent's default work folder).
+Layout (:class:`agentlite.platform.layout.PlatformPaths`): ``<workdir>/store/agentlite.db`` (the
+registry), ``<workdir>/.boxlite`` (box home: boxes and their ownership records),
+``<workdir>/agents/<name>`` (each agent's default work folder).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from agentlite.placement.base import Placement, PlacementConfig
 from agentlite.placement.choice import open_placement
 from agentlite.platform.adoption import adoption_enabled
 from agentlite.platform.agent import Agent
+from agentlite.platform.layout import PlatformPaths
 from agentlite.platform.registry import AgentRecord, Registry, normalize_backend
 
 log = logging.getLogger("agentlite.platform")
@@ -61,10 +63,12 @@ class AgentLite:
                  box_home: Path | None = None, adopt_runs: bool = True, ipc_poll_interval: float = 1.0,
                  placement: Placement | None = None) -> None:  # fmt: skip
         self.workdir = workdir
+        #: Where its registry, box home and agents' folders are.
+        self.paths = PlatformPaths(workdir)
         #: Whether a starting agent adopts the live boxes of runs its crashed host left (else reaps them).
         self.adopt_runs = adopt_runs
         #: Where boxes and their ownership records live (``<workdir>/.boxlite`` unless given).
-        self.box_home = box_home or workdir / ".boxlite"
+        self.box_home = box_home or self.paths.box_home
         self.timezone = timezone
         self.runtime = runtime
         #: Where turns run their boxes: this machine (``local``, the default) or a Ray cluster's nodes.
@@ -78,7 +82,7 @@ class AgentLite:
         self.ipc_poll_interval = ipc_poll_interval
         #: First retry delay of a failed group run (doubles up to 5 retries); the reference's 5 s.
         self.retry_base = 5.0
-        self.registry = Registry(workdir / "store" / "agentlite.db")
+        self.registry = Registry(self.paths.registry)
         self._agents: dict[str, Agent] = {}
         for record in self.registry.list():  # restored, not started
             self._agents[record.name] = Agent(self, record)
@@ -101,7 +105,7 @@ class AgentLite:
         check_agent_name(name)  # before anything is created: the name becomes `agents/<name>`
         if name in self._agents or self.registry.get(name) is not None:
             raise ConfigError(f"Agent `{name}` already exists")
-        folder = Path(workdir).resolve() if workdir else child_path(self.workdir / "agents", name, AGENT_NAME)
+        folder = Path(workdir).resolve() if workdir else child_path(self.paths.agents_dir, name, AGENT_NAME)
         record = self.registry.create(name, workdir=str(folder), assistant_name=assistant_name,
                                       backend=normalize_backend(backend), mount_allowlist=mount_allowlist,
                                       instructions=instructions, mcp_servers=mcp_servers or None,
@@ -156,7 +160,7 @@ class AgentLite:
         if agent is None and record is None:
             return False
         folder = Path(agent.workdir if agent else record.workdir)  # type: ignore[union-attr]
-        registry_file = (self.workdir / "store" / "agentlite.db").resolve()
+        registry_file = self.paths.registry.resolve()
         if folder.resolve() in registry_file.parents:
             raise AgentliteError(
                 f"Refusing to delete agent workdir `{folder}` because it contains the shared registry"
@@ -208,8 +212,9 @@ async def create(*, workdir: str | Path = ".", timezone: str | None = None, runt
     (default; env ``AGENTLITE_ADOPT_RUNS=0`` turns it off) instead of reaping them and running the
     message again."""
     folder = Path(workdir).resolve()
+    paths = PlatformPaths(folder)
     try:
-        (folder / "store").mkdir(parents=True, exist_ok=True)
+        paths.store_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"workdir `{folder}` cannot be created: {exc.strerror or exc}") from None
     if max_concurrent < 1:
@@ -219,11 +224,11 @@ async def create(*, workdir: str | Path = ".", timezone: str | None = None, runt
         if isinstance(placement, PlacementConfig)
         else PlacementConfig.choose(placement, ray_address=ray_address)
     )
-    box_runtime, choice = open_configured_runtime(folder / ".boxlite", runtime)
+    box_runtime, choice = open_configured_runtime(paths.box_home, runtime)
     log.info("platform workdir=%s runtime=%s reason=%r placement=%s", folder, choice.name, choice.reason,
              config.kind)  # fmt: skip
     try:
-        placed = open_placement(config, box_runtime, folder / ".boxlite")
+        placed = open_placement(config, box_runtime, paths.box_home)
     except BaseException:
         await box_runtime.aclose()
         raise

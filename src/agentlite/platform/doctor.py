@@ -10,13 +10,14 @@ from agentlite.box.probe import Check, boxlite_checks, check_socat, limit_checks
 from agentlite.core.agent_clis import CLI_NAMES, agent_clis_bin, cli_version
 from agentlite.core.config import default_workdir
 from agentlite.image.builder import find_image
+from agentlite.platform.layout import PlatformPaths
 from agentlite.platform.registry import Registry
 
 
 def network_check(workdir: Path | None = None) -> Check:
     """The box network default, and loudly every agent of the platform folder in mode ``host``."""
     folder = workdir or default_workdir()
-    registry_path = folder / "store" / "agentlite.db"
+    registry_path = PlatformPaths(folder).registry
     shared: list[str] = []
     if registry_path.is_file():
         try:

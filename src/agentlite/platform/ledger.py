@@ -200,6 +200,16 @@ class RunLedger:
     def unfinished(self) -> list[RunRecord]:
         return self.list(states=UNFINISHED)
 
+    def live_run_on(self, box: str) -> RunRecord | None:
+        """The newest run the box ``box`` is still working on (``starting`` or ``running``)."""
+        with self._db.read() as conn:
+            row = conn.execute(
+                f"SELECT {_COLUMNS} FROM runs WHERE box = ? AND state IN ('starting', 'running')"
+                " ORDER BY created_at DESC, run_id DESC LIMIT 1",
+                (box,),
+            ).fetchone()
+        return None if row is None else _row(row)
+
     # -- writing ----------------------------------------------------------------------------------
 
     def begin(

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict
 from agentlite.box.base import Volume
 from agentlite.core.errors import ConfigError
 from agentlite.core.safefs import BoxDir, UnsafePath, describe
+from agentlite.platform.layout import AgentPaths
 
 log = logging.getLogger("agentlite.mounts")
 
@@ -165,10 +166,10 @@ def group_volumes(
     if is_main:
         volumes.append(Volume(workdir, "/workspace/project", read_only=True))
     else:
-        global_dir = workdir / "groups" / "global"
+        global_dir = AgentPaths(workdir).global_group_dir
         if global_dir.is_dir():
             volumes.append(Volume(global_dir, "/workspace/global", read_only=True))
-    agent_dir = workdir / "agent"
+    agent_dir = AgentPaths(workdir).agent_dir
     if agent_dir.is_dir():
         volumes.append(Volume(agent_dir, "/workspace/agent", read_only=True))
     return [*volumes, *(extra or [])]

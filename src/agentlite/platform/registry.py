@@ -37,7 +37,7 @@ from pydantic import BaseModel, Field, ValidationError
 from agentlite.core.errors import ConfigError, describe_validation_error
 from agentlite.core.names import check_agent_id, check_agent_name
 from agentlite.platform.schema import add_column
-from agentlite.platform.store import Database, Migration, now_iso
+from agentlite.platform.store import Database, Migration, ReadOnlyDatabase, now_iso
 from agentlite.run.protocol import BACKEND_TYPES, DEFAULT_BACKEND_TYPE, BackendConfig
 
 log = logging.getLogger("agentlite.registry")
@@ -239,7 +239,7 @@ def _later_than(previous: str) -> str:
 class Registry:
     """The shared agents table. Every call is one transaction; safe to share between threads.
 
-    >>> registry = Registry(workdir / "store" / "agentlite.db")
+    >>> registry = Registry(PlatformPaths(workdir).registry)
     >>> rec = registry.create("alice", workdir="/srv/agents/alice", assistant_name="Andy",
     ...                       backend={"type": "codex", "model": "gpt-5"})
     >>> registry.get("alice").agent_id == rec.agent_id
@@ -248,7 +248,16 @@ class Registry:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._db = Database(self.path, REGISTRY_MIGRATIONS, log)
+        self._db: Database | ReadOnlyDatabase = Database(self.path, REGISTRY_MIGRATIONS, log)
+
+    @classmethod
+    def read_only(cls, path: Path) -> Registry:
+        """The registry at ``path`` opened to read only (never created nor migrated; writing
+        raises :class:`~agentlite.core.errors.StoreError`). For a look from another process."""
+        registry = cls.__new__(cls)
+        registry.path = Path(path)
+        registry._db = ReadOnlyDatabase(registry.path)
+        return registry
 
     def close(self) -> None:
         """Close the file; idempotent."""

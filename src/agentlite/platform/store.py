@@ -257,6 +257,45 @@ class Database:
                 raise
 
 
+class ReadOnlyDatabase:
+    """A store or registry file opened read-only (``mode=ro``): never created, migrated or written.
+    For a look from outside the process that owns the file (a box listing, a cleanup's verdict)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        with sqlite_errors(self.path):
+            self._conn: sqlite3.Connection | None = sqlite3.connect(
+                f"{self.path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+            )  # fmt: skip
+        self._conn.row_factory = sqlite3.Row  # as the writers' connections: rows by column name
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> ReadOnlyDatabase:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        with self._lock, sqlite_errors(self.path):
+            if self._conn is None:
+                raise StoreError(self.path, "it is closed")
+            yield self._conn
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        raise StoreError(self.path, "it is open read-only")
+        yield  # a generator, like Database.write  # pragma: no cover
+
+
 # -- the agent store's schema ---------------------------------------------------------------------
 
 
@@ -414,7 +453,7 @@ def _dumps(value: Any, what: str) -> str:
 class AgentStore:
     """One agent's SQLite file (``<agent workdir>/store/messages.db``).
 
-    >>> store = AgentStore(workdir / "store" / "messages.db")
+    >>> store = AgentStore(AgentPaths(workdir).store)
     >>> store.store_message(Message(id="1", chat_id="tg:1", sender="u", sender_name="Ann",
     ...                             content="hi", timestamp=now_iso()))
     >>> messages, cursor = store.get_new_messages(["tg:1"], "", "Andy")
