@@ -9,6 +9,10 @@ import sys
 from pathlib import Path
 
 from agentlite.box.ownership import RecordStore
+from agentlite.box.sandbox import SandboxRuntime
+from agentlite.platform.app import AgentLite, resolve_timezone
+from agentlite.platform.hostmode import JsonlHost
+from agentlite.run.protocol import BackendConfig
 from agentlite.testing import ModelServer
 from conftest import needs_codex
 
@@ -76,3 +80,30 @@ async def test_a_failing_request_gets_an_error_final_and_the_host_goes_on(
         and finals[1]["error"].startswith("Codex exited with code 1")
     )
     assert finals[2]["status"] == "success"
+
+
+async def test_the_group_workers_run_under_the_hosts_supervisor_and_end_with_their_finals(
+    home: Path, model: ModelServer
+) -> None:
+    platform = AgentLite(home / "host", timezone=resolve_timezone("UTC"), runtime=SandboxRuntime(home),
+                         max_concurrent=2, box_timeout=300, idle_timeout=30, box_home=home)  # fmt: skip
+    lines: list[dict] = []
+    host = JsonlHost(
+        platform, BackendConfig(type="codex", base_url=model.openai_base_url), write=lines.append
+    )
+    try:
+        await host.start()
+        for n, group in enumerate("aab"):
+            host.submit_line(json.dumps({"id": n, "group": group, "prompt": f"question {n}"}))
+        assert sorted(t.get_name() for t in host.workers.tasks()) == [
+            "host-groups:group-host/a",
+            "host-groups:group-host/b",
+        ]
+        await host.finish()
+        finals = [line for line in lines if line["type"] == "final"]
+        assert sorted(f["id"] for f in finals) == [0, 1, 2] and {f["status"] for f in finals} == {"success"}
+        assert host.workers.tasks() == [] and not host.workers.running
+    finally:
+        await host.stop()  # closes the platform; after the end of input it has nothing to settle
+    assert len([line for line in lines if line["type"] == "final"]) == 3
+    assert RecordStore(home).record_names() == []

@@ -82,6 +82,7 @@ async def _serve(runtime: BoxRuntime, home: Path, config: BackendConfig, max_con
                              max_concurrent=max_concurrent, box_timeout=timeout, idle_timeout=REQUEST_IDLE_TIMEOUT,
                              box_home=home)  # fmt: skip
         host = JsonlHost(platform, with_base_url(config, demo_url), write=_write)
+        await host.start()
         await host.sweep()
         serving = asyncio.create_task(serve_stdin(host), name="host-stdin")
         stopping = asyncio.create_task(stopped.wait(), name="host-signals")

@@ -40,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from agentlite.box.lifecycle import cleanup_orphans
 from agentlite.core.errors import describe_validation_error
 from agentlite.core.names import check_agent_id, check_group_folder
+from agentlite.core.supervisor import Supervisor
 from agentlite.platform.adoption import adoptable_run
 from agentlite.platform.agent import Agent
 from agentlite.platform.app import AgentLite
@@ -98,11 +99,16 @@ class JsonlHost:
         self.default_backend = default_backend
         self.write = write
         self._queues: dict[tuple[str, str], asyncio.Queue[HostRequest | None]] = {}
-        self._workers: list[asyncio.Task[None]] = []
+        #: Owns one worker per (agent, group): known, never collected mid-flight, none left after.
+        self.workers = Supervisor("host-groups")
         self._agent_lock = asyncio.Lock()
         self._stopping = False
         #: Ids of the requests queued or running: a second request with one of them is refused.
         self._open_ids: set[tuple[str, str | int]] = set()
+
+    async def start(self) -> None:
+        """Start taking requests (before the first :meth:`submit_line`)."""
+        await self.workers.start()
 
     async def sweep(self) -> int:
         """The startup sweep: remove the boxes an earlier host left when it died; how many."""
@@ -146,7 +152,7 @@ class JsonlHost:
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = asyncio.Queue()
-            self._workers.append(asyncio.create_task(self._serve_group(queue), name=f"host-group-{key}"))
+            self.workers.spawn(self._serve_group(queue), name=f"group-{key[0]}/{key[1]}")
         queue.put_nowait(request)
 
     def submit_overlong(self, line_number: int, size: int, limit: int = MAX_LINE_BYTES) -> None:
@@ -158,9 +164,8 @@ class JsonlHost:
         """End of input: let every queued request finish."""
         for queue in self._queues.values():
             queue.put_nowait(None)
-        # wait, not gather: a stop that cancels this wait must leave the workers to write finals.
-        if self._workers:
-            await asyncio.wait(self._workers)
+        await self._workers_done()
+        await self.workers.aclose()
 
     async def stop(self) -> None:
         """Stop now: running boxes are stopped and removed, and every accepted request that has
@@ -169,8 +174,14 @@ class JsonlHost:
         await self.platform.close(reason=HOST_STOPPED, grace=0)
         for queue in self._queues.values():
             queue.put_nowait(None)
-        if self._workers:
-            await asyncio.wait(self._workers)
+        await self._workers_done()
+        await self.workers.aclose()
+
+    async def _workers_done(self) -> None:
+        # wait, not gather: a stop that cancels this wait must leave the workers to write finals
+        # (the supervisor is closed, which would cancel them, only once they have all ended).
+        if running := self.workers.tasks():
+            await asyncio.wait(running)
 
     async def _serve_group(self, queue: asyncio.Queue[HostRequest | None]) -> None:
         while (request := await queue.get()) is not None:
