@@ -38,6 +38,7 @@ CHAT = "t:main"
 async def _host(args: argparse.Namespace) -> int:
     import agentlite
     from agentlite.box.ownership import RecordStore
+    from agentlite.platform.layout import PlatformPaths
     from agentlite.platform.store import Message, now_iso
     from agentlite.testing.channels import RecordingChannels
 
@@ -59,7 +60,7 @@ async def _host(args: argparse.Namespace) -> int:
                               content="please answer", timestamp=now_iso())  # fmt: skip
             await channels.channel.config.deliver(CHAT, message)
         print("ready", flush=True)
-        records = RecordStore(workdir / ".boxlite")
+        records = RecordStore(PlatformPaths(workdir).box_home)
         deadline = time.monotonic() + args.timeout
         # Settled: a run exists, none is unfinished, the message is answered, no box record is left.
         while time.monotonic() < deadline:
@@ -93,6 +94,7 @@ async def _trial(root: Path, trial: int, rng: random.Random, quiet: bool) -> tup
     from agentlite.box.ownership import RecordStore
     from agentlite.box.sandbox import SandboxRuntime
     from agentlite.offline.model_server import ModelServer
+    from agentlite.platform.layout import PlatformPaths
 
     workdir = root / f"trial-{trial}"
     replies = root / f"trial-{trial}.replies"
@@ -126,8 +128,9 @@ async def _trial(root: Path, trial: int, rng: random.Random, quiet: bool) -> tup
     texts = (
         [json.loads(line)["text"] for line in replies.read_text().splitlines()] if replies.exists() else []
     )
-    boxes = await SandboxRuntime(workdir / ".boxlite").list()
-    left = len(boxes) + len(RecordStore(workdir / ".boxlite").record_names())
+    box_home = PlatformPaths(workdir).box_home
+    boxes = await SandboxRuntime(box_home).list()
+    left = len(boxes) + len(RecordStore(box_home).record_names())
     lost, duplicated = int(not texts), int(len(texts) > 1)
     if not quiet:
         print(f"trial {trial}: strike={strike} after={kill_after:.2f}s delay={delay:.2f}s replies={len(texts)} "
