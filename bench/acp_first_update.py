@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -61,20 +63,38 @@ class _Client(AcpClientBase):
 async def _one(argv: list[str], env: dict[str, str], project: Path) -> dict[str, float]:
     client = _Client()
     started = time.monotonic()
-    async with acp.spawn_agent_process(client, argv[0], *argv[1:], env=env, cwd=str(project)) as (conn, _p):
-        await conn.initialize(
-            protocol_version=acp.PROTOCOL_VERSION, client_capabilities=schema.ClientCapabilities()
-        )
-        initialized = time.monotonic()
-        session = await conn.new_session(cwd=str(project), mcp_servers=[])
-        created = time.monotonic()
-        client.prompt_sent = time.monotonic()
-        await conn.prompt(session_id=session.session_id, prompt=[acp.text_block("hello")])
-        assert client.first_update is not None and client.first_text is not None, "no agent text arrived"
-        return {"initialize": initialized - started, "session_new": created - started,
-                "first_update": client.first_update - started,
-                "first_agent_text": client.first_text - started,
-                "prompt_to_first_text": client.first_text - client.prompt_sent}  # fmt: skip
+    # setsid: the client runs in its own process group, so what it leaves behind (the bare adapter's
+    # agent CLI outlives a terminated launcher) can be killed with it below. stderr: nothing reads it.
+    async with acp.spawn_agent_process(client, "setsid", *argv, env=env, cwd=str(project),
+                                       transport_kwargs={"stderr": asyncio.subprocess.DEVNULL}) as (conn, process):  # fmt: skip
+        try:
+            await conn.initialize(
+                protocol_version=acp.PROTOCOL_VERSION, client_capabilities=schema.ClientCapabilities()
+            )
+            initialized = time.monotonic()
+            session = await conn.new_session(cwd=str(project), mcp_servers=[])
+            created = time.monotonic()
+            client.prompt_sent = time.monotonic()
+            await conn.prompt(session_id=session.session_id, prompt=[acp.text_block("hello")])
+            assert client.first_update is not None and client.first_text is not None, "no agent text arrived"
+        except BaseException:
+            await _end_group(process)
+            raise
+    # After the context has closed stdin and waited for the client: end its group, then read its
+    # stdout to EOF so the subprocess transport closes while the event loop still runs.
+    await _end_group(process)
+    return {"initialize": initialized - started, "session_new": created - started,
+            "first_update": client.first_update - started,
+            "first_agent_text": client.first_text - started,
+            "prompt_to_first_text": client.first_text - client.prompt_sent}  # fmt: skip
+
+
+async def _end_group(process: asyncio.subprocess.Process) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    if process.stdout is not None:
+        await asyncio.wait_for(process.stdout.read(), 10)
+    await process.wait()
 
 
 def _bare(backend: str, base_url: str, scratch: Path) -> tuple[list[str], dict[str, str]]:

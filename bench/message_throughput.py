@@ -50,6 +50,7 @@ from typing import Any
 
 import agentlite
 from agentlite.platform.store import AgentStore, Message, now_iso
+from agentlite.run.turn import TurnResult
 
 STALL_SECONDS = 5.0
 TOKEN = re.compile(r">msg-(\d+)</message>")
@@ -175,11 +176,11 @@ async def workload(
         tracker = Tracker(messages)
 
         async def trivial_turn(
-            group: Any, prompt: str, deliver: Callable[[str], Any], *, task: Any = None
-        ) -> str:
+            group: Any, prompt: str, deliver: Callable[[str], Any], **options: Any
+        ) -> TurnResult:
             tracker.saw(prompt)
             await deliver("ok")
-            return "success"
+            return TurnResult(status="success", result="ok")
 
         agent._run_turn = trivial_turn
         await agent.start()
@@ -188,13 +189,14 @@ async def workload(
         for i, jid in enumerate(jids):
             agent.register_group(jid, name=f"group {i}", folder=f"g{i:04d}", requires_trigger=False)
         polls = [0]
-        original_poll = agent._poll_once
+        loop = agent.message_loop  # it calls self.poll_once each round
+        original_poll = loop.poll_once
 
         async def counted_poll() -> None:
             polls[0] += 1
             await original_poll()
 
-        agent._poll_once = counted_poll
+        loop.poll_once = counted_poll  # type: ignore[method-assign]
         timer = StoreTimer()
         if profiler is None:  # under cProfile the timers would only add noise to the profile
             timer.install(agent.store)
@@ -235,7 +237,8 @@ async def workload(
         cpu = time.process_time() - cpu0
         if profiler is not None:
             profiler.disable()
-        cursors = dict(agent._cursors)
+        # Each group's answered cursor, as the turn book keeps it in the store.
+        cursors = agent.store.get_json_state("last_agent_timestamp", {})
         covered = sum(1 for jid in jids if cursors.get(jid, "") >= last_stamp[jid])
         result = {
             "elapsed": end - t0,

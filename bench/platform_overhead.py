@@ -15,9 +15,10 @@ That span is split into the *box spawn* (the time inside ``runtime.create`` and 
 and the *platform time* (everything else): the store writes of ``deliver``, the loop's wake-up, the
 poll's store reads and queue hand-off, the group run's store reads, prompt and cursor/in-flight
 writes, the IPC snapshots, the actions token, the run's folders and box spec, the ownership record
-and the name check. Phase boundaries come from wrappers set on the agent instance
-(``_poll_once``, ``_process_group``, ``_run_turn``, ``_write_snapshots``), on the actions server's
-``mint_token`` and on this process's ownership object's ``register``; nothing in agentlite is edited.
+and the name check. Phase boundaries come from wrappers set on the agent instance (``_run_turn``,
+``_write_snapshots``), on its message loop's ``poll_once`` (``Agent.message_loop``), on the
+``process_group`` handed to its queue (``Agent.group_queue.set_process_messages``), on the actions
+server's ``mint_token`` and on this process's ownership object's ``register``; behaviour is unchanged.
 
 The platform time is compared with a *bare box spawn* measured in the same run: ``SandboxRuntime``
 ``create`` + ``exec(["true"])`` until ``true`` exits, with ``BoxSpec(network=False)`` as in
@@ -51,6 +52,7 @@ from agentlite.box.ownership import ownership_for
 from agentlite.box.sandbox import SandboxProcess, SandboxRuntime
 from agentlite.core.agent_clis import agent_clis_bin
 from agentlite.offline.model_server import ModelServer
+from agentlite.placement.local import LocalPlacement
 from agentlite.platform.store import Message, now_iso
 
 TARGET_PCT = 10.0
@@ -249,6 +251,8 @@ class Bench:
         runtime = MarkingSandbox(platform.box_home)
         runtime.clock = self.clock
         platform.runtime = runtime
+        # Runs reach boxes through the placement, which holds its own runtime: give it this one.
+        platform.placement = LocalPlacement(runtime, platform.box_home)
         self.platform = platform
         holder: dict[str, BenchChannel] = {}
 
@@ -259,12 +263,14 @@ class Bench:
         backend = {"type": "codex", "base_url": self.model.openai_base_url, "max_retries": 0}
         agent = await platform.get_or_create_agent("bench", backend=backend, channels={"bench": factory})
         clock = self.clock
-        # Set before start(): start() hands self._process_group to the queue.
-        agent._process_group = around_async(clock, agent._process_group, "process_start")
+        # The agent's own per-turn steps, looked up on the instance at each call.
         agent._run_turn = around_async(clock, agent._run_turn, "turn_start")
         agent._write_snapshots = around_sync(clock, agent._write_snapshots, "snap_start", "snap_end")
         await agent.start()
-        agent._poll_once = around_async(clock, agent._poll_once, "poll_start", "poll_end")
+        # The loop calls self.poll_once each round; the queue runs whatever set_process_messages got.
+        loop = agent.message_loop
+        loop.poll_once = around_async(clock, loop.poll_once, "poll_start", "poll_end")  # type: ignore[method-assign]
+        agent.group_queue.set_process_messages(around_async(clock, loop.process_group, "process_start"))
         server = agent._actions_server
         server.mint_token = around_sync(clock, server.mint_token, "token_start", "token_end")
         owner = ownership_for(platform.box_home)
@@ -303,7 +309,7 @@ class Bench:
         """One message through the platform; (phase seconds, deliver -> reply seconds)."""
         agent, channel = self.agent, self.channel
         assert agent is not None and channel is not None
-        if agent._queue.is_active(CHAT):
+        if agent.group_queue.is_active(CHAT):
             raise BenchFailure("the previous round's run is still active")
         self.message_count += 1
         message = Message(id=f"b{self.message_count}-{uuid.uuid4().hex}", chat_id=CHAT, sender="u1",
@@ -332,8 +338,8 @@ class Bench:
             raise BenchFailure(f"unexpected reply {reply!r}")
         # The runner now waits for follow-ups: close it and wait until the queue released the run
         # (the box is removed and its record deleted before that).
-        agent._queue.close_stdin(CHAT)
-        while agent._queue.is_active(CHAT):
+        agent.group_queue.close_stdin(CHAT)
+        while agent.group_queue.is_active(CHAT):
             if time.monotonic() > deadline:
                 raise BenchFailure("the run did not end after _close")
             await asyncio.sleep(0.02)

@@ -165,6 +165,20 @@ class Agent:
         return self._store
 
     @property
+    def message_loop(self) -> MessageLoop:
+        """The started agent's message loop (observed by benchmarks: its ``poll_once``)."""
+        if self._loop is None:
+            raise AgentliteError(f"agent `{self.name}` is not started")
+        return self._loop
+
+    @property
+    def group_queue(self) -> GroupQueue:
+        """The started agent's group queue (benchmarks wait on ``is_active`` and close runs)."""
+        if self._queue is None:
+            raise AgentliteError(f"agent `{self.name}` is not started")
+        return self._queue
+
+    @property
     def groups_dir(self) -> Path:
         return self.paths.groups_dir
 
