@@ -67,6 +67,17 @@ asyncio.run(main())
 """
 
 
+@pytest.fixture(autouse=True)
+async def no_box_outlives_the_test(tmp_path: Path) -> AsyncIterator[None]:
+    """A failing scenario leaves its killed host's box adoptable on purpose; remove it after."""
+    yield
+    home = tmp_path / "data" / ".boxlite"
+    if home.is_dir():
+        runtime = SandboxRuntime(home)
+        for box in await runtime.list():
+            await runtime.remove(box.name, force=True)
+
+
 @pytest.fixture
 async def model() -> AsyncIterator[ModelServer]:
     async with ModelServer(scenario="text") as server:
