@@ -61,11 +61,16 @@ from agentlite.placement.ray_cluster import (
     describe_cluster,
     named_actors,
 )
-from agentlite.platform.adoption import CLOSE_WAIT_SECONDS, RunDecision
+from agentlite.platform.adoption import (
+    CLOSE_WAIT_SECONDS,
+    AdoptedReplay,
+    RunDecision,
+    finals_before,
+    settle_adopted,
+)
 from agentlite.platform.ledger import RunLedger, RunRecord
-from agentlite.platform.ledger_turn import add_usage
 from agentlite.run.box_run import RunOutcome
-from agentlite.run.protocol import ErrorEvent, Event, ResultEvent, RunnerInput, UsageEvent, session_id_of
+from agentlite.run.protocol import Event, ResultEvent, RunnerInput
 from agentlite.run.turn import GroupKey, SessionStore, TurnResult, run_turn
 
 log = logging.getLogger("agentlite.placement")
@@ -435,14 +440,9 @@ class RayPlacement(Placement):
             )
             return ledger.get(run.run_id)
         actor, state = held
-        # A box that answered follow-ups journals several turns: this run's final comes after theirs.
-        earlier = sum(
-            1
-            for r in ledger.list(group=run.group_folder)
-            if r.box == run.box and r.created_at < run.created_at
+        replay = AdoptedReplay(
+            earlier=finals_before(ledger, run), session_id=run.session_id, on_event=on_event
         )
-        finals, session_id, usage = 0, run.session_id, None
-        final: Event | None = None
         offset = 0
         node_files = not self.config.shared_folder
         host_ipc = ipc_root / run.group_folder
@@ -455,34 +455,16 @@ class RayPlacement(Placement):
                     if item[0] == "ipc":  # the box's requests the dead host had not taken
                         await _take_request(actor, host_ipc, item)
                     elif item[0] == "event":
-                        event, offset = item[3], item[2] + 1
-                        session_id = session_id_of(event) or session_id
-                        if finals >= earlier:
-                            if isinstance(event, UsageEvent):
-                                usage = add_usage(usage, event)
-                            if on_event is not None:
-                                on_event(event)
-                        if isinstance(event, ResultEvent | ErrorEvent):
-                            finals += 1
-                            if finals == earlier + 1:
-                                final = event
-                                break
+                        offset = item[2] + 1
+                        if replay.take(item[3]):
+                            break
                     elif item[0] == "end":
                         break
         except (TimeoutError, ray.exceptions.RayError) as exc:
             log.warning("adopted run=%s: lost its box actor: %s", run.run_id, exc)
         try:
-            if (
-                isinstance(final, ResultEvent)
-                and self._fences.get((run.agent_id, run.group_folder)) == state["token"]
-            ):
-                accepted = ledger.accept_final(run.run_id, token, run.box, status="success", text=final.result,
-                                               session_id=session_id, journal_offset=offset, usage=usage)  # fmt: skip
-                if accepted and (not final.result or await deliver(final.result)):
-                    ledger.mark_delivered(run.run_id)
-            else:
-                why = final.error if isinstance(final, ErrorEvent) else "the run ended without a final"
-                ledger.end(run.run_id, "failed", f"adopted run: {why}", token=token)
+            fenced_out = self._fences.get((run.agent_id, run.group_folder)) != state["token"]
+            await settle_adopted(ledger, run, token, replay, offset, deliver, fenced_out=fenced_out)
         finally:
             await self._close_adopted(actor, ipc_root / run.group_folder)
         return ledger.get(run.run_id)

@@ -131,6 +131,60 @@ async def decide_runs(ledger: RunLedger, runtime: BoxRuntime, box_home: Path, ip
     return decisions
 
 
+def finals_before(ledger: RunLedger, run: RunRecord) -> int:
+    """How many finals the box journaled for its earlier runs: a box that answered follow-ups
+    journals several turns, and ``run``'s final is the one after theirs."""
+    return sum(
+        1 for r in ledger.list(group=run.group_folder) if r.box == run.box and r.created_at < run.created_at
+    )
+
+
+@dataclass
+class AdoptedReplay:
+    """An adopted run's events replayed from the start of its box's stream: the events of the box's
+    earlier runs are skipped; this run's are passed on, their usage summed, up to its final."""
+
+    earlier: int
+    session_id: str | None
+    on_event: Callable[[Event], None] | None = None
+    finals: int = 0
+    usage: dict[str, Any] | None = None
+    final: Event | None = None
+
+    def take(self, event: Event) -> bool:
+        """Count one event; ``True`` once it is this run's final."""
+        self.session_id = session_id_of(event) or self.session_id
+        if self.finals >= self.earlier:
+            if isinstance(event, UsageEvent):
+                self.usage = add_usage(self.usage, event)
+            if self.on_event is not None:
+                self.on_event(event)
+        if isinstance(event, ResultEvent | ErrorEvent):
+            self.finals += 1
+            if self.finals == self.earlier + 1:
+                self.final = event
+                return True
+        return False
+
+
+async def settle_adopted(ledger: RunLedger, run: RunRecord, token: str, replay: AdoptedReplay, offset: int,
+                         deliver: Callable[[str], Awaitable[bool]], *, fenced_out: bool = False) -> None:  # fmt: skip
+    """Write the adopted run's final (fenced by ``token``) and deliver it once; a run without a
+    result (or whose copy was superseded: ``fenced_out``) ends failed."""
+    final = replay.final
+    if isinstance(final, ResultEvent) and not fenced_out:
+        accepted = ledger.accept_final(run.run_id, token, run.box, status="success", text=final.result,
+                                       session_id=replay.session_id, journal_offset=offset, usage=replay.usage)  # fmt: skip
+        if accepted and (not final.result or await deliver(final.result)):
+            ledger.mark_delivered(run.run_id)
+        return
+    if fenced_out:
+        why = "its copy was superseded"
+    else:
+        why = final.error if isinstance(final, ErrorEvent) else "the run ended without a final"
+    ledger.end(run.run_id, "failed", f"adopted run: {why}", token=token)
+
+
 async def follow_adopted(
     decision: RunDecision, *, ledger: RunLedger, runtime: BoxRuntime, box_home: Path, ipc_root: Path,
     deliver: Callable[[str], Awaitable[bool]], on_event: Callable[[Event], None] | None = None,
@@ -141,44 +195,21 @@ async def follow_adopted(
     run, token = decision.run, decision.token
     assert run.box is not None and token is not None
     path = journal_of(ipc_root, run)
-    # A box that answered follow-ups journals several turns: this run's final is the one after the
-    # finals of the box's earlier runs.
-    earlier = sum(
-        1 for r in ledger.list(group=run.group_folder) if r.box == run.box and r.created_at < run.created_at
-    )
+    replay = AdoptedReplay(earlier=finals_before(ledger, run), session_id=run.session_id, on_event=on_event)
     deadline = time.monotonic() + timeout
-    offset, finals_seen, session_id = 0, 0, run.session_id
-    final: Event | None = None
-    usage: dict[str, Any] | None = None
+    offset = 0
     try:
-        while final is None:
+        while replay.final is None:
             entries = await follow_journal(path, offset, alive=lambda: runner_alive(path), deadline=deadline)
             if not entries:
                 break
-            offset = entries[-1].end
             for entry in entries:
-                event = entry.event
-                session_id = session_id_of(event) or session_id
-                if finals_seen >= earlier:
-                    if isinstance(event, UsageEvent):
-                        usage = add_usage(usage, event)
-                    if on_event is not None:
-                        on_event(event)
-                if isinstance(event, ResultEvent | ErrorEvent):
-                    finals_seen += 1
-                    if finals_seen == earlier + 1:
-                        final, offset = event, entry.end
-                        break
-            if final is None and (not runner_alive(path) or time.monotonic() > deadline):
+                offset = entry.end
+                if replay.take(entry.event):
+                    break
+            if replay.final is None and (not runner_alive(path) or time.monotonic() > deadline):
                 break
-        if isinstance(final, ResultEvent):
-            accepted = ledger.accept_final(run.run_id, token, run.box, status="success", text=final.result,
-                                           session_id=session_id, journal_offset=offset, usage=usage)  # fmt: skip
-            if accepted and (not final.result or await deliver(final.result)):
-                ledger.mark_delivered(run.run_id)
-        else:
-            why = final.error if isinstance(final, ErrorEvent) else "the runner ended without a final"
-            ledger.end(run.run_id, "failed", f"adopted run: {why}", token=token)
+        await settle_adopted(ledger, run, token, replay, offset, deliver)
     finally:
         await _close_box(runtime, box_home, ipc_root, run)
     return ledger.get(run.run_id)
