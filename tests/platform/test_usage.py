@@ -419,7 +419,7 @@ async def _no_notice(jid: str, text: str) -> None:
 
 @needs_agent_clis("codex")
 async def test_an_adopted_runs_usage_counts_once(tmp_path: Path, model: ModelServer) -> None:
-    from tests.test_adoption import REPLY, Host, ledger, model_calls
+    from test_adoption import REPLY, Host, ledger, model_calls
 
     model.usage = ScriptedUsage(input_tokens=700, output_tokens=70)
     model.delay = 10.0  # the host is killed 2 s into this turn; the box runs on
