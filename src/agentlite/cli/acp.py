@@ -6,7 +6,7 @@ import asyncio
 import json as jsonlib
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
@@ -18,10 +18,11 @@ from agentlite.cli._network_opts import AllowNetOption, NetworkOption, NoNetwork
 from agentlite.cli.run import BaseUrlOption, ModelOption
 from agentlite.core.errors import ConfigError, describe_validation_error
 from agentlite.image.guest_root import open_configured_runtime
-from agentlite.platform.acp_server import AcpServerSettings, check_session_folder, serve_stdio
 from agentlite.platform.mounts import MountAllowlist
-from agentlite.run.acp_box import adapter_backend
 from agentlite.run.protocol import DEFAULT_BACKEND_TYPE
+
+if TYPE_CHECKING:
+    from agentlite.platform.acp_server import AcpServerSettings
 
 ENV_MOUNT_ALLOWLIST = "AGENTLITE_MOUNT_ALLOWLIST"
 
@@ -73,6 +74,10 @@ def acp_command(
     runtime: RuntimeOption = None,
 ) -> None:
     """Serve ACP on stdin/stdout: each session is a boxed agent with the client's folder mounted."""
+    # The ACP library costs ~0.4 s to import: only this command pays for it, not every command.
+    from agentlite.platform.acp_server import AcpServerSettings, check_session_folder
+    from agentlite.run.acp_box import adapter_backend
+
     config = adapter_backend(backend, model, base_url)
     if base_url is not None and not base_url.startswith(("http://", "https://")):
         raise ConfigError(f"base URL `{base_url}` must start with http:// or https://")
@@ -92,6 +97,8 @@ def acp_command(
 
 
 async def _serve(runtime: object, settings: AcpServerSettings) -> None:
+    from agentlite.platform.acp_server import serve_stdio
+
     main = asyncio.current_task()
     assert main is not None
     loop = asyncio.get_running_loop()
