@@ -10,6 +10,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
@@ -105,6 +106,38 @@ def sandbox(home: Path) -> Iterator[SandboxRuntime]:
     for box in leftover:
         asyncio.run(SandboxRuntime(home).remove(box.name, force=True))
     assert not leftover, f"test left running boxes: {leftover}"
+
+
+class ScriptedHost:
+    """A host process running a test's own script, which prints ``ready`` once started and its
+    chat's replies as one JSON line when it ends (the shape of the adoption and Ray scenarios)."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, log: Path) -> None:
+        self.proc, self.log = proc, log
+
+    @classmethod
+    async def launch(cls, script: Path, *args: str, log: Path, env: dict[str, str] | None = None,
+                     ready_timeout: float = 120) -> Any:  # fmt: skip
+        with log.open("wb") as stderr:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, str(script), *args, stdout=asyncio.subprocess.PIPE, stderr=stderr,
+                env={**os.environ, **(env or {})},
+            )  # fmt: skip
+        host = cls(proc, log)
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), ready_timeout)
+        assert line == b"ready\n", host.log.read_text()[-3000:]
+        return host
+
+    async def replies(self, timeout: float = 180) -> list[str]:
+        assert self.proc.stdout is not None
+        out = await asyncio.wait_for(self.proc.stdout.read(), timeout)
+        assert await self.proc.wait() == 0, self.log.read_text()[-3000:]
+        return json.loads(out.decode().strip().splitlines()[-1])
+
+    async def kill(self) -> None:
+        self.proc.kill()
+        await self.proc.wait()
 
 
 class HostProcess:

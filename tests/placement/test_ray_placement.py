@@ -28,7 +28,7 @@ from agentlite.box.sandbox import SandboxRuntime
 from agentlite.placement import PlacementConfig
 from agentlite.testing import ModelServer
 from agentlite.testing.channels import RecordingChannel
-from conftest import needs_agent_clis, needs_sandbox, until
+from conftest import ScriptedHost, needs_agent_clis, needs_sandbox, until
 
 ray = pytest.importorskip("ray", reason="the `ray` extra is not installed")
 
@@ -305,11 +305,8 @@ asyncio.run(main())
 """
 
 
-class Host:
+class Host(ScriptedHost):
     """One host process (a Ray driver of its own) on the shared workdir."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, log: Path) -> None:
-        self.proc, self.log = proc, log
 
     @classmethod
     async def start(cls, tmp_path: Path, cluster: RayCluster, model: ModelServer, mode: str, expect: int,
@@ -319,27 +316,10 @@ class Host:
             script.write_text(HOST_SCRIPT.format(tests=str(Path(__file__).parent), workdir=str(tmp_path / "data"),
                                                  base_url=model.openai_base_url, address=cluster.cluster.address,
                                                  namespace=NAMESPACE, node_root=str(cluster.node_root)))  # fmt: skip
-        log = tmp_path / f"{name}.log"
-        with log.open("wb") as stderr:
-            proc = await asyncio.create_subprocess_exec(sys.executable, str(script), mode, str(expect),
-                                                        stdout=asyncio.subprocess.PIPE, stderr=stderr)  # fmt: skip
-        host = cls(proc, log)
-        assert proc.stdout is not None
-        line = await asyncio.wait_for(proc.stdout.readline(), 180)
-        assert line == b"ready\n", host.log.read_text()[-3000:]
-        return host
+        return await cls.launch(script, mode, str(expect), log=tmp_path / f"{name}.log", ready_timeout=180)
 
     async def replies(self, timeout: float = 240) -> list[str]:
-        import json
-
-        assert self.proc.stdout is not None
-        out = await asyncio.wait_for(self.proc.stdout.read(), timeout)
-        assert await self.proc.wait() == 0, self.log.read_text()[-3000:]
-        return json.loads(out.decode().strip().splitlines()[-1])
-
-    async def kill(self) -> None:
-        self.proc.kill()
-        await self.proc.wait()
+        return await super().replies(timeout)
 
 
 async def test_host_killed_mid_turn_a_new_host_reattaches_and_delivers_once(

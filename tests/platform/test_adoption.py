@@ -20,7 +20,7 @@ from agentlite.box.ownership import RecordStore
 from agentlite.box.sandbox import SandboxRuntime
 from agentlite.platform.store import AgentStore
 from agentlite.testing import ModelServer
-from conftest import needs_agent_clis, until
+from conftest import ScriptedHost, needs_agent_clis, until
 
 pytestmark = needs_agent_clis("codex")
 
@@ -84,12 +84,8 @@ async def model() -> AsyncIterator[ModelServer]:
         yield server
 
 
-class Host:
+class Host(ScriptedHost):
     """One host process on the shared workdir."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, log: Path) -> None:
-        self.proc = proc
-        self.log = log
 
     @classmethod
     async def start(cls, tmp_path: Path, model: ModelServer, mode: str, expect: int, name: str,
@@ -98,27 +94,7 @@ class Host:
         if not script.exists():
             script.write_text(HOST_SCRIPT.format(workdir=str(tmp_path / "data"),
                                                  base_url=model.openai_base_url))  # fmt: skip
-        log = tmp_path / f"{name}.log"
-        with log.open("wb") as stderr:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, str(script), mode, str(expect), stdout=asyncio.subprocess.PIPE,
-                stderr=stderr, env={**os.environ, **env},
-            )  # fmt: skip
-        host = cls(proc, log)
-        assert proc.stdout is not None
-        line = await asyncio.wait_for(proc.stdout.readline(), 120)
-        assert line == b"ready\n", host.log.read_text()[-3000:]
-        return host
-
-    async def replies(self, timeout: float = 180) -> list[str]:
-        assert self.proc.stdout is not None
-        out = await asyncio.wait_for(self.proc.stdout.read(), timeout)
-        assert await self.proc.wait() == 0, self.log.read_text()[-3000:]
-        return json.loads(out.decode().strip().splitlines()[-1])
-
-    async def kill(self) -> None:
-        self.proc.kill()
-        await self.proc.wait()
+        return await cls.launch(script, mode, str(expect), log=tmp_path / f"{name}.log", env=env)
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
