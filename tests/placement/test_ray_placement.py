@@ -22,6 +22,9 @@ from typing import Any
 import psutil
 import pytest
 
+# The install step always puts in the `ray` extra: without it these tests fail, they do not skip.
+import ray
+
 import agentlite
 from agentlite.box.ownership import RecordStore
 from agentlite.box.sandbox import SandboxRuntime
@@ -29,8 +32,6 @@ from agentlite.placement import PlacementConfig
 from agentlite.testing import ModelServer
 from agentlite.testing.channels import RecordingChannel
 from conftest import ScriptedHost, needs_agent_clis, needs_sandbox, until
-
-ray = pytest.importorskip("ray", reason="the `ray` extra is not installed")
 
 pytestmark = [needs_sandbox, needs_agent_clis("codex"), pytest.mark.timeout(600)]
 
